@@ -1,0 +1,65 @@
+# tack: `make run` starts the stack, `make test` runs every check.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help venv proto proto-check lint fmt types unit test run trigger bench bench-smoke chaos soak clean
+
+help:
+	@echo "make run      start tack (control plane + stub provider; a local sandbox without Tangled config)"
+	@echo "make test     install, then lint, type-check and run the whole test suite"
+	@echo "make trigger  push another sample pipeline into a running sandbox"
+	@echo "make bench    run the benchmarks (results in bench-results/latest.json)"
+	@echo "make chaos    run the chaos harness (CHAOS_SECONDS, CHAOS_SEED)"
+	@echo "make soak     run the chaos harness at steady load for SOAK_SECONDS"
+	@echo "make proto    regenerate tack_provider_kit/pb from proto/"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip==26.3
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+proto: $(STAMP)
+	$(PY) tools/genproto.py
+
+proto-check: $(STAMP)
+	$(PY) tools/genproto.py --check
+
+lint: $(STAMP)
+	$(PY) -m ruff format --check .
+	$(PY) -m ruff check .
+
+fmt: $(STAMP)
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+types: $(STAMP)
+	$(PY) -m mypy
+
+unit: $(STAMP)
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test: proto-check lint types unit
+
+run: $(STAMP)
+	$(PY) -m tack_sandbox
+
+trigger: $(STAMP)
+	$(PY) -m tack_sandbox trigger
+
+bench: $(STAMP)
+	$(PY) -m tests.bench
+
+chaos: $(STAMP)
+	$(PY) -m tests.chaos --seconds $${CHAOS_SECONDS:-120} $${CHAOS_SEED:+--seed $$CHAOS_SEED}
+
+soak: $(STAMP)
+	$(PY) -m tests.chaos --soak --seconds $${SOAK_SECONDS:-1800}
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis .data bench-results
