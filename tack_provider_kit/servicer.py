@@ -1,0 +1,169 @@
+"""The gRPC face of a :class:`~tack_provider_kit.provider.Provider`: validation, idempotency, streams."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from typing import NoReturn
+
+import grpc
+
+from tack_provider_kit import metrics
+from tack_provider_kit.pb import provider_pb2 as pb, provider_pb2_grpc as pb_grpc
+from tack_provider_kit.provider import InvalidArgument, Provider, Unavailable
+from tack_provider_kit.store import RunKey
+
+
+log = logging.getLogger(__name__)
+
+
+async def abort(context: grpc.aio.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:
+    """End the call with ``code``; never returns."""
+    await context.abort(code, message)
+    raise AssertionError("unreachable: abort raises")
+
+
+MAX_LINES_PER_MESSAGE = 1000
+MAX_BYTES_PER_MESSAGE = 1 << 20
+
+_DETAILS = {
+    pb.TRIGGER_KIND_PUSH: "push",
+    pb.TRIGGER_KIND_PULL_REQUEST: "pull_request",
+    pb.TRIGGER_KIND_MANUAL: "manual",
+}
+
+
+def validate_spawn(request: pb.SpawnRequest) -> None:
+    """Raise InvalidArgument naming the first missing or malformed field of a Spawn request."""
+    for field in ("knot", "pipeline_rkey"):
+        if not getattr(request, field):
+            raise InvalidArgument(f"{field}: required")
+    if not request.actor_did.startswith("did:"):
+        raise InvalidArgument("actor_did: must be a DID (did:...)")
+    if not request.HasField("trigger"):
+        raise InvalidArgument("trigger: required")
+    detail = _DETAILS.get(request.trigger.kind)
+    if detail is None:
+        raise InvalidArgument("trigger.kind: must be push, pull_request or manual")
+    if request.trigger.WhichOneof("detail") != detail:
+        raise InvalidArgument(f"trigger.{detail}: required for trigger kind {detail}")
+    if not request.trigger.repo.did or not request.trigger.repo.name:
+        raise InvalidArgument("trigger.repo: did and name are required")
+    if not request.workflows:
+        raise InvalidArgument("workflows: at least one workflow is required")
+    seen: set[str] = set()
+    for i, workflow in enumerate(request.workflows):
+        if not workflow.name or "/" in workflow.name or workflow.name in (".", ".."):
+            raise InvalidArgument(f"workflows[{i}].name: must be a non-empty file name")
+        if workflow.name in seen:
+            raise InvalidArgument(f"workflows[{i}].name: duplicate workflow {workflow.name!r}")
+        seen.add(workflow.name)
+
+
+def split_batches(lines: Sequence[pb.LogLine]) -> list[list[pb.LogLine]]:
+    """Cut lines into message-sized batches (by count and by encoded size), keeping order."""
+    batches: list[list[pb.LogLine]] = []
+    batch: list[pb.LogLine] = []
+    size = 0
+    for line in lines:
+        line_size = line.ByteSize() + 4
+        if batch and (len(batch) >= MAX_LINES_PER_MESSAGE or size + line_size > MAX_BYTES_PER_MESSAGE):
+            batches.append(batch)
+            batch, size = [], 0
+        batch.append(line)
+        size += line_size
+    if batch:
+        batches.append(batch)
+    return batches
+
+
+class ProviderServicer(pb_grpc.ProviderServicer):
+    """Serves the Provider service for one provider."""
+
+    def __init__(self, provider: Provider) -> None:
+        self.provider = provider
+        self.store = provider.store
+
+    async def Spawn(self, request: pb.SpawnRequest, context: grpc.aio.ServicerContext) -> pb.SpawnResponse:
+        """Accept the workflows durably (all or none), then start the new ones."""
+        name = self.provider.name
+        try:
+            validate_spawn(request)
+            keys = [RunKey(request.knot, request.pipeline_rkey, w.name) for w in request.workflows]
+            entries = []
+            for i, (key, workflow) in enumerate(zip(keys, request.workflows, strict=True)):
+                if self.store.get(key) is None:
+                    try:
+                        entries.append((key, self.provider.prepare(request, workflow)))
+                    except InvalidArgument as exc:
+                        raise InvalidArgument(f"workflows[{i}] ({workflow.name}): {exc}") from None
+                else:
+                    entries.append((key, {}))
+        except InvalidArgument as exc:
+            metrics.SPAWN_REJECTED.labels(name).inc()
+            await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except Unavailable as exc:
+            await abort(context, grpc.StatusCode.UNAVAILABLE, str(exc))
+        results = self.store.create(entries)
+        acceptances = []
+        for run, created in results:
+            if created:
+                metrics.RUNS_ACCEPTED.labels(name).inc()
+                log.info("run accepted", extra={"run": str(run.key)})
+                await self.provider.start(run)
+            acceptances.append(pb.Acceptance(workflow=run.key.workflow, created=created, status=run.status))
+        return pb.SpawnResponse(acceptances=acceptances)
+
+    async def WatchStatus(
+        self, request: pb.WatchStatusRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.WatchStatusResponse]:
+        """Replay the outbox after ``after_seq``, then follow it."""
+        metrics.STREAMS_ACTIVE.labels("WatchStatus").inc()
+        try:
+            async for batch in self.store.watch(request.after_seq):
+                if batch:
+                    yield pb.WatchStatusResponse(updates=batch)
+                elif context.done():
+                    return
+        finally:
+            metrics.STREAMS_ACTIVE.labels("WatchStatus").dec()
+
+    async def Logs(
+        self, request: pb.LogsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.LogsResponse]:
+        """NOT_FOUND before any message for unknown runs; otherwise metadata at once, then the log."""
+        run = self.store.get(RunKey.from_pb(request.key))
+        if run is None:
+            await abort(context, grpc.StatusCode.NOT_FOUND, f"no run {RunKey.from_pb(request.key)}")
+        await context.send_initial_metadata(())
+        metrics.STREAMS_ACTIVE.labels("Logs").inc()
+        try:
+            async for chunk in self.provider.log(run):
+                for batch in split_batches(chunk):
+                    yield pb.LogsResponse(lines=batch)
+        finally:
+            metrics.STREAMS_ACTIVE.labels("Logs").dec()
+
+    async def Cancel(self, request: pb.CancelRequest, context: grpc.aio.ServicerContext) -> pb.CancelResponse:
+        """Cancel the run; finished runs keep their status."""
+        run = self.store.get(RunKey.from_pb(request.key))
+        if run is None:
+            await abort(context, grpc.StatusCode.NOT_FOUND, f"no run {RunKey.from_pb(request.key)}")
+        if run.terminal:
+            return pb.CancelResponse(status=run.status)
+        try:
+            return pb.CancelResponse(status=await self.provider.cancel(run))
+        except Unavailable as exc:
+            await abort(context, grpc.StatusCode.UNAVAILABLE, str(exc))
+
+    async def HandleWebhook(
+        self, request: pb.HandleWebhookRequest, context: grpc.aio.ServicerContext
+    ) -> pb.HandleWebhookResponse:
+        """Let the provider answer the forwarded HTTP request."""
+        return await self.provider.handle_webhook(request)
+
+    async def Describe(
+        self, request: pb.DescribeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DescribeResponse:
+        """Name, version and capabilities."""
+        return self.provider.describe()

@@ -1,0 +1,41 @@
+"""Time formats of the Tangled wire protocol, free of I/O."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+
+NS_PER_SECOND = 1_000_000_000
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def _utc_seconds(ns: int) -> str:
+    seconds, _ = divmod(ns, NS_PER_SECOND)
+    return (_EPOCH + dt.timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def rfc3339_nano(ns: int) -> str:
+    """Format Unix nanoseconds like Go's RFC3339Nano in UTC: trailing zeros trimmed, ``Z`` offset."""
+    fraction = ns % NS_PER_SECOND
+    text = _utc_seconds(ns)
+    if fraction:
+        text += "." + f"{fraction:09d}".rstrip("0")
+    return text + "Z"
+
+
+def rfc3339_seconds(ns: int) -> str:
+    """Format Unix nanoseconds as whole-second RFC 3339 in UTC with ``Z``, as stock spindles do."""
+    return _utc_seconds(ns) + "Z"
+
+
+def timestamp_from_ns(ns: int) -> Timestamp:
+    """A protobuf Timestamp for Unix nanoseconds."""
+    seconds, nanos = divmod(ns, NS_PER_SECOND)
+    return Timestamp(seconds=seconds, nanos=nanos)
+
+
+def ns_from_timestamp(ts: Timestamp) -> int:
+    """Unix nanoseconds of a protobuf Timestamp."""
+    return ts.seconds * NS_PER_SECOND + ts.nanos
