@@ -21,7 +21,7 @@ class Notifier:
         if future is not None and not future.done():
             future.set_result(None)
 
-    async def wait(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109
+    async def wait(self, timeout: float | None = None) -> bool:
         """Wait for the next :meth:`notify`; False when ``timeout`` seconds pass first."""
         if self._future is None:
             self._future = asyncio.get_running_loop().create_future()

@@ -19,6 +19,7 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client.aiohttp import make_aiohttp_handler
 
 from tack_provider_kit import env, logsetup, metrics
+from tack_provider_kit.client import MAX_MESSAGE_BYTES
 from tack_provider_kit.pb import provider_pb2 as pb, provider_pb2_grpc as pb_grpc
 from tack_provider_kit.provider import Provider
 from tack_provider_kit.servicer import ProviderServicer
@@ -28,7 +29,8 @@ from tack_provider_kit.store import ProviderStore
 log = logging.getLogger(__name__)
 
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["Provider"].full_name
-MAX_MESSAGE_BYTES = 8 << 20
+
+
 SERVER_OPTIONS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),

@@ -17,6 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from tack_provider_kit import status as st
+from tack_provider_kit.client import provider_stub
 from tack_provider_kit.pb import provider_pb2 as pb, provider_pb2_grpc as pb_grpc
 
 
@@ -99,7 +100,7 @@ def reached(k: pb.WorkflowKey, status: st.Status) -> Callable[[list[pb.StatusUpd
 async def spawn_is_prompt_and_idempotent(target: ProviderTarget) -> None:
     """Spawn returns within a second and a repeat starts nothing twice."""
     async with grpc.aio.insecure_channel(target.address) as channel:
-        stub = pb_grpc.ProviderStub(channel)
+        stub = provider_stub(channel)
         request = spawn_request([target.workflow("a.yml", "quick"), target.workflow("b.yml", "quick")])
         start = time.monotonic()
         first = await stub.Spawn(request, timeout=10)
@@ -118,7 +119,7 @@ async def spawn_is_prompt_and_idempotent(target: ProviderTarget) -> None:
 async def watch_replays_exactly_after_seq_across_kill9(target: ProviderTarget) -> None:
     """WatchStatus(after_seq) replays exactly the later updates, gap-free, after a kill -9 of the provider."""
     async with grpc.aio.insecure_channel(target.address) as channel:
-        stub = pb_grpc.ProviderStub(channel)
+        stub = provider_stub(channel)
         request = spawn_request([target.workflow(f"w{i}.yml", "quick") for i in range(3)])
         await stub.Spawn(request, timeout=10)
         keys = [key(request, w.name) for w in request.workflows]
@@ -128,7 +129,7 @@ async def watch_replays_exactly_after_seq_across_kill9(target: ProviderTarget) -
     middle = seen[len(seen) // 2].seq
     await target.kill9_and_restart()
     async with grpc.aio.insecure_channel(target.address) as channel:
-        stub = pb_grpc.ProviderStub(channel)
+        stub = provider_stub(channel)
         replay = await collect(stub, middle, lambda got: len(got) >= len([u for u in seen if u.seq > middle]))
         expected = [u for u in seen if u.seq > middle]
         assert [(u.seq, u.key, u.status) for u in replay[: len(expected)]] == [
@@ -143,7 +144,7 @@ async def watch_replays_exactly_after_seq_across_kill9(target: ProviderTarget) -
 async def logs_of_unknown_run_fail_not_found_before_any_message(target: ProviderTarget) -> None:
     """Logs of an unknown run fails with NOT_FOUND and sends no message."""
     async with grpc.aio.insecure_channel(target.address) as channel:
-        stub = pb_grpc.ProviderStub(channel)
+        stub = provider_stub(channel)
         call = stub.Logs(
             pb.LogsRequest(key=pb.WorkflowKey(knot="knot.test", pipeline_rkey="nope", workflow="x"))
         )
@@ -161,7 +162,7 @@ async def logs_of_unknown_run_fail_not_found_before_any_message(target: Provider
 async def logs_of_known_unstarted_run_send_metadata_at_once(target: ProviderTarget) -> None:
     """Logs of a known run that has not started delivers initial metadata within 200 ms."""
     async with grpc.aio.insecure_channel(target.address) as channel:
-        stub = pb_grpc.ProviderStub(channel)
+        stub = provider_stub(channel)
         await channel.channel_ready()
         request = spawn_request([target.workflow("q.yml", "queued")])
         await stub.Spawn(request, timeout=10)
@@ -178,7 +179,7 @@ async def logs_of_known_unstarted_run_send_metadata_at_once(target: ProviderTarg
 async def cancel_ends_running_run_cancelled(target: ProviderTarget) -> None:
     """Cancel of a running run ends it as cancelled, reported through WatchStatus; a repeat is a no-op."""
     async with grpc.aio.insecure_channel(target.address) as channel:
-        stub = pb_grpc.ProviderStub(channel)
+        stub = provider_stub(channel)
         request = spawn_request([target.workflow("long.yml", "long")])
         k = key(request, "long.yml")
         start_seq = 0
@@ -205,7 +206,7 @@ async def health_serves_and_reflection_lists_the_service(target: ProviderTarget)
         ):
             names.extend(s.name for s in response.list_services_response.service)
         assert "tack.provider.v1.Provider" in names
-        describe = await pb_grpc.ProviderStub(channel).Describe(pb.DescribeRequest(), timeout=5)
+        describe = await provider_stub(channel).Describe(pb.DescribeRequest(), timeout=5)
         assert describe.name and describe.version
 
 

@@ -1,0 +1,1 @@
+"""The control plane: the Tangled spindle that drives tack's providers."""

@@ -1,0 +1,32 @@
+"""The client side of the provider contract: channels and typed stubs."""
+
+from __future__ import annotations
+
+from typing import cast
+
+import grpc
+
+from tack_provider_kit.pb import provider_pb2_grpc as pb_grpc
+
+
+MAX_MESSAGE_BYTES = 8 << 20
+CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    # Paired with the server's min_recv_ping_interval (10 s) so pings never earn a GOAWAY.
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 5_000),
+]
+
+
+def channel(address: str) -> grpc.aio.Channel:
+    """An insecure channel to a provider sidecar with tack's keepalive and size settings."""
+    return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+
+
+def provider_stub(chan: grpc.aio.Channel) -> pb_grpc.ProviderAsyncStub:
+    """The typed asyncio stub for the Provider service on ``chan``."""
+    return cast(pb_grpc.ProviderAsyncStub, pb_grpc.ProviderStub(chan))
