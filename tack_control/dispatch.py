@@ -1,0 +1,291 @@
+"""The dispatcher: hands queued workflows to their providers with Spawn, durably and at least once.
+
+Workflows wait in the ``workflows`` table (``dispatch='queued'``) until their
+provider accepts them. A provider that is down is retried with backoff until
+``give_up_s`` after the trigger, then the workflow is ``failed`` with the
+reason. Spawn is idempotent at the provider, so resending after a crash or a
+timeout never starts anything twice. Workflows whose status has not moved for
+``reconcile_after_s`` are spawned again: the acceptance carries the run's
+current status, and a provider that lost the run starts it afresh.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+
+import grpc
+
+from tack_control import backoff, metrics
+from tack_control.providers import RETRYABLE, ProviderClient
+from tack_control.records import Pipeline, parse_pipeline
+from tack_control.statuses import StatusBook
+from tack_provider_kit import status as st
+from tack_provider_kit.notify import Notifier
+from tack_provider_kit.pb import provider_pb2 as pb
+
+
+log = logging.getLogger(__name__)
+
+_KINDS = {
+    "push": pb.TRIGGER_KIND_PUSH,
+    "pull_request": pb.TRIGGER_KIND_PULL_REQUEST,
+    "manual": pb.TRIGGER_KIND_MANUAL,
+}
+
+
+@dataclass(frozen=True)
+class Queued:
+    """A workflow row waiting for Spawn."""
+
+    id: int
+    knot: str
+    rkey: str
+    name: str
+    provider: str
+    config: str
+    attempts: int
+    queued_ns: int
+    solo: bool
+
+
+def spawn_request(knot: str, rkey: str, pipeline: Pipeline, rows: list[Queued]) -> pb.SpawnRequest:
+    """The Spawn request for some workflows of one pipeline."""
+    t = pipeline.trigger
+    trigger = pb.Trigger(
+        kind=_KINDS[t.kind],
+        repo=pb.Repo(
+            knot=t.repo.knot, did=t.repo.did, name=t.repo.name, default_branch=t.repo.default_branch
+        ),
+    )
+    if t.kind == "push":
+        trigger.push.CopyFrom(pb.PushTrigger(ref=t.ref, old_sha=t.old_sha, new_sha=t.new_sha))
+    elif t.kind == "pull_request":
+        trigger.pull_request.CopyFrom(
+            pb.PullRequestTrigger(
+                source_branch=t.source_branch,
+                target_branch=t.target_branch,
+                source_sha=t.source_sha,
+                action=t.action,
+            )
+        )
+    else:
+        trigger.manual.CopyFrom(
+            pb.ManualTrigger(inputs=[pb.ManualInput(key=k, value=v) for k, v in t.inputs])
+        )
+    by_name = {w.name: w for w in pipeline.workflows}
+    workflows = []
+    for row in rows:
+        wf = by_name[row.name]
+        stored = json.loads(row.config)
+        workflows.append(
+            pb.Workflow(
+                name=wf.name,
+                engine=wf.engine,
+                raw=wf.raw,
+                clone=pb.CloneOptions(
+                    skip=wf.clone.skip, depth=wf.clone.depth, submodules=wf.clone.submodules
+                ),
+                config_json=json.dumps(stored["config"]),
+                environment=stored["environment"],
+            )
+        )
+    return pb.SpawnRequest(
+        knot=knot, pipeline_rkey=rkey, actor_did=t.repo.did, trigger=trigger, workflows=workflows
+    )
+
+
+class Dispatcher:
+    """Delivers queued workflows to providers."""
+
+    def __init__(
+        self,
+        book: StatusBook,
+        providers: dict[str, ProviderClient],
+        spawn_timeout_s: float = 10.0,
+        give_up_s: float = 600.0,
+        reconcile_after_s: float = 1800.0,
+        concurrency: int = 64,
+    ) -> None:
+        self.book = book
+        self.conn = book.conn
+        self.providers = providers
+        self.spawn_timeout_s = spawn_timeout_s
+        self.give_up_s = give_up_s
+        self.reconcile_after_s = reconcile_after_s
+        self.wake = Notifier()
+        self.inflight: set[int] = set()
+        self.slots = asyncio.Semaphore(concurrency)
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def poke(self) -> None:
+        """New work was queued."""
+        self.wake.notify()
+
+    def _due(self, now: int) -> list[Queued]:
+        rows = self.conn.execute(
+            "SELECT id, knot, rkey, name, provider, config, attempts, queued_ns, solo FROM workflows"
+            " WHERE dispatch='queued' AND next_attempt_ns<=? ORDER BY id LIMIT 2000",
+            (now,),
+        ).fetchall()
+        return [
+            Queued(
+                id=r[0],
+                knot=r[1],
+                rkey=r[2],
+                name=r[3],
+                provider=r[4],
+                config=r[5],
+                attempts=r[6],
+                queued_ns=r[7],
+                solo=bool(r[8]),
+            )
+            for r in rows
+            if r[0] not in self.inflight
+        ]
+
+    def _next_due_s(self) -> float:
+        row = self.conn.execute(
+            "SELECT MIN(next_attempt_ns) FROM workflows WHERE dispatch='queued'"
+        ).fetchone()
+        if row[0] is None:
+            return 5.0
+        return max(0.0, min(5.0, (int(row[0]) - time.time_ns()) / 1e9))
+
+    async def run(self) -> None:
+        """Dispatch forever."""
+        last_reconcile = 0.0
+        while True:
+            if time.monotonic() - last_reconcile > min(60.0, self.reconcile_after_s / 2):
+                self.reconcile()
+                last_reconcile = time.monotonic()
+            due = self._due(time.time_ns())
+            metrics.DISPATCH_QUEUED.set(len(due) + len(self.inflight))
+            groups: dict[tuple[str, str, str, int], list[Queued]] = defaultdict(list)
+            for row in due:
+                groups[(row.knot, row.rkey, row.provider, row.id if row.solo else 0)].append(row)
+            for rows in groups.values():
+                await self.slots.acquire()
+                self.inflight.update(r.id for r in rows)
+                task = asyncio.create_task(self._deliver(rows))
+                self.tasks.add(task)
+                task.add_done_callback(self.tasks.discard)
+            if not due:
+                await self.wake.wait(self._next_due_s())
+
+    async def close(self) -> None:
+        """Cancel deliveries in flight (they are resent after restart)."""
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    async def _deliver(self, rows: list[Queued]) -> None:
+        try:
+            await self._spawn(rows)
+        except Exception:
+            log.exception("dispatch failed", extra={"knot": rows[0].knot, "rkey": rows[0].rkey})
+            self._retry(rows, "internal error while dispatching")
+        finally:
+            self.inflight.difference_update(r.id for r in rows)
+            self.slots.release()
+            self.wake.notify()
+
+    async def _spawn(self, rows: list[Queued]) -> None:
+        first = rows[0]
+        provider = self.providers.get(first.provider)
+        if provider is None:
+            names = ", ".join(self.providers) or "none"
+            self._fail(
+                rows, f"provider {first.provider!r} is no longer configured (configured providers: {names})"
+            )
+            return
+        record = self.conn.execute(
+            "SELECT record FROM pipelines WHERE knot=? AND rkey=?", (first.knot, first.rkey)
+        ).fetchone()
+        request = spawn_request(first.knot, first.rkey, parse_pipeline(json.loads(record[0])), rows)
+        try:
+            response = await provider.spawn(request, self.spawn_timeout_s)
+        except grpc.aio.AioRpcError as exc:
+            code, detail = exc.code(), (exc.details() or "").strip()
+            if code == grpc.StatusCode.INVALID_ARGUMENT:
+                if len(rows) > 1:
+                    self._split(rows)
+                else:
+                    self._fail(rows, f"{first.provider} rejected the workflow: {detail}")
+            elif code in RETRYABLE:
+                self._retry(rows, f"provider {first.provider!r} unavailable ({code.name}: {detail})")
+            else:
+                self._fail(rows, f"provider {first.provider!r} refused the workflow ({code.name}: {detail})")
+            return
+        self._accept(rows, response)
+
+    def _accept(self, rows: list[Queued], response: pb.SpawnResponse) -> None:
+        by_name = {a.workflow: a for a in response.acceptances}
+        now = time.time_ns()
+        with self.book.transaction() as conn:
+            for row in rows:
+                conn.execute(
+                    "UPDATE workflows SET dispatch='accepted', attempts=attempts+1, updated_ns=? WHERE id=?",
+                    (now, row.id),
+                )
+                acceptance = by_name.get(row.name)
+                if acceptance is not None and acceptance.status not in (pb.STATUS_UNSPECIFIED, st.PENDING):
+                    self.book.record(conn, row.id, st.name(acceptance.status))
+        log.info(
+            "spawned",
+            extra={
+                "knot": rows[0].knot,
+                "rkey": rows[0].rkey,
+                "provider": rows[0].provider,
+                "workflows": len(rows),
+            },
+        )
+
+    def _split(self, rows: list[Queued]) -> None:
+        with self.book.transaction() as conn:
+            conn.executemany("UPDATE workflows SET solo=1 WHERE id=?", [(r.id,) for r in rows])
+
+    def _retry(self, rows: list[Queued], reason: str) -> None:
+        now = time.time_ns()
+        attempts = max(r.attempts for r in rows) + 1
+        if now - min(r.queued_ns for r in rows) > self.give_up_s * 1e9:
+            self._fail(rows, f"{reason}; gave up after {self.give_up_s:.0f}s")
+            return
+        retry_at = now + int(backoff.delay(attempts, base=0.5, cap=30) * 1e9)
+        log.warning(
+            "spawn will be retried",
+            extra={"knot": rows[0].knot, "rkey": rows[0].rkey, "reason": reason[:300], "attempts": attempts},
+        )
+        with self.book.transaction() as conn:
+            conn.executemany(
+                "UPDATE workflows SET attempts=?, next_attempt_ns=? WHERE id=?",
+                [(attempts, retry_at, r.id) for r in rows],
+            )
+
+    def _fail(self, rows: list[Queued], reason: str) -> None:
+        log.warning(
+            "workflows failed by tack",
+            extra={"knot": rows[0].knot, "rkey": rows[0].rkey, "reason": reason[:300]},
+        )
+        with self.book.transaction() as conn:
+            for row in rows:
+                conn.execute("UPDATE workflows SET dispatch='failed', error=? WHERE id=?", (reason, row.id))
+                self.book.record(conn, row.id, "failed", reason, -1)
+
+    def reconcile(self) -> int:
+        """Queue Spawn again for accepted workflows whose status has not moved for a long time."""
+        cutoff = time.time_ns() - int(self.reconcile_after_s * 1e9)
+        with self.book.transaction() as conn:
+            count = conn.execute(
+                "UPDATE workflows SET dispatch='queued', next_attempt_ns=0, queued_ns=?1, updated_ns=?1"
+                " WHERE dispatch='accepted' AND status IN ('pending', 'running') AND updated_ns < ?2",
+                (time.time_ns(), cutoff),
+            ).rowcount
+        if count:
+            log.info("reconciling stalled workflows", extra={"count": count})
+            self.poke()
+        return count

@@ -1,0 +1,160 @@
+"""Jetstream ingest: mirror member, repo and collaborator records into the registry.
+
+The cursor (Unix µs) is saved with every applied event and every few seconds
+while filtered events flow, and rewound a few seconds on reconnect (applying a
+record twice is harmless). A malformed record is skipped and the cursor moves
+past it; a failure to apply (the database is busy or full) is not skipped: the
+connection is dropped and the event comes again after reconnecting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from urllib.parse import urlencode
+
+import websockets
+from websockets.asyncio.client import ClientConnection, connect
+
+from tack_control import backoff, metrics
+from tack_control.db import get_meta, set_meta
+from tack_control.records import MAX_FRAME_BYTES, BadRecord, parse_jetstream
+from tack_control.registry import COLLECTIONS, Registry
+from tack_control.statuses import StatusBook
+
+
+log = logging.getLogger(__name__)
+
+CURSOR_KEY = "jetstream_cursor_us"
+STALE_CURSOR_US = 2 * 86_400 * 1_000_000
+SAVE_EVERY_S = 5.0
+
+
+def subscribe_url(base: str, cursor_us: int | None) -> str:
+    """The subscribe URL with tack's collections and, when known, the cursor."""
+    params: list[tuple[str, str]] = [("wantedCollections", c) for c in COLLECTIONS]
+    if cursor_us is not None:
+        params.insert(0, ("cursor", str(cursor_us)))
+    sep = "&" if "?" in base else "?"
+    return base + sep + urlencode(params)
+
+
+class JetstreamIngest:
+    """Keeps one Jetstream connection, applying events to the registry."""
+
+    def __init__(
+        self,
+        url: str,
+        registry: Registry,
+        book: StatusBook,
+        on_knots_changed: Callable[[], None],
+        rewind_s: float = 5.0,
+    ) -> None:
+        self.url = url
+        self.registry = registry
+        self.book = book
+        self.conn = book.conn
+        self.on_knots_changed = on_knots_changed
+        self.rewind_us = int(rewind_s * 1_000_000)
+        self.connected = asyncio.Event()
+
+    def cursor(self) -> int | None:
+        """Where to resume: the saved cursor minus the rewind; None (live) when unknown or stale."""
+        saved = get_meta(self.conn, CURSOR_KEY)
+        if saved is None:
+            return None
+        cursor = int(saved)
+        if time.time_ns() // 1000 - cursor > STALE_CURSOR_US:
+            return None
+        return max(0, cursor - self.rewind_us)
+
+    async def run(self) -> None:
+        """Ingest forever, reconnecting with backoff."""
+        attempt = 0
+        while True:
+            url = subscribe_url(self.url, self.cursor())
+            try:
+                async with connect(
+                    url,
+                    max_size=MAX_FRAME_BYTES * 4,
+                    open_timeout=10,
+                    user_agent_header="tack (jetstream client)",
+                    compression=None,
+                    proxy=None,
+                ) as ws:
+                    attempt = 0
+                    metrics.JETSTREAM_CONNECTED.set(1)
+                    self.connected.set()
+                    log.info("jetstream connected", extra={"url": url})
+                    await self._consume(ws)
+            except (OSError, TimeoutError, websockets.exceptions.WebSocketException) as exc:
+                log.warning("jetstream connection lost", extra={"error": str(exc)[:200]})
+            except Exception:
+                log.exception("jetstream ingest failed; retrying from the saved cursor")
+            finally:
+                metrics.JETSTREAM_CONNECTED.set(0)
+                self.connected.clear()
+            attempt += 1
+            await asyncio.sleep(backoff.delay(attempt, base=0.5, cap=30))
+
+    async def _consume(self, ws: ClientConnection) -> None:
+        last_saved = time.monotonic()
+        pending_cursor: int | None = None
+        async for frame in ws:
+            if isinstance(frame, bytes):
+                metrics.JETSTREAM_EVENTS.labels("malformed").inc()
+                continue
+            outcome, cursor = self.handle(frame)
+            metrics.JETSTREAM_EVENTS.labels(outcome).inc()
+            if cursor is not None:
+                pending_cursor = cursor
+            if pending_cursor is not None and time.monotonic() - last_saved > SAVE_EVERY_S:
+                set_meta(self.conn, CURSOR_KEY, str(pending_cursor))
+                pending_cursor, last_saved = None, time.monotonic()
+
+    def handle(self, frame: str | bytes) -> tuple[str, int | None]:
+        """Apply one frame; returns (outcome, cursor to save lazily or None).
+
+        Applied events save their cursor in the same transaction. Raises on a
+        database failure, so the event is retried after reconnecting.
+        """
+        try:
+            event = parse_jetstream(frame)
+        except BadRecord as exc:
+            log.info("jetstream frame skipped", extra={"reason": str(exc)[:200]})
+            return "malformed", None
+        if (
+            not self.registry.wanted(event.did)
+            or event.kind != "commit"
+            or event.collection not in COLLECTIONS
+        ):
+            return "filtered", event.time_us + 1
+        try:
+            with self.book.transaction() as conn:
+                applied = self.registry.apply(conn, event)
+                set_meta(conn, CURSOR_KEY, str(event.time_us + 1))
+        except BadRecord as exc:
+            log.info(
+                "jetstream record skipped",
+                extra={
+                    "reason": str(exc)[:200],
+                    "did": event.did,
+                    "rkey": event.rkey,
+                    "collection": event.collection,
+                },
+            )
+            self.registry.reload()
+            set_meta(self.conn, CURSOR_KEY, str(event.time_us + 1))
+            return "bad_record", None
+        except BaseException:
+            self.registry.reload()
+            raise
+        log.info(
+            "jetstream record applied",
+            extra={"outcome": applied.outcome, "did": event.did, "rkey": event.rkey, "op": event.operation},
+        )
+        if applied.knots_changed:
+            self.on_knots_changed()
+        return applied.outcome, None

@@ -1,0 +1,126 @@
+"""Knot consumers: one WebSocket per knot of a registered repo, added and removed as repos change.
+
+The cursor is tack's own clock (Unix ns) when it handled a frame, as stock
+spindles do; on reconnect it is rewound by a margin, because knots compare it
+with their own clock. Replays are harmless: triggers are de-duplicated by
+(knot, pipeline rkey).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import time
+from collections.abc import Callable
+
+import websockets
+from websockets.asyncio.client import connect
+
+from tack_control import backoff, metrics
+from tack_control.records import MAX_FRAME_BYTES
+
+
+log = logging.getLogger(__name__)
+
+FrameHandler = Callable[[str, str | bytes], str]
+
+
+class KnotConsumers:
+    """Owns one consumer task per followed knot."""
+
+    def __init__(
+        self, conn: sqlite3.Connection, dev: bool, handle: FrameHandler, rewind_s: float = 30.0
+    ) -> None:
+        self.conn = conn
+        self.scheme = "ws" if dev else "wss"
+        self.handle = handle
+        self.rewind_ns = int(rewind_s * 1e9)
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.connected: set[str] = set()
+
+    def sync(self, knots: set[str]) -> None:
+        """Follow exactly ``knots``: start consumers for new ones, stop those no longer wanted."""
+        for knot in set(self.tasks) - knots:
+            log.info("knot unfollowed", extra={"knot": knot})
+            self.tasks.pop(knot).cancel()
+            self.connected.discard(knot)
+        for knot in knots - set(self.tasks):
+            log.info("knot followed", extra={"knot": knot})
+            self.tasks[knot] = asyncio.create_task(self._consume(knot), name=f"knot:{knot}")
+        metrics.KNOTS_WANTED.set(len(self.tasks))
+        metrics.KNOTS_CONNECTED.set(len(self.connected))
+
+    async def close(self) -> None:
+        """Stop every consumer."""
+        tasks = list(self.tasks.values())
+        self.tasks.clear()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def cursor(self, knot: str) -> int | None:
+        """The saved cursor of a knot, rewound by the margin; None when never connected."""
+        row = self.conn.execute("SELECT cursor_ns FROM knot_cursors WHERE knot=?", (knot,)).fetchone()
+        return None if row is None else max(1, int(row[0]) - self.rewind_ns)
+
+    def save_cursor(self, knot: str, cursor_ns: int) -> None:
+        """Persist a knot's cursor."""
+        self.conn.execute(
+            "INSERT INTO knot_cursors (knot, cursor_ns) VALUES (?, ?)"
+            " ON CONFLICT (knot) DO UPDATE SET cursor_ns=MAX(cursor_ns, excluded.cursor_ns)",
+            (knot, cursor_ns),
+        )
+
+    def url(self, knot: str) -> str:
+        """The knot's /events URL with the resume cursor."""
+        cursor = self.cursor(knot)
+        base = f"{self.scheme}://{knot}/events"
+        return base if cursor is None else f"{base}?cursor={cursor}"
+
+    async def _consume(self, knot: str) -> None:
+        attempt = 0
+        while True:
+            url = self.url(knot)
+            started = time.monotonic()
+            try:
+                async with connect(
+                    url,
+                    max_size=MAX_FRAME_BYTES * 4,
+                    open_timeout=10,
+                    compression=None,
+                    proxy=None,
+                    user_agent_header="tack (knot consumer)",
+                ) as ws:
+                    self.connected.add(knot)
+                    metrics.KNOTS_CONNECTED.set(len(self.connected))
+                    log.info("knot connected", extra={"knot": knot, "url": url})
+                    if self.cursor(knot) is None:
+                        self.save_cursor(knot, time.time_ns())
+                    async for frame in ws:
+                        outcome = self.handle(knot, frame)
+                        metrics.KNOT_FRAMES.labels(outcome).inc()
+                        self.save_cursor(knot, time.time_ns())
+            except asyncio.CancelledError:
+                raise
+            except websockets.exceptions.ConnectionClosedError as exc:
+                if (exc.rcvd is not None and exc.rcvd.code == 1009) or (
+                    exc.sent is not None and exc.sent.code == 1009
+                ):
+                    # A frame too large to read would come back on every reconnect: step past it.
+                    log.warning("knot sent an oversized frame; skipping past it", extra={"knot": knot})
+                    metrics.KNOT_FRAMES.labels("oversized").inc()
+                    self.save_cursor(knot, time.time_ns() + self.rewind_ns)
+                else:
+                    log.warning("knot connection lost", extra={"knot": knot, "error": str(exc)[:200]})
+            except (OSError, TimeoutError, websockets.exceptions.WebSocketException) as exc:
+                log.warning("knot connection failed", extra={"knot": knot, "error": str(exc)[:200]})
+            except Exception:
+                log.exception("knot consumer failed", extra={"knot": knot})
+            finally:
+                self.connected.discard(knot)
+                metrics.KNOTS_CONNECTED.set(len(self.connected))
+            if time.monotonic() - started > 60:
+                attempt = 0
+            attempt += 1
+            await asyncio.sleep(backoff.delay(attempt, base=0.5, cap=60))

@@ -1,0 +1,55 @@
+"""The control plane's Prometheus metrics. Labels are bounded: never repo, DID, rkey or branch."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram, Info
+
+
+BUILD_INFO = Info("tack_build", "tack version.")
+JETSTREAM_EVENTS = Counter(
+    "tack_jetstream_events_total", "Jetstream events by what became of them.", ["outcome"]
+)
+JETSTREAM_CONNECTED = Gauge("tack_jetstream_connected", "1 while the Jetstream connection is open.")
+KNOT_FRAMES = Counter("tack_knot_frames_total", "Knot /events frames by what became of them.", ["outcome"])
+KNOTS_CONNECTED = Gauge("tack_knots_connected", "Knot event streams currently open.")
+KNOTS_WANTED = Gauge("tack_knots_wanted", "Knots hosting a registered repo.")
+PIPELINES = Counter("tack_pipelines_total", "Pipeline triggers by decision.", ["decision"])
+WORKFLOWS_ROUTED = Counter(
+    "tack_workflows_routed_total",
+    "Workflows of accepted pipelines by provider ('none' when unroutable).",
+    ["provider"],
+)
+SPAWN_CALLS = Counter(
+    "tack_spawn_calls_total", "Spawn calls by provider and gRPC code.", ["provider", "code"]
+)
+PROVIDER_RPC_SECONDS = Histogram(
+    "tack_provider_rpc_duration_seconds",
+    "Unary provider RPC latency.",
+    ["provider", "method"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0),
+)
+DISPATCH_QUEUED = Gauge("tack_dispatch_queued", "Workflows waiting to be handed to a provider.")
+STATUS_UPDATES = Counter(
+    "tack_status_updates_total",
+    "Provider status updates by outcome (applied, dropped, foreign).",
+    ["provider", "outcome"],
+)
+STATUS_TRANSITIONS = Counter(
+    "tack_workflow_status_transitions_total", "Accepted workflow statuses.", ["status"]
+)
+WATCH_CONNECTED = Gauge(
+    "tack_provider_watch_connected", "1 while the WatchStatus stream is open.", ["provider"]
+)
+PROVIDER_UP = Gauge("tack_provider_up", "1 when the provider's health check answers SERVING.", ["provider"])
+EVENTS_PUBLISHED = Counter("tack_events_published_total", "Records appended to the /events log.")
+STATUSES_HELD = Gauge("tack_statuses_held", "Statuses waiting for their createdAt second.")
+WS_CLIENTS = Gauge("tack_ws_clients", "Open WebSocket connections.", ["endpoint"])
+WS_FRAMES = Counter("tack_ws_frames_sent_total", "Frames sent on WebSockets.", ["endpoint"])
+WS_CLOSED_SLOW = Counter(
+    "tack_ws_closed_slow_total", "WebSockets closed because the client did not read.", ["endpoint"]
+)
+LOGS_REQUESTS = Counter("tack_logs_requests_total", "/logs requests by result.", ["result"])
+WEBHOOKS = Counter(
+    "tack_webhooks_total", "Webhook requests by provider and HTTP status.", ["provider", "code"]
+)
+HTTP_REJECTED = Counter("tack_http_rejected_total", "Requests refused before reaching a handler.", ["reason"])

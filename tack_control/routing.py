@@ -1,0 +1,169 @@
+"""Which provider runs a workflow, and with what config: decided from the workflow YAML. Free of I/O.
+
+The first key under the workflow's top-level ``tack:`` mapping names the
+provider and its value is that provider's config. Workflow YAML comes from
+users: it is parsed with a loader that refuses aliases beyond a small budget
+(alias bombs), duplicate keys, deep nesting and oversized documents.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+
+MAX_YAML_BYTES = 256 << 10
+MAX_ALIASES = 64
+MAX_DEPTH = 64
+
+
+class WorkflowYAMLError(ValueError):
+    """The workflow file cannot be used; the message says why."""
+
+
+class _GuardedLoader(yaml.SafeLoader):
+    """SafeLoader with limits on aliases and nesting, and no duplicate keys."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._aliases = 0
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            self._aliases += 1
+            if self._aliases > MAX_ALIASES:
+                raise WorkflowYAMLError(f"more than {MAX_ALIASES} YAML aliases")
+        self._depth += 1
+        if self._depth > MAX_DEPTH:
+            raise WorkflowYAMLError(f"nested deeper than {MAX_DEPTH} levels")
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+            except TypeError:
+                raise WorkflowYAMLError(
+                    f"unhashable mapping key at line {key_node.start_mark.line + 1}"
+                ) from None
+            if duplicate:
+                raise WorkflowYAMLError(f"duplicate key {key!r} at line {key_node.start_mark.line + 1}")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_workflow(raw: str) -> dict[str, Any]:
+    """The workflow file as a mapping; WorkflowYAMLError explains what is wrong."""
+    if len(raw.encode()) > MAX_YAML_BYTES:
+        raise WorkflowYAMLError(f"workflow file larger than {MAX_YAML_BYTES} bytes")
+    try:
+        loader = _GuardedLoader(raw)
+        try:
+            doc = loader.get_single_data()
+        finally:
+            loader.dispose()
+    except WorkflowYAMLError:
+        raise
+    except yaml.YAMLError as exc:
+        raise WorkflowYAMLError(f"invalid YAML: {' '.join(str(exc).split())[:300]}") from None
+    except RecursionError:
+        raise WorkflowYAMLError(f"nested deeper than {MAX_DEPTH} levels") from None
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise WorkflowYAMLError(f"the workflow must be a mapping, not {type(doc).__name__}")
+    return doc
+
+
+MAX_NODES = 100_000
+
+
+def _jsonable(value: object, budget: list[int] | None = None) -> object:
+    """A JSON-able copy; WorkflowYAMLError when aliases would expand it past MAX_NODES values."""
+    if budget is None:
+        budget = [MAX_NODES]
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise WorkflowYAMLError(f"the workflow expands to more than {MAX_NODES} values (YAML aliases?)")
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v, budget) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_jsonable(v, budget) for v in value]
+    if isinstance(value, dt.date | dt.datetime):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, float) and value != value:
+        return None
+    return value
+
+
+def _env_value(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict | list):
+        return json.dumps(_jsonable(value))
+    return str(_jsonable(value))
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where a workflow goes: a provider and its config, or the error that keeps it from running."""
+
+    provider: str | None
+    config: dict[str, Any] = field(default_factory=dict)
+    environment: dict[str, str] = field(default_factory=dict)
+    error: str = ""
+
+
+def route(raw: str, providers: Sequence[str], default: str | None) -> Route:
+    """Decide the provider for a workflow file (the ``engine`` field plays no part)."""
+    configured = ", ".join(providers) or "none"
+    try:
+        doc = load_workflow(raw)
+        _jsonable(doc)
+    except WorkflowYAMLError as exc:
+        return Route(None, error=f"cannot read the workflow: {exc}")
+    environment: dict[str, str] = {}
+    env_doc = doc.get("environment")
+    if env_doc is not None:
+        if not isinstance(env_doc, dict):
+            return Route(None, error="environment: must be a mapping of names to values")
+        environment = {str(k): _env_value(v) for k, v in env_doc.items()}
+    tack = doc.get("tack")
+    if tack is None:
+        if default:
+            return Route(default, {}, environment)
+        return Route(
+            None,
+            error="the workflow has no `tack:` block naming a provider and TACK_DEFAULT_PROVIDER is not set"
+            f" (configured providers: {configured})",
+        )
+    if not isinstance(tack, dict) or not tack:
+        return Route(None, error=f"`tack:` must be a mapping whose first key names a provider ({configured})")
+    name = str(next(iter(tack)))
+    if name not in providers:
+        return Route(
+            None, error=f"unknown provider {name!r} under `tack:` (configured providers: {configured})"
+        )
+    config = tack[name]
+    if config is None:
+        config = {}
+    if not isinstance(config, dict):
+        return Route(None, error=f"`tack.{name}` must be a mapping of provider options")
+    jsonable = _jsonable(config)
+    assert isinstance(jsonable, dict)
+    return Route(name, jsonable, environment)
