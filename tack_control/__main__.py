@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
+import signal
 import sys
 
 from aiohttp import web
@@ -13,6 +16,9 @@ from tack_provider_kit import logsetup
 from tack_provider_kit.env import ConfigError
 
 
+log = logging.getLogger("tack_control")
+
+
 def serve() -> None:
     """Configure from the environment and serve until SIGTERM/SIGINT (then shut down gracefully)."""
     try:
@@ -21,8 +27,26 @@ def serve() -> None:
         print(f"configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     logsetup.configure(settings.log_level)
+    asyncio.run(run(settings))
+
+
+async def run(settings: Settings) -> None:
+    """Serve inside the running loop (gRPC channels bind to it) until a signal asks to stop."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    runner = web.AppRunner(build_app(settings), access_log=None, shutdown_timeout=10)
+    await runner.setup()
     host, port = settings.listen
-    web.run_app(build_app(settings), host=host, port=port, print=None, access_log=None, shutdown_timeout=10)
+    await web.TCPSite(runner, host, port).start()
+    log.info("serving", extra={"hostname": settings.hostname, "listen": f"{host}:{port}", "pid": os.getpid()})
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down")
+        await runner.cleanup()
+        log.info("stopped")
 
 
 def main(argv: list[str]) -> None:

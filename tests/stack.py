@@ -1,0 +1,166 @@
+"""A whole tack stack on loopback for end-to-end tests.
+
+The simulated Jetstream and knot run in the test's event loop; the stub
+provider and the control plane run as separate processes talking real gRPC.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from tack_sandbox.jetstream import SimulatedJetstream
+from tack_sandbox.knot import SimulatedKnot, pipeline_record, workflow_entry
+from tests.procs import Proc, StubProcess, free_port
+
+
+OWNER = "did:plc:owner0000000000000000000"
+MEMBER = "did:plc:member000000000000000000"
+STRANGER = "did:plc:stranger0000000000000000"
+
+
+def stub_workflow(name: str, config: Mapping[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+    """A knot ``workflows[]`` entry routed to the stub with this script."""
+    raw = "engine: tack\ntack:\n  stub: " + json.dumps(dict(config or {})) + "\n"
+    for key, value in extra.items():
+        raw += f"{key}: {json.dumps(value)}\n"
+    return workflow_entry(name, raw, engine="tack")
+
+
+class ControlPlane(Proc):
+    """``python -m tack_control`` on a free port."""
+
+    def __init__(self, workdir: Path, env: Mapping[str, str]) -> None:
+        self.port = free_port()
+        self.hostname = f"127.0.0.1:{self.port}"
+        self.db_path = workdir / "tack.db"
+        base = {
+            "TACK_HOSTNAME": self.hostname,
+            "TACK_OWNER_DID": OWNER,
+            "TACK_LISTEN_ADDR": f"127.0.0.1:{self.port}",
+            "TACK_DB_PATH": str(self.db_path),
+            "TACK_DEV": "1",
+            "TACK_PING_INTERVAL": "1",
+        }
+        super().__init__("tack_control", {**base, **env}, workdir / "control.log")
+
+    @property
+    def http(self) -> str:
+        """Base HTTP URL."""
+        return f"http://{self.hostname}"
+
+    async def start_ready(self, timeout: float = 20.0) -> None:
+        """Start and wait until /healthz answers."""
+        self.start()
+        deadline = time.monotonic() + timeout
+        async with aiohttp.ClientSession() as session:
+            while True:
+                if not self.alive():
+                    raise RuntimeError(f"tack_control exited:\n{self.output()[-3000:]}")
+                try:
+                    async with session.get(self.http + "/healthz") as resp:
+                        if resp.status == 200:
+                            return
+                except aiohttp.ClientError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"tack_control not up after {timeout}s\n{self.output()[-3000:]}")
+                await asyncio.sleep(0.05)
+
+
+class Stack:
+    """Jetstream + knot simulators, the stub provider and the control plane."""
+
+    def __init__(self, workdir: Path, control_env: Mapping[str, str] | None = None) -> None:
+        self.workdir = workdir
+        self.jetstream = SimulatedJetstream()
+        self.knot = SimulatedKnot(ping_interval=1.0)
+        self.stub = StubProcess(workdir)
+        self.control_env = dict(control_env or {})
+        self.control: ControlPlane | None = None
+        self._rkeys = 0
+
+    async def start(self) -> None:
+        """Start everything; the control plane is connected to Jetstream when this returns."""
+        await self.jetstream.start()
+        await self.knot.start()
+        await self.stub.start_serving()
+        env = {
+            "TACK_JETSTREAM_URL": self.jetstream.url,
+            "TACK_PROVIDERS": f"stub={self.stub.address}",
+            **self.control_env,
+        }
+        self.control = ControlPlane(self.workdir, env)
+        await self.control.start_ready()
+        await self.jetstream.wait_connected(1, timeout=10)
+
+    async def stop(self) -> None:
+        """Stop everything."""
+        if self.control is not None:
+            self.control.kill9()
+        self.stub.kill9()
+        await self.knot.stop()
+        await self.jetstream.stop()
+
+    @property
+    def cp(self) -> ControlPlane:
+        """The control plane process."""
+        assert self.control is not None
+        return self.control
+
+    def rkey(self) -> str:
+        """A fresh record key."""
+        self._rkeys += 1
+        return f"3m{self._rkeys:011d}"
+
+    def add_member(self, subject: str, rkey: str | None = None, author: str = OWNER) -> str:
+        """The owner (by default) makes ``subject`` a member; returns the record's rkey."""
+        key = rkey or self.rkey()
+        self.jetstream.commit(
+            author,
+            "sh.tangled.spindle.member",
+            key,
+            "create",
+            {"subject": subject, "instance": self.cp.hostname},
+        )
+        return key
+
+    def remove_member(self, rkey: str) -> None:
+        """The owner deletes a member record."""
+        self.jetstream.commit(OWNER, "sh.tangled.spindle.member", rkey, "delete")
+
+    def add_repo(
+        self, owner: str, name: str, spindle: str | None = None, rkey: str | None = None, op: str = "create"
+    ) -> str:
+        """``owner`` writes a repo record on the simulated knot naming this spindle (by default)."""
+        key = rkey or self.rkey()
+        record = {"name": name, "knot": self.knot.hostname, "spindle": spindle or self.cp.hostname}
+        self.jetstream.commit(owner, "sh.tangled.repo", key, op, record)
+        return key
+
+    def push(self, owner: str, repo: str, workflows: list[dict[str, Any]], rkey: str | None = None) -> str:
+        """The knot emits a push pipeline; returns its rkey."""
+        key = rkey or self.knot.new_rkey()
+        self.knot.emit_pipeline(
+            key, pipeline_record(knot=self.knot.hostname, did=owner, repo=repo, workflows=workflows)
+        )
+        return key
+
+    def pull_request(self, owner: str, repo: str, workflows: list[dict[str, Any]]) -> str:
+        """The knot emits a pull-request pipeline; returns its rkey."""
+        key = self.knot.new_rkey()
+        record = pipeline_record(
+            knot=self.knot.hostname, did=owner, repo=repo, kind="pull_request", workflows=workflows
+        )
+        self.knot.emit_pipeline(key, record)
+        return key
+
+    async def wait_knot_connected(self, timeout: float = 15.0) -> None:
+        """Wait until the control plane follows the simulated knot."""
+        await self.knot.wait_connected(1, timeout=timeout)
