@@ -1,4 +1,4 @@
-"""``python -m tack_control``: serve the spindle."""
+"""``python -m tack_control``: serve the spindle. ``python -m tack_control doctor``: check the configuration."""
 
 from __future__ import annotations
 
@@ -51,8 +51,12 @@ async def run(settings: Settings) -> None:
 
 def main(argv: list[str]) -> None:
     """Dispatch the subcommand."""
+    if argv[:1] == ["doctor"]:
+        from tack_control.doctor import main as doctor
+
+        raise SystemExit(doctor(argv[1:]))
     if argv:
-        print("usage: python -m tack_control", file=sys.stderr)
+        print("usage: python -m tack_control [doctor]", file=sys.stderr)
         raise SystemExit(2)
     serve()
 

@@ -1,0 +1,247 @@
+"""``python -m tack_control doctor``: check a configuration the way an operator needs it checked.
+
+One line per check: ``ok``, ``FAIL`` (with how to fix it) or ``skip``. Network
+checks time out after a few seconds and say so. Exit status 1 if anything failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+
+import aiohttp
+import grpc
+import websockets
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from websockets.asyncio.client import connect
+
+from tack_control.config import Settings
+from tack_control.db import open_db
+from tack_provider_kit import client
+from tack_provider_kit.env import ConfigError
+from tack_provider_kit.pb import provider_pb2 as pb
+
+
+TIMEOUT_S = 5.0
+BUILDKITE_SCOPES = ("read_builds", "write_builds", "read_build_logs")
+
+
+@dataclass(frozen=True)
+class Result:
+    """The outcome of one check."""
+
+    verdict: str  # "ok" | "FAIL" | "skip"
+    name: str
+    detail: str
+    fix: str = ""
+
+    def line(self) -> str:
+        """The printed line."""
+        text = f"{self.verdict:<4}  {self.name}: {self.detail}"
+        return text + (f"\n        fix: {self.fix}" if self.fix else "")
+
+
+def ok(name: str, detail: str) -> Result:
+    """A passed check."""
+    return Result("ok", name, detail)
+
+
+def fail(name: str, detail: str, fix: str) -> Result:
+    """A failed check with its fix."""
+    return Result("FAIL", name, detail, fix)
+
+
+def check_database(settings: Settings) -> Result:
+    """The database opens and takes a write."""
+    name = f"database {settings.db_path}"
+    try:
+        conn = open_db(settings.db_path)
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('doctor', 'ok')")
+        conn.execute("ROLLBACK")
+        conn.close()
+    except (sqlite3.Error, OSError) as exc:
+        return fail(
+            name, f"not writable ({exc})", "point TACK_DB_PATH at a writable file on persistent storage"
+        )
+    return ok(name, "writable")
+
+
+async def check_provider(name: str, address: str) -> Result:
+    """The provider answers health SERVING and Describe."""
+    label = f"provider {name} ({address})"
+    async with client.channel(address) as channel:
+        try:
+            health = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=TIMEOUT_S
+            )
+            describe = await client.provider_stub(channel).Describe(pb.DescribeRequest(), timeout=TIMEOUT_S)
+        except grpc.aio.AioRpcError as exc:
+            why = "timed out" if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED else exc.code().name
+            return fail(
+                label,
+                f"unreachable ({why} after at most {TIMEOUT_S:g}s)",
+                f"start the {name} provider or fix its address in TACK_PROVIDERS",
+            )
+    if health.status != health_pb2.HealthCheckResponse.SERVING:
+        return fail(
+            label,
+            "reachable but NOT_SERVING",
+            f"read the {name} provider's logs: it is not ready (credentials? upstream down?)",
+        )
+    sim = ", a SIMULATION" if describe.simulation else ""
+    if describe.name != name:
+        return fail(
+            label,
+            f"answers as {describe.name!r}, not {name!r}",
+            "make the TACK_PROVIDERS name match the provider (its `tack:` key)",
+        )
+    return ok(label, f"SERVING, {describe.name} {describe.version}{sim}")
+
+
+async def check_buildkite(environ: Mapping[str, str]) -> Result:
+    """The Buildkite token is valid, has the scopes tack needs and sees the org."""
+    token = environ.get("TACK_BUILDKITE_TOKEN", "")
+    if not token:
+        return Result(
+            "skip", "buildkite token", "TACK_BUILDKITE_TOKEN not set here (set it to check the token and org)"
+        )
+    api = environ.get("TACK_BUILDKITE_API_URL", "https://api.buildkite.com").rstrip("/")
+    org = environ.get("TACK_BUILDKITE_ORG", "")
+    headers = {"Authorization": f"Bearer {token}"}
+    timeout = aiohttp.ClientTimeout(total=TIMEOUT_S)
+    try:
+        async with aiohttp.ClientSession(timeout=timeout, headers=headers) as session:
+            async with session.get(f"{api}/v2/access-token") as resp:
+                if resp.status != 200:
+                    return fail(
+                        "buildkite token",
+                        f"rejected (HTTP {resp.status})",
+                        "create a new API access token in Buildkite and set TACK_BUILDKITE_TOKEN",
+                    )
+                scopes = set((await resp.json()).get("scopes", []))
+            missing = [s for s in BUILDKITE_SCOPES if s not in scopes]
+            if missing:
+                return fail(
+                    "buildkite token",
+                    f"missing scopes: {', '.join(missing)}",
+                    "edit the token in Buildkite to add " + ", ".join(missing),
+                )
+            if not org:
+                return fail(
+                    "buildkite org",
+                    "TACK_BUILDKITE_ORG is not set",
+                    "set TACK_BUILDKITE_ORG to your organization slug",
+                )
+            async with session.get(f"{api}/v2/organizations/{org}") as resp:
+                if resp.status != 200:
+                    return fail(
+                        "buildkite org",
+                        f"{org!r} not visible to this token (HTTP {resp.status})",
+                        "check the slug and that the token is allowed in that organization",
+                    )
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        return fail(
+            "buildkite api",
+            f"{api} unreachable ({type(exc).__name__}, timeout {TIMEOUT_S:g}s)",
+            "check network access to Buildkite and TACK_BUILDKITE_API_URL",
+        )
+    return ok("buildkite token", f"valid, scopes ok, org {org!r} visible")
+
+
+async def check_jetstream(settings: Settings) -> Result:
+    """The Jetstream URL accepts a WebSocket."""
+    name = f"jetstream {settings.jetstream_url}"
+    try:
+        async with asyncio.timeout(TIMEOUT_S):
+            async with connect(settings.jetstream_url, open_timeout=TIMEOUT_S, proxy=None) as ws:
+                await ws.close()
+    except TimeoutError:
+        return fail(
+            name, f"no answer within {TIMEOUT_S:g}s", "check outbound network access or TACK_JETSTREAM_URL"
+        )
+    except (OSError, websockets.exceptions.WebSocketException) as exc:
+        return fail(name, f"unreachable ({str(exc)[:120]})", "check TACK_JETSTREAM_URL")
+    return ok(name, "reachable")
+
+
+async def check_owner(settings: Settings) -> Result:
+    """``/xrpc/sh.tangled.owner`` at the public hostname answers with this owner."""
+    scheme = "http" if settings.dev else "https"
+    url = f"{scheme}://{settings.hostname}/xrpc/sh.tangled.owner"
+    name = f"public owner check {url}"
+    try:
+        timeout = aiohttp.ClientTimeout(total=TIMEOUT_S)
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.get(url, allow_redirects=False) as resp,
+        ):
+            if resp.status != 200:
+                return fail(
+                    name,
+                    f"HTTP {resp.status} (Tangled requires exactly 200)",
+                    "route https://TACK_HOSTNAME/ to tack's TACK_LISTEN_ADDR without redirects",
+                )
+            body = await resp.json(content_type=None)
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        return fail(
+            name,
+            f"no valid answer within {TIMEOUT_S:g}s ({type(exc).__name__})",
+            "make tack reachable at https://TACK_HOSTNAME (DNS, TLS proxy, firewall)",
+        )
+    owner = body.get("owner") if isinstance(body, dict) else None
+    if owner != settings.owner_did:
+        return fail(
+            name,
+            f"answers owner {owner!r}, expected {settings.owner_did!r}",
+            "TACK_HOSTNAME points at another spindle, or TACK_OWNER_DID is wrong",
+        )
+    return ok(name, f"answers {owner}")
+
+
+async def run_checks(environ: Mapping[str, str]) -> list[Result]:
+    """Every check, in order; configuration errors stop the rest."""
+    try:
+        settings = Settings.from_env(environ)
+    except ConfigError as exc:
+        return [
+            fail("configuration", str(exc), "set the variable as the README's configuration table describes")
+        ]
+    results = [
+        ok("configuration", f"hostname {settings.hostname}, owner {settings.owner_did}"),
+        check_database(settings),
+    ]
+    if not settings.providers:
+        results.append(
+            fail(
+                "providers",
+                "TACK_PROVIDERS is empty",
+                "set TACK_PROVIDERS=name=host:port,... (e.g. stub=127.0.0.1:7102)",
+            )
+        )
+    checks: list[Callable[[], Awaitable[Result]]] = [
+        *(lambda n=n, a=a: check_provider(n, a) for n, a in settings.providers.items()),
+        lambda: check_buildkite(environ),
+        lambda: check_jetstream(settings),
+        lambda: check_owner(settings),
+    ]
+    results.extend(await asyncio.gather(*(c() for c in checks)))
+    return results
+
+
+def main(argv: list[str]) -> int:
+    """Print the checks; 1 if any failed."""
+    del argv
+    results = asyncio.run(run_checks(os.environ))
+    for result in results:
+        print(result.line(), flush=True)
+    failed = sum(r.verdict == "FAIL" for r in results)
+    print(
+        f"\n{len(results) - failed} passed, {failed} failed"
+        if failed
+        else f"\nall {len(results)} checks passed"
+    )
+    return 1 if failed else 0
