@@ -5,7 +5,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv proto proto-check lint fmt types unit test run trigger bench bench-smoke chaos soak clean
+TOOLS_STAMP := $(VENV)/.tools
+
+.PHONY: help venv tools proto proto-check lint fmt types unit test run trigger bench bench-smoke chaos soak clean
 
 help:
 	@echo "make run      start tack (control plane + stub provider; a local sandbox without Tangled config)"
@@ -23,6 +25,16 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+# Debian's docker-compose validates compose.yaml (no Docker engine is needed for `config`).
+$(TOOLS_STAMP): | $(STAMP)
+	@command -v docker-compose >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null; \
+	  else echo "install docker-compose (Debian: apt-get install docker-compose) to validate compose.yaml"; exit 1; fi; }
+	touch $(TOOLS_STAMP)
+
+tools: $(TOOLS_STAMP)
 
 proto: $(STAMP)
 	$(PY) tools/genproto.py
@@ -44,7 +56,7 @@ types: $(STAMP)
 unit: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
-test: proto-check lint types unit
+test: tools proto-check lint types unit
 
 run: $(STAMP)
 	$(PY) -m tack_sandbox

@@ -1,0 +1,132 @@
+"""compose.yaml and the Dockerfile: valid, and every module and variable they name exists."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = (
+    "tack_control",
+    "tack_provider_kit",
+    "tack_provider_stub",
+    "tack_provider_buildkite",
+    "tack_sandbox",
+)
+REQUIRED = {
+    "TACK_HOSTNAME": "spindle.example.com",
+    "TACK_OWNER_DID": "did:plc:example",
+    "TACK_BUILDKITE_TOKEN": "token",
+    "TACK_BUILDKITE_ORG": "acme",
+    "TACK_BUILDKITE_WEBHOOK_SECRET": "secret",
+}
+SETTINGS_SUFFIXES = ("_LISTEN_ADDR", "_METRICS_ADDR", "_DB_PATH", "_RETENTION_DAYS")
+
+
+def compose() -> dict[str, object]:
+    loaded = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+def source_text() -> str:
+    return "\n".join(
+        path.read_text() for pkg in PACKAGES for path in (ROOT / pkg).rglob("*.py") if "/pb/" not in str(path)
+    )
+
+
+def is_read_by_code(name: str, code: str) -> bool:
+    """A variable is read if its name appears in the code, or it is a provider setting built from a prefix."""
+    if f'"{name}"' in code:
+        return True
+    for suffix in SETTINGS_SUFFIXES:
+        if name.endswith(suffix) and f'prefix="{name.removesuffix(suffix)}"' in code:
+            return True
+    return False
+
+
+def run_compose_config(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    tool = shutil.which("docker-compose")
+    assert tool, "docker-compose is not installed; `make test` installs Debian's docker-compose"
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("TACK_")}
+    return subprocess.run(
+        [tool, "-f", str(ROOT / "compose.yaml"), "config", "-q"],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        check=False,
+    )
+
+
+def test_compose_validates() -> None:
+    """docker-compose accepts compose.yaml when the required variables are set."""
+    result = run_compose_config(REQUIRED)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("missing", sorted(REQUIRED))
+def test_compose_names_each_missing_required_variable(missing: str) -> None:
+    """Leaving out a required variable fails validation with a message naming it."""
+    env = {k: v for k, v in REQUIRED.items() if k != missing}
+    result = run_compose_config(env)
+    assert result.returncode != 0
+    assert f"set {missing} in .env" in result.stderr
+
+
+def test_every_service_runs_an_existing_module() -> None:
+    """Each service's `python -m` module (and health-check module) exists with a __main__."""
+    modules = set()
+    for service in compose()["services"].values():  # type: ignore[attr-defined]
+        for command in (service["command"], service["healthcheck"]["test"]):
+            if "-m" in command:
+                modules.add(command[command.index("-m") + 1])
+    assert modules >= {
+        "tack_control",
+        "tack_provider_buildkite",
+        "tack_provider_stub",
+        "tack_provider_kit.healthcheck",
+    }
+    for module in modules:
+        spec = importlib.util.find_spec(module)
+        assert spec is not None, module
+        if spec.submodule_search_locations:
+            assert importlib.util.find_spec(f"{module}.__main__") is not None, module
+
+
+def test_every_variable_in_compose_is_read_by_the_code() -> None:
+    """No TACK_* variable in compose.yaml is a typo: the code reads each one."""
+    names = set(re.findall(r"\bTACK_[A-Z_]+\b", (ROOT / "compose.yaml").read_text())) - {"TACK_PUBLISH"}
+    code = source_text()
+    unknown = sorted(name for name in names if not is_read_by_code(name, code))
+    assert unknown == []
+
+
+def test_only_the_control_plane_is_published_and_providers_are_private() -> None:
+    """Providers sit on the internal network only; the control plane alone publishes a port."""
+    doc = compose()
+    services = doc["services"]
+    assert isinstance(services, dict)
+    assert [name for name, s in services.items() if "ports" in s] == ["control"]
+    assert doc["networks"]["providers"]["internal"] is True  # type: ignore[index]
+    for name in ("buildkite", "stub"):
+        assert services[name]["networks"] == ["providers"]
+        assert services[name]["restart"] == "unless-stopped"
+
+
+def test_image_runs_as_non_root_and_copies_every_package() -> None:
+    """The Dockerfile ends as a non-root user and installs every package."""
+    text = (ROOT / "Dockerfile").read_text()
+    users = re.findall(r"^USER (\S+)", text, re.MULTILINE)
+    assert users and users[-1] not in ("root", "0")
+    for pkg in PACKAGES:
+        assert f"COPY {pkg} ./{pkg}" in text
