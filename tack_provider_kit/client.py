@@ -29,4 +29,4 @@ def channel(address: str) -> grpc.aio.Channel:
 
 def provider_stub(chan: grpc.aio.Channel) -> pb_grpc.ProviderAsyncStub:
     """The typed asyncio stub for the Provider service on ``chan``."""
-    return cast(pb_grpc.ProviderAsyncStub, pb_grpc.ProviderStub(chan))
+    return cast("pb_grpc.ProviderAsyncStub", pb_grpc.ProviderStub(chan))
