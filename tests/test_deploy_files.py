@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 import yaml
 
+from tests.codefacts import PACKAGES, ROOT, module_runs, reads_variable, source_text
 
-ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = (
-    "tack_control",
-    "tack_provider_kit",
-    "tack_provider_stub",
-    "tack_provider_buildkite",
-    "tack_sandbox",
-)
+
 REQUIRED = {
     "TACK_HOSTNAME": "spindle.example.com",
     "TACK_OWNER_DID": "did:plc:example",
@@ -28,29 +20,12 @@ REQUIRED = {
     "TACK_BUILDKITE_ORG": "acme",
     "TACK_BUILDKITE_WEBHOOK_SECRET": "secret",
 }
-SETTINGS_SUFFIXES = ("_LISTEN_ADDR", "_METRICS_ADDR", "_DB_PATH", "_RETENTION_DAYS")
 
 
 def compose() -> dict[str, object]:
     loaded = yaml.safe_load((ROOT / "compose.yaml").read_text())
     assert isinstance(loaded, dict)
     return loaded
-
-
-def source_text() -> str:
-    return "\n".join(
-        path.read_text() for pkg in PACKAGES for path in (ROOT / pkg).rglob("*.py") if "/pb/" not in str(path)
-    )
-
-
-def is_read_by_code(name: str, code: str) -> bool:
-    """A variable is read if its name appears in the code, or it is a provider setting built from a prefix."""
-    if f'"{name}"' in code:
-        return True
-    for suffix in SETTINGS_SUFFIXES:
-        if name.endswith(suffix) and f'prefix="{name.removesuffix(suffix)}"' in code:
-            return True
-    return False
 
 
 def run_compose_config(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -96,18 +71,14 @@ def test_every_service_runs_an_existing_module() -> None:
         "tack_provider_stub",
         "tack_provider_kit.healthcheck",
     }
-    for module in modules:
-        spec = importlib.util.find_spec(module)
-        assert spec is not None, module
-        if spec.submodule_search_locations:
-            assert importlib.util.find_spec(f"{module}.__main__") is not None, module
+    assert [m for m in sorted(modules) if not module_runs(m)] == []
 
 
 def test_every_variable_in_compose_is_read_by_the_code() -> None:
     """No TACK_* variable in compose.yaml is a typo: the code reads each one."""
     names = set(re.findall(r"\bTACK_[A-Z_]+\b", (ROOT / "compose.yaml").read_text())) - {"TACK_PUBLISH"}
     code = source_text()
-    unknown = sorted(name for name in names if not is_read_by_code(name, code))
+    unknown = sorted(name for name in names if not reads_variable(name, code))
     assert unknown == []
 
 
