@@ -1,0 +1,210 @@
+"""SimulatedKnot: a loopback stand-in for a Tangled knot's ``/events`` stream, used by the
+local sandbox and the tests.
+
+It reproduces the knot's stream semantics (protocol doc §4) including their
+sharp edges: the cursor is unix *nanoseconds*; a missing, unparsable or zero
+cursor means "now" (no backfill), a negative one means "from the beginning";
+every query returns at most 100 rows, and a backlog beyond that drains only as
+new events arrive; notifications coalesce; an idle connection gets an empty
+ping every ``ping_interval`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import secrets
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from aiohttp import web
+
+from tack_control.tid import TidClock
+from tack_sandbox._loopback import (
+    JsonObject,
+    LoopbackWebSocketServer,
+    discard_incoming,
+    go_json,
+    go_value,
+    parse_go_int64,
+)
+
+
+PIPELINE_NSID = "sh.tangled.pipeline"
+REF_UPDATE_NSID = "sh.tangled.git.refUpdate"
+BATCH_LIMIT = 100
+ZERO_SHA = "0" * 40
+DEFAULT_WORKFLOW_RAW = (
+    'when:\n  - event: ["push"]\n    branch: ["main"]\nengine: "nixery"\n'
+    "steps:\n  - name: build\n    command: echo building\n"
+)
+
+
+@dataclass(frozen=True)
+class KnotEvent:
+    """One row of the knot's ``events`` table, with the frame the stream sends for it."""
+
+    created: int
+    nsid: str
+    rkey: str
+    event: JsonObject
+    frame: str
+
+
+@dataclass(eq=False)
+class _Subscriber:
+    ws: web.WebSocketResponse
+    notified: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+def workflow_entry(
+    name: str,
+    raw: str = DEFAULT_WORKFLOW_RAW,
+    *,
+    engine: str = "nixery",
+    clone_depth: int = 0,
+    clone_skip: bool = False,
+    clone_submodules: bool = False,
+) -> JsonObject:
+    """One ``workflows[]`` entry as the knot compiles it: file name, engine, clone options, full text."""
+    return {
+        "name": name,
+        "engine": engine,
+        "clone": {"depth": clone_depth, "skip": clone_skip, "submodules": clone_submodules},
+        "raw": raw,
+    }
+
+
+def pipeline_record(
+    *,
+    knot: str,
+    did: str,
+    repo: str,
+    kind: Literal["push", "pull_request"] = "push",
+    workflows: Sequence[JsonObject] | None = None,
+    ref: str = "refs/heads/main",
+    old_sha: str | None = None,
+    new_sha: str | None = None,
+    source_branch: str = "feature",
+    source_sha: str | None = None,
+    target_branch: str = "main",
+) -> JsonObject:
+    """A ``sh.tangled.pipeline`` record as a knot emits it for a push or a branch pull request.
+
+    Missing shas are random 40-hex strings; ``workflows`` defaults to one
+    ``build.yml``. ``$type`` is ``""`` and ``defaultBranch`` is ``""``, as at Tangled HEAD.
+    """
+    trigger: JsonObject = {
+        "kind": kind,
+        "repo": {"knot": knot, "did": did, "repo": repo, "defaultBranch": ""},
+    }
+    if kind == "push":
+        trigger["push"] = {
+            "ref": ref,
+            "oldSha": old_sha if old_sha is not None else secrets.token_hex(20),
+            "newSha": new_sha if new_sha is not None else secrets.token_hex(20),
+        }
+    else:
+        trigger["pullRequest"] = {
+            "action": "create",
+            "sourceBranch": source_branch,
+            "sourceSha": source_sha if source_sha is not None else secrets.token_hex(20),
+            "targetBranch": target_branch,
+        }
+    entries = list(workflows) if workflows is not None else [workflow_entry("build.yml")]
+    return {"$type": "", "triggerMetadata": trigger, "workflows": entries}
+
+
+class SimulatedKnot(LoopbackWebSocketServer):
+    """A loopback Tangled knot serving ``GET /events``; ``emit`` inserts rows and wakes every client."""
+
+    def __init__(
+        self, *, host: str = "127.0.0.1", port: int = 0, ping_interval: float = 30.0, clock_id: int = 0
+    ) -> None:
+        super().__init__(host=host, port=port, ping_interval=ping_interval)
+        self.connect_cursors: list[str | None] = []
+        self._rows: list[KnotEvent] = []
+        self._created: list[int] = []
+        self._subscribers: set[_Subscriber] = set()
+        self._tids = TidClock(clock_id)
+
+    def _routes(self) -> list[web.RouteDef]:
+        return [web.get("/events", self._events)]
+
+    @property
+    def url(self) -> str:
+        """``ws://host:port/events``."""
+        return f"ws://{self.hostname}/events"
+
+    @property
+    def events(self) -> list[KnotEvent]:
+        """Every row inserted so far, oldest first."""
+        return list(self._rows)
+
+    def new_rkey(self) -> str:
+        """A fresh TID from the knot's clock."""
+        return self._tids.next()
+
+    def emit(self, nsid: str, rkey: str | None, event: JsonObject) -> int:
+        """Insert an event (``rkey`` ``None`` = a fresh TID), notify clients, return its ``created`` ns."""
+        created = max(time.time_ns(), self._created[-1] + 1 if self._created else 0)
+        key = rkey if rkey is not None else self.new_rkey()
+        frame = go_json({"event": go_value(event), "nsid": nsid, "rkey": key}, sort_keys=True)
+        self._rows.append(KnotEvent(created, nsid, key, event, frame))
+        self._created.append(created)
+        for subscriber in self._subscribers:
+            subscriber.notified.set()
+        return created
+
+    def emit_pipeline(self, rkey: str | None, record: JsonObject) -> int:
+        """Insert a ``sh.tangled.pipeline`` event; see :func:`pipeline_record`."""
+        return self.emit(PIPELINE_NSID, rkey, record)
+
+    def _query(self, cursor: int) -> list[KnotEvent]:
+        start = bisect.bisect_right(self._created, cursor) if cursor > 0 else 0
+        return self._rows[start : start + BATCH_LIMIT]
+
+    async def _stream(self, ws: web.WebSocketResponse, cursor: int) -> int:
+        for row in self._query(cursor):
+            await ws.send_str(row.frame)
+            cursor = row.created
+        return cursor
+
+    async def _events(self, request: web.Request) -> web.StreamResponse:
+        raw_cursor = request.query.get("cursor")
+        self.connect_cursors.append(raw_cursor)
+        ws = await self._accept(request)
+        subscriber = _Subscriber(ws)
+        self._subscribers.add(subscriber)
+        reader = asyncio.create_task(discard_incoming(ws))
+        now = time.time_ns()
+        cursor, _ = parse_go_int64(raw_cursor or "")
+        if cursor == 0:
+            cursor = now
+        try:
+            cursor = await self._stream(ws, cursor)
+            while not reader.done():
+                waiter = asyncio.create_task(subscriber.notified.wait())
+                await asyncio.wait(
+                    {waiter, reader}, timeout=self.ping_interval, return_when=asyncio.FIRST_COMPLETED
+                )
+                waiter.cancel()
+                if reader.done():
+                    break
+                if subscriber.notified.is_set():
+                    subscriber.notified.clear()
+                    cursor = await self._stream(ws, cursor)
+                else:
+                    await self._ping(ws)
+        except ConnectionError:
+            pass
+        finally:
+            self._subscribers.discard(subscriber)
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+            await self._release(ws)
+        return ws
