@@ -43,6 +43,12 @@ def _str(obj: dict[str, Any], key: str, where: str, *, required: bool = True, li
         )
     if len(value) > limit:
         raise BadRecord(f"{where}.{key}: longer than {limit} characters")
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            # A JSON "\ud800" escape decodes to a lone surrogate, which SQLite and gRPC cannot store.
+            raise BadRecord(f"{where}.{key}: not valid Unicode (lone surrogate)") from None
     return value
 
 

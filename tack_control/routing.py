@@ -65,7 +65,7 @@ class _GuardedLoader(yaml.SafeLoader):
 
 def load_workflow(raw: str) -> dict[str, Any]:
     """The workflow file as a mapping; WorkflowYAMLError explains what is wrong."""
-    if len(raw.encode()) > MAX_YAML_BYTES:
+    if len(raw.encode("utf-8", "surrogatepass")) > MAX_YAML_BYTES:
         raise WorkflowYAMLError(f"workflow file larger than {MAX_YAML_BYTES} bytes")
     try:
         loader = _GuardedLoader(raw)
@@ -75,10 +75,13 @@ def load_workflow(raw: str) -> dict[str, Any]:
             loader.dispose()
     except WorkflowYAMLError:
         raise
-    except yaml.YAMLError as exc:
-        raise WorkflowYAMLError(f"invalid YAML: {' '.join(str(exc).split())[:300]}") from None
     except RecursionError:
         raise WorkflowYAMLError(f"nested deeper than {MAX_DEPTH} levels") from None
+    except Exception as exc:
+        # Besides YAMLError, SafeLoader's constructors raise whatever a bad scalar provokes:
+        # ValueError (`2001-13-01`), KeyError (`!!bool maybe`), IndexError (`!!int ''`),
+        # AttributeError (`!!timestamp ''`), ...
+        raise WorkflowYAMLError(f"invalid YAML: {' '.join(str(exc).split())[:300]}") from None
     if doc is None:
         return {}
     if not isinstance(doc, dict):
@@ -89,17 +92,32 @@ def load_workflow(raw: str) -> dict[str, Any]:
 MAX_NODES = 100_000
 
 
-def _jsonable(value: object, budget: list[int] | None = None) -> object:
-    """A JSON-able copy; WorkflowYAMLError when aliases would expand it past MAX_NODES values."""
+MAX_INT_BITS = 1024
+
+
+def _key(key: object) -> str:
+    if isinstance(key, int) and key.bit_length() > MAX_INT_BITS:
+        raise WorkflowYAMLError(f"an integer is larger than {MAX_INT_BITS} bits")
+    return str(key)
+
+
+def _jsonable(value: object, budget: list[int] | None = None, depth: int = 0) -> object:
+    """A JSON-able copy; WorkflowYAMLError when aliases would expand it past MAX_NODES values or MAX_DEPTH levels."""
     if budget is None:
         budget = [MAX_NODES]
     budget[0] -= 1
     if budget[0] < 0:
         raise WorkflowYAMLError(f"the workflow expands to more than {MAX_NODES} values (YAML aliases?)")
+    if depth > MAX_DEPTH:
+        # Reachable only through aliases, e.g. the recursive `a: &a [*a]`.
+        raise WorkflowYAMLError(f"nested deeper than {MAX_DEPTH} levels (recursive YAML aliases?)")
+    if isinstance(value, int) and value.bit_length() > MAX_INT_BITS:
+        # A hex literal can be huge; str() and json.dumps() of it raise ValueError.
+        raise WorkflowYAMLError(f"an integer is larger than {MAX_INT_BITS} bits")
     if isinstance(value, dict):
-        return {str(k): _jsonable(v, budget) for k, v in value.items()}
+        return {_key(k): _jsonable(v, budget, depth + 1) for k, v in value.items()}
     if isinstance(value, list):
-        return [_jsonable(v, budget) for v in value]
+        return [_jsonable(v, budget, depth + 1) for v in value]
     if isinstance(value, dt.date | dt.datetime):
         return value.isoformat()
     if isinstance(value, bytes):
