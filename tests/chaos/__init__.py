@@ -1,0 +1,1 @@
+"""The chaos harness: the whole stack under random crashes, drops, stalls and webhook faults."""
