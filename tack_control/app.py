@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from aiohttp import web
 from prometheus_client.aiohttp import make_aiohttp_handler
 
-from tack_control import events_ws, logs_ws, metrics, webhooks, wsutil, xrpc
+from tack_control import events_ws, logs_ws, metrics, retention, webhooks, wsutil, xrpc
 from tack_control.config import Settings
 from tack_control.db import open_db
 from tack_control.dispatch import Dispatcher
@@ -75,22 +75,12 @@ class Core:
             await asyncio.sleep(5)
 
     async def prune(self) -> None:
-        """Drop events and finished pipelines older than the retention window, hourly."""
+        """Drop events and finished workflows older than the retention window, hourly."""
         while True:
             cutoff = time.time_ns() - int(self.settings.retention_days * 86400 * 1e9)
-            with self.book.transaction() as conn:
-                events = self.events.prune(cutoff)
-                pipelines = conn.execute(
-                    "DELETE FROM pipelines WHERE received_ns < ? AND NOT EXISTS (SELECT 1 FROM workflows w"
-                    " WHERE w.knot=pipelines.knot AND w.rkey=pipelines.rkey AND w.status IN ('', 'pending', 'running'))",
-                    (cutoff,),
-                ).rowcount
-                conn.execute(
-                    "DELETE FROM workflows WHERE created_ns < ? AND status NOT IN ('', 'pending', 'running')",
-                    (cutoff,),
-                )
-            if events or pipelines:
-                log.info("pruned", extra={"events": events, "pipelines": pipelines})
+            pruned = retention.prune(self.book, self.events, cutoff)
+            if pruned.events or pruned.workflows:
+                log.info("pruned", extra=vars(pruned))
             await asyncio.sleep(3600)
 
     async def close(self) -> None:
