@@ -9,6 +9,8 @@ ignores rkeys it has seen) while a miss would be lost.
 
 from __future__ import annotations
 
+import re
+
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
@@ -19,13 +21,17 @@ from tack_control.eventlog import EventLog
 EVENTS = web.AppKey("events", EventLog)
 
 
+_INT64 = re.compile(r"^[+-]?[0-9]{1,19}$")
+
+
 def start_cursor(raw: str | None, head: int, rewind_ns: int) -> int:
-    """Where a subscriber starts, from its ``cursor`` parameter."""
-    try:
-        cursor = int(raw) if raw is not None else 0
-    except ValueError:
-        cursor = 0
-    if cursor <= 0:
+    """Where a subscriber starts, from its ``cursor`` parameter.
+
+    Parsed as Go's ``strconv.ParseInt`` would (ASCII digits, int64): anything
+    else, 0 or a negative number means live only.
+    """
+    cursor = int(raw) if raw is not None and _INT64.fullmatch(raw) else 0
+    if not 0 < cursor < 2**63:
         return head
     return max(0, cursor - rewind_ns)
 
@@ -46,9 +52,8 @@ def make_handler(ping_interval: float, send_timeout: float, rewind_ns: int) -> H
             while not ws.closed:
                 batch = events.after(position, 500)
                 if batch:
-                    for created, frame in batch:
-                        await sender.send(frame)
-                        position = created
+                    await sender.send_all(frame for _, frame in batch)
+                    position = batch[-1][0]
                     continue
                 if not await events.changed.wait(ping_interval):
                     await ws.ping()
