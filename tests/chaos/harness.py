@@ -185,10 +185,10 @@ class ChaosRun:
             await self.stack.wait_knot_connected()
             self.appview = AppviewClient(self.stack.cp.http)
             viewer = asyncio.create_task(self.appview.run_events(self.stop_appview, reconnect_delay=0.3))
-            # The appview's first connection is live only (no cursor yet): let it connect before any load.
-            async with asyncio.timeout(15):
-                while not self.appview.events_connected:
-                    await asyncio.sleep(0.02)
+            # An appview without a cursor (no message received yet) reconnects live only, as Tangled's does:
+            # warm up until it has seen a whole workflow, so every later reconnect resumes by cursor.
+            self._push()
+            await self._settle(timeout=30)
             until = time.monotonic() + self.seconds
             sampler = asyncio.create_task(self._sample(until + 3600))
             await asyncio.gather(self._load(until), self._inject(until))
