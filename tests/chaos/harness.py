@@ -191,7 +191,8 @@ class ChaosRun:
             await self._settle(timeout=30)
             until = time.monotonic() + self.seconds
             sampler = asyncio.create_task(self._sample(until + 3600))
-            await asyncio.gather(self._load(until), self._inject(until))
+            # A soak measures steady state: load without faults, so processes keep their memory and fds.
+            await asyncio.gather(self._load(until), *(() if self.soak else (self._inject(until),)))
             await self._settle()
             sampler.cancel()
             self.stop_appview.set()
