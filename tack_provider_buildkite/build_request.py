@@ -1,0 +1,214 @@
+"""From a Tangled trigger to the body of Buildkite's create-build call, free of I/O.
+
+- push to ``refs/heads/X``: commit ``newSha``, branch ``X``.
+- push to ``refs/tags/X``: commit ``newSha``, branch ``X`` (the tag name). The create API has no tag
+  field; a build whose branch names a tag is how Buildkite builds tags, and ``TANGLED_TAG`` says so
+  explicitly to the steps.
+- pull request: commit ``sourceSha``, branch ``sourceBranch``, ``pull_request_base_branch`` =
+  ``targetBranch``. Tangled pull requests have no number, so no ``pull_request_id`` is sent.
+- manual: commit ``HEAD`` on ``tack.buildkite.branch`` or the repository's default branch.
+
+Every build carries ``meta_data`` ``tack:knot``, ``tack:pipeline_rkey`` and ``tack:workflow``: the
+run's key, by which an existing build is found again instead of creating a second one.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from tack_provider_buildkite.workflow_config import WHERE, BuildkiteConfig
+from tack_provider_kit.pb import provider_pb2 as pb
+from tack_provider_kit.provider import InvalidArgument
+from tack_provider_kit.store import RunKey
+
+
+META_KNOT = "tack:knot"
+META_RKEY = "tack:pipeline_rkey"
+META_WORKFLOW = "tack:workflow"
+
+_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([A-Za-z_]*)\}|[{}]")
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    """Where to create the build and with what body."""
+
+    org: str
+    pipeline: str
+    body: dict[str, Any]
+
+
+def meta_data_for(key: RunKey) -> dict[str, str]:
+    """The meta-data that ties a build to its run."""
+    return {META_KNOT: key.knot, META_RKEY: key.pipeline_rkey, META_WORKFLOW: key.workflow}
+
+
+def key_from_meta_data(meta: object) -> RunKey | None:
+    """The run key carried by a build's meta-data; None for builds tack did not create."""
+    if not isinstance(meta, Mapping):
+        return None
+    parts = [meta.get(name) for name in (META_KNOT, META_RKEY, META_WORKFLOW)]
+    if not all(isinstance(part, str) and part for part in parts):
+        return None
+    knot, rkey, workflow = (str(part) for part in parts)
+    return RunKey(knot, rkey, workflow)
+
+
+def render(template: str, values: Mapping[str, str], where: str) -> str:
+    """Fill ``{name}`` placeholders; ``{{``/``}}`` are literal braces; unknown names are an error."""
+
+    def substitute(match: re.Match[str]) -> str:
+        token = match.group(0)
+        if token in ("{{", "}}"):
+            return token[0]
+        name = match.group(1)
+        if name is None or name not in values:
+            raise InvalidArgument(
+                f"{where}: unknown placeholder {token!r} (known: {', '.join('{' + v + '}' for v in values)};"
+                " write {{ and }} for literal braces)"
+            )
+        return values[name]
+
+    return _PLACEHOLDER.sub(substitute, template)
+
+
+def _env_name(text: str) -> str:
+    return re.sub(r"[^A-Z0-9_]", "_", text.upper())
+
+
+def _trigger_facts(trigger: pb.Trigger) -> tuple[dict[str, str], str, str, str]:
+    """(template values, commit, branch, default message) for the trigger."""
+    kind: str = trigger.WhichOneof("detail") or ""
+    values: dict[str, str] = {
+        "kind": kind,
+        "ref": "",
+        "branch": "",
+        "tag": "",
+        "sha": "",
+        "source_branch": "",
+        "target_branch": "",
+    }
+    if kind == "push":
+        push = trigger.push
+        ref = push.ref
+        values.update(ref=ref, sha=push.new_sha)
+        if ref.startswith("refs/tags/"):
+            values["tag"] = values["branch"] = ref.removeprefix("refs/tags/")
+            message = "tangled: tag {tag} in {repo} ({workflow})"
+        else:
+            values["branch"] = ref.removeprefix("refs/heads/") if ref.startswith("refs/heads/") else ref
+            message = "tangled: push to {branch} in {repo} ({workflow})"
+        return values, push.new_sha, values["branch"], message
+    if kind == "pull_request":
+        pr = trigger.pull_request
+        values.update(
+            branch=pr.source_branch,
+            sha=pr.source_sha,
+            source_branch=pr.source_branch,
+            target_branch=pr.target_branch,
+        )
+        message = "tangled: pull request {source_branch} → {target_branch} in {repo} ({workflow})"
+        return values, pr.source_sha, pr.source_branch, message
+    values.update(branch=trigger.repo.default_branch)
+    return (
+        values,
+        "HEAD",
+        trigger.repo.default_branch,
+        "tangled: manual run on {branch} in {repo} ({workflow})",
+    )
+
+
+def _tangled_env(
+    request: pb.SpawnRequest, workflow: pb.Workflow, values: Mapping[str, str], commit: str, branch: str
+) -> dict[str, str]:
+    trigger = request.trigger
+    repo = trigger.repo
+    env = {
+        "TANGLED_KNOT": request.knot,
+        "TANGLED_PIPELINE_RKEY": request.pipeline_rkey,
+        "TANGLED_WORKFLOW": workflow.name,
+        "TANGLED_ACTOR_DID": request.actor_did,
+        "TANGLED_REPO_KNOT": repo.knot,
+        "TANGLED_REPO_DID": repo.did,
+        "TANGLED_REPO_NAME": repo.name,
+        "TANGLED_REPO_URL": f"https://{repo.knot}/{repo.did}/{repo.name}",
+        "TANGLED_TRIGGER_KIND": values["kind"],
+        "TANGLED_COMMIT": commit,
+        "TANGLED_BRANCH": branch,
+    }
+    if repo.default_branch:
+        env["TANGLED_REPO_DEFAULT_BRANCH"] = repo.default_branch
+    kind = values["kind"]
+    if kind == "push":
+        env.update(
+            TANGLED_REF=trigger.push.ref,
+            TANGLED_OLD_SHA=trigger.push.old_sha,
+            TANGLED_NEW_SHA=trigger.push.new_sha,
+        )
+        if values["tag"]:
+            env["TANGLED_TAG"] = values["tag"]
+    elif kind == "pull_request":
+        pr = trigger.pull_request
+        env.update(
+            TANGLED_PR_SOURCE_BRANCH=pr.source_branch,
+            TANGLED_PR_TARGET_BRANCH=pr.target_branch,
+            TANGLED_PR_SOURCE_SHA=pr.source_sha,
+            TANGLED_PR_ACTION=pr.action,
+        )
+    else:
+        for item in trigger.manual.inputs:
+            env[f"TANGLED_INPUT_{_env_name(item.key)}"] = item.value
+    return env
+
+
+def plan(
+    request: pb.SpawnRequest, workflow: pb.Workflow, config: BuildkiteConfig, default_org: str
+) -> BuildPlan:
+    """The create-build call for one workflow; InvalidArgument when the trigger cannot be built."""
+    values, commit, branch, default_message = _trigger_facts(request.trigger)
+    commit = config.commit or commit
+    branch = config.branch or branch
+    if not branch:
+        raise InvalidArgument(
+            f"{WHERE}.branch: required for this trigger (the knot did not say the repository's default branch)"
+        )
+    if not commit:
+        raise InvalidArgument(f"{WHERE}.commit: required for this trigger (it carries no commit)")
+    values = {
+        **values,
+        "branch": branch,
+        "sha": commit,
+        "short_sha": commit[:8] if commit != "HEAD" else commit,
+        "repo": request.trigger.repo.name,
+        "repo_did": request.trigger.repo.did,
+        "knot": request.knot,
+        "workflow": workflow.name,
+        "pipeline_rkey": request.pipeline_rkey,
+    }
+    if config.message is not None:
+        message = render(config.message, values, f"{WHERE}.message")
+    else:
+        message = render(default_message, values, "message")
+    key = RunKey(request.knot, request.pipeline_rkey, workflow.name)
+    env = {
+        **{k: v for k, v in workflow.environment.items() if not k.startswith("TANGLED_")},
+        **config.env,
+        **_tangled_env(request, workflow, values, commit, branch),
+    }
+    body: dict[str, Any] = {
+        "commit": commit,
+        "branch": branch,
+        "message": message,
+        "env": env,
+        "meta_data": {**config.meta_data, **meta_data_for(key)},
+        "ignore_pipeline_branch_filters": True,
+        "clean_checkout": config.clean_checkout,
+    }
+    if request.trigger.WhichOneof("detail") == "pull_request":
+        body["pull_request_base_branch"] = request.trigger.pull_request.target_branch
+    if config.author is not None:
+        body["author"] = {"name": config.author.name, "email": config.author.email}
+    return BuildPlan(org=config.org or default_org, pipeline=config.pipeline, body=body)

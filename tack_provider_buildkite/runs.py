@@ -1,0 +1,147 @@
+"""What the provider remembers about each run's build, in the kit's store.
+
+A run's ``data`` holds the create-build call prepared at Spawn and the
+progress of creating it:
+
+- ``phase``: ``queued`` (nothing sent yet), ``sending`` (a create may have
+  reached Buildkite: look before creating again), ``created`` (``build`` is
+  known) or ``rejected`` (Buildkite refused; the run failed);
+- ``sent_ns``: when the last create that may have reached Buildkite was sent;
+- ``cancel``: a cancel was requested.
+
+The ``buildkite_builds`` table maps build UUIDs (what webhooks carry) to runs.
+All methods are synchronous: a read-modify-write here is atomic on the loop.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from tack_provider_kit import sqlite
+from tack_provider_kit.notify import Notifier
+from tack_provider_kit.store import JSONDict, ProviderStore
+
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS buildkite_builds (
+    build_id TEXT PRIMARY KEY,
+    run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    org TEXT NOT NULL,
+    pipeline TEXT NOT NULL,
+    number INTEGER NOT NULL,
+    created_ns INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS buildkite_builds_by_run ON buildkite_builds (run_id);
+"""
+
+QUEUED, SENDING, CREATED, REJECTED = "queued", "sending", "created", "rejected"
+Attached = Literal["attached", "same", "other"]
+
+
+@dataclass(frozen=True)
+class BuildRef:
+    """Where a run's build lives: REST paths need the org, pipeline and number, webhooks carry the id."""
+
+    id: str
+    org: str
+    pipeline: str
+    number: int
+    web_url: str = ""
+
+    def to_json(self) -> JSONDict:
+        """The form kept in the run's data."""
+        return {
+            "id": self.id,
+            "org": self.org,
+            "pipeline": self.pipeline,
+            "number": self.number,
+            "web_url": self.web_url,
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> BuildRef | None:
+        """The ref kept by :meth:`to_json`, or None."""
+        if not isinstance(data, dict):
+            return None
+        return cls(
+            str(data["id"]),
+            str(data["org"]),
+            str(data["pipeline"]),
+            int(data["number"]),
+            str(data["web_url"]),
+        )
+
+    @classmethod
+    def from_build(cls, build: Any, org: str, pipeline: str) -> BuildRef | None:
+        """The ref of a Buildkite build object; None when it lacks an id or number."""
+        if not isinstance(build, dict):
+            return None
+        build_id, number = build.get("id"), build.get("number")
+        if (
+            not isinstance(build_id, str)
+            or not build_id
+            or isinstance(number, bool)
+            or not isinstance(number, int)
+        ):
+            return None
+        web_url = build.get("web_url")
+        return cls(build_id, org, pipeline, number, web_url if isinstance(web_url, str) else "")
+
+
+class RunBook:
+    """Reads and writes the Buildkite side of runs."""
+
+    def __init__(self, store: ProviderStore) -> None:
+        self.store = store
+        self.attached = Notifier()
+
+    def data(self, run_id: int) -> JSONDict | None:
+        """The run's provider data; None when the run is gone."""
+        row = self.store.conn.execute("SELECT data FROM runs WHERE id=?", (run_id,)).fetchone()
+        return None if row is None else dict(json.loads(row[0]))
+
+    def update(self, run_id: int, **changes: Any) -> JSONDict:
+        """Merge ``changes`` into the run's data and store it; returns the new data."""
+        data = self.data(run_id)
+        if data is None:
+            raise KeyError(f"no run {run_id}")
+        data.update(changes)
+        self.store.update_data(run_id, data)
+        return data
+
+    def build_of(self, run_id: int) -> BuildRef | None:
+        """The run's build, once known."""
+        data = self.data(run_id)
+        return None if data is None else BuildRef.from_json(data.get("build"))
+
+    def run_for_build(self, build_id: str) -> int | None:
+        """The run a build belongs to, by the build's UUID."""
+        row = self.store.conn.execute(
+            "SELECT run_id FROM buildkite_builds WHERE build_id=?", (build_id,)
+        ).fetchone()
+        return None if row is None else int(row[0])
+
+    def attach(self, run_id: int, ref: BuildRef) -> Attached:
+        """Make ``ref`` the run's build, unless the run already has one (``same`` or ``other``)."""
+        with sqlite.Transaction(self.store.conn) as conn:
+            row = conn.execute("SELECT data FROM runs WHERE id=?", (run_id,)).fetchone()
+            if row is None:
+                return "other"
+            data = json.loads(row[0])
+            current = BuildRef.from_json(data.get("build"))
+            if current is not None:
+                return "same" if current.id == ref.id else "other"
+            data.update(build=ref.to_json(), phase=CREATED)
+            conn.execute(
+                "UPDATE runs SET data=?, updated_ns=? WHERE id=?", (json.dumps(data), time.time_ns(), run_id)
+            )
+            conn.execute(
+                "INSERT OR REPLACE INTO buildkite_builds (build_id, run_id, org, pipeline, number, created_ns)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (ref.id, run_id, ref.org, ref.pipeline, ref.number, time.time_ns()),
+            )
+        self.attached.notify()
+        return "attached"
