@@ -17,12 +17,21 @@ import aiohttp
 
 from tack_sandbox.jetstream import SimulatedJetstream
 from tack_sandbox.knot import SimulatedKnot, pipeline_record, workflow_entry
+from tests.buildkite_harness import WEBHOOK_SECRET, BuildkiteProcess
+from tests.fakes.buildkite import FakeBuildkite
+from tests.fakes.buildkite.config import PipelineSpec
 from tests.procs import Proc, StubProcess, free_port
 
 
 OWNER = "did:plc:owner0000000000000000000"
 MEMBER = "did:plc:member000000000000000000"
 STRANGER = "did:plc:stranger0000000000000000"
+
+
+def buildkite_entry(name: str, pipeline: str, **config: Any) -> dict[str, Any]:
+    """A knot ``workflows[]`` entry routed to Buildkite's ``pipeline``."""
+    raw = "engine: tack\ntack:\n  buildkite: " + json.dumps({"pipeline": pipeline, **config}) + "\n"
+    return workflow_entry(name, raw, engine="tack")
 
 
 def stub_workflow(name: str, config: Mapping[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
@@ -74,16 +83,42 @@ class ControlPlane(Proc):
                 await asyncio.sleep(0.05)
 
 
-class Stack:
-    """Jetstream + knot simulators, the stub provider and the control plane."""
+BUILDKITE_PIPELINES = {
+    "app-ci": PipelineSpec(
+        steps=[
+            {"type": "script", "name": ":hammer: build", "step_key": "build", "command": "make build"},
+            {"type": "script", "name": ":pytest: test", "step_key": "test", "command": "make test"},
+        ],
+        auto_scenario="pass",
+    ),
+    "app-fail": PipelineSpec(
+        steps=[{"type": "script", "name": "lint", "step_key": "lint", "command": "make lint"}],
+        auto_scenario="fail",
+    ),
+    "app-slow": PipelineSpec(
+        steps=[{"type": "script", "name": "slow", "step_key": "slow", "command": "make slow"}],
+        auto_scenario="slow",
+    ),
+}
 
-    def __init__(self, workdir: Path, control_env: Mapping[str, str] | None = None) -> None:
+
+class Stack:
+    """Jetstream + knot simulators, the stub provider and the control plane; optionally the Buildkite
+    provider against a fake Buildkite whose webhooks go to the control plane's /webhooks/buildkite."""
+
+    def __init__(
+        self, workdir: Path, control_env: Mapping[str, str] | None = None, buildkite: bool = False
+    ) -> None:
         self.workdir = workdir
         self.jetstream = SimulatedJetstream()
         self.knot = SimulatedKnot(ping_interval=1.0)
         self.stub = StubProcess(workdir)
         self.control_env = dict(control_env or {})
         self.control: ControlPlane | None = None
+        self.fake_buildkite: FakeBuildkite | None = (
+            FakeBuildkite(pipelines=BUILDKITE_PIPELINES) if buildkite else None
+        )
+        self.buildkite: BuildkiteProcess | None = None
         self._rkeys = 0
 
     async def start(self) -> None:
@@ -91,13 +126,22 @@ class Stack:
         await self.jetstream.start()
         await self.knot.start()
         await self.stub.start_serving()
-        env = {
-            "TACK_JETSTREAM_URL": self.jetstream.url,
-            "TACK_PROVIDERS": f"stub={self.stub.address}",
-            **self.control_env,
-        }
+        providers = f"stub={self.stub.address}"
+        if self.fake_buildkite is not None:
+            self.fake_buildkite.knobs.update(
+                {"rate_limit_user": 100_000, "rate_limit_org": 100_000, "auto_tick_s": 0.2}
+            )
+            await self.fake_buildkite.start()
+            self.buildkite = BuildkiteProcess(self.workdir, self.fake_buildkite.url)
+            await self.buildkite.start_serving()
+            providers += f",buildkite={self.buildkite.address}"
+        env = {"TACK_JETSTREAM_URL": self.jetstream.url, "TACK_PROVIDERS": providers, **self.control_env}
         self.control = ControlPlane(self.workdir, env)
         await self.control.start_ready()
+        if self.fake_buildkite is not None:
+            self.fake_buildkite.add_webhook_target(
+                f"{self.control.http}/webhooks/buildkite", WEBHOOK_SECRET, ping=False
+            )
         await self.jetstream.wait_connected(1, timeout=10)
 
     async def stop(self) -> None:
@@ -105,6 +149,10 @@ class Stack:
         if self.control is not None:
             self.control.kill9()
         self.stub.kill9()
+        if self.buildkite is not None:
+            self.buildkite.kill9()
+        if self.fake_buildkite is not None:
+            await self.fake_buildkite.stop()
         await self.knot.stop()
         await self.jetstream.stop()
 
