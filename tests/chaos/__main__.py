@@ -21,12 +21,18 @@ def main() -> int:
         "--min-faults", type=int, default=5, help="keep injecting until each kind reached this"
     )
     parser.add_argument("--soak", action="store_true", help="steady load; report memory and fds over time")
+    parser.add_argument("--no-buildkite", action="store_true", help="leave the Buildkite provider out")
     args = parser.parse_args()
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 32)
     print(f"chaos: seed {seed} (replay with --seed {seed})", flush=True)
     with tempfile.TemporaryDirectory(prefix="tack-chaos-") as tmp:
         run = ChaosRun(
-            Path(tmp), seed, args.seconds, min_faults=0 if args.soak else args.min_faults, soak=args.soak
+            Path(tmp),
+            seed,
+            args.seconds,
+            min_faults=0 if args.soak else args.min_faults,
+            soak=args.soak,
+            buildkite=not args.no_buildkite,
         )
         figures = asyncio.run(run.run())
     print(figures.table())

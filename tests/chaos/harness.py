@@ -24,7 +24,7 @@ from tests.chaos.invariants import Expected, check_single_start, check_statuses
 from tests.chaos.procstats import open_fds, rss_bytes
 from tests.fakes.appview import AppviewClient
 from tests.procs import Proc
-from tests.stack import OWNER, Stack, stub_workflow
+from tests.stack import OWNER, Stack, buildkite_entry, stub_workflow
 
 
 OUTCOMES = ("success", "success", "failed", "timeout")
@@ -59,7 +59,13 @@ class ChaosRun:
     """One run of the harness against a fresh stack in ``workdir``."""
 
     def __init__(
-        self, workdir: Path, seed: int, seconds: float, min_faults: int = 0, soak: bool = False
+        self,
+        workdir: Path,
+        seed: int,
+        seconds: float,
+        min_faults: int = 0,
+        soak: bool = False,
+        buildkite: bool = True,
     ) -> None:
         self.workdir = workdir
         self.rng = random.Random(seed)
@@ -74,6 +80,7 @@ class ChaosRun:
                 "TACK_SEND_TIMEOUT": "10",
                 "TACK_LOG_LEVEL": "warning",
             },
+            buildkite=buildkite,
         )
         self.expected: list[Expected] = []
         self.appview: AppviewClient | None = None
@@ -83,7 +90,7 @@ class ChaosRun:
 
     def faults(self) -> dict[str, Callable[[], Awaitable[None]]]:
         """Every fault kind this run injects."""
-        return {
+        kinds: dict[str, Callable[[], Awaitable[None]]] = {
             "kill_control": lambda: self._restart(self.stack.cp, self.stack.cp.start_ready),
             "kill_stub": lambda: self._restart(self.stack.stub, self.stack.stub.start_serving),
             "stall_stub": lambda: self._stall(self.stack.stub),
@@ -91,6 +98,26 @@ class ChaosRun:
             "drop_jetstream": self._drop_jetstream,
             "drop_events": self._drop_events,
         }
+        bk = self.stack.buildkite
+        if bk is not None:
+            kinds["kill_buildkite"] = lambda: self._restart(bk, bk.start_serving)
+            kinds["stall_buildkite"] = lambda: self._stall(bk)
+            kinds["webhooks_dropped"] = lambda: self._webhook_fault({"webhook_drop": 1.0})
+            kinds["webhooks_duplicated"] = lambda: self._webhook_fault({"webhook_duplicate": True})
+            kinds["webhooks_reordered"] = lambda: self._webhook_fault({"webhook_reorder": True})
+            kinds["webhooks_delayed"] = lambda: self._webhook_fault({"webhook_delay_ms": 1500})
+        return kinds
+
+    async def _webhook_fault(self, knobs: dict[str, object]) -> None:
+        """Turn a webhook fault on at the fake Buildkite for a few seconds."""
+        fake = self.stack.fake_buildkite
+        assert fake is not None
+        before = {name: getattr(fake.knobs, name) for name in knobs}
+        fake.knobs.update(knobs)
+        try:
+            await asyncio.sleep(self.rng.uniform(1.0, 3.0))
+        finally:
+            fake.knobs.update(before)
 
     async def _restart(self, proc: Proc, start: Callable[[], Awaitable[None]]) -> None:
         proc.kill9()
@@ -120,6 +147,13 @@ class ChaosRun:
         workflows = []
         wanted = []
         for i in range(self.rng.randint(1, 3)):
+            if self.stack.buildkite is not None and self.rng.random() < 0.4:
+                pipeline, outcome = self.rng.choice(
+                    (("app-ci", "success"), ("app-ci", "success"), ("app-fail", "failed"))
+                )
+                workflows.append(buildkite_entry(f"w{i}.yml", pipeline))
+                wanted.append((f"w{i}.yml", outcome, "buildkite"))
+                continue
             outcome = self.rng.choice(OUTCOMES)
             script: dict[str, object] = {
                 "queue_seconds": self.rng.uniform(0, 0.5),
@@ -133,14 +167,14 @@ class ChaosRun:
                 "outcome": outcome,
             }
             workflows.append(stub_workflow(f"w{i}.yml", script))
-            wanted.append((f"w{i}.yml", outcome))
+            wanted.append((f"w{i}.yml", outcome, "stub"))
         rkey = self.stack.knot.new_rkey()
         kind = self.rng.choice(("push", "pull_request"))
         record = pipeline_record(knot=knot, did=OWNER, repo="chaos", kind=kind, workflows=workflows)  # type: ignore[arg-type]
         self.stack.knot.emit_pipeline(rkey, record)
         self.figures.pipelines += 1
-        for name, outcome in wanted:
-            self.expected.append(Expected(knot, rkey, name, "stub", outcome))
+        for name, outcome, provider in wanted:
+            self.expected.append(Expected(knot, rkey, name, provider, outcome))
         self.figures.workflows += len(wanted)
 
     async def _load(self, until: float) -> None:
@@ -167,7 +201,10 @@ class ChaosRun:
         start = time.monotonic()
         while time.monotonic() < until:
             sample = {"t": time.monotonic() - start}
-            for name, proc in (("control", self.stack.cp), ("stub", self.stack.stub)):
+            procs: list[tuple[str, Proc]] = [("control", self.stack.cp), ("stub", self.stack.stub)]
+            if self.stack.buildkite is not None:
+                procs.append(("buildkite", self.stack.buildkite))
+            for name, proc in procs:
                 if proc.alive():
                     sample[f"{name}_rss_mb"] = rss_bytes(proc.pid) / 1e6
                     sample[f"{name}_fds"] = open_fds(proc.pid)
@@ -225,8 +262,11 @@ class ChaosRun:
             seen[(row.knot, row.pipeline_rkey, row.workflow)].append(row.status)
         violations = check_statuses(self.expected, seen)
         violations += [f"appview rejected a frame: {e.reason}" for e in self.appview.errors]
-        violations += check_single_start(self._stub_starts(), self.expected)
-        for db in (self.stack.cp.db_path, self.stack.stub.db_path):
+        violations += check_single_start(self._starts(), self.expected)
+        dbs = [self.stack.cp.db_path, self.stack.stub.db_path]
+        if self.stack.buildkite is not None:
+            dbs.append(self.stack.buildkite.db_path)
+        for db in dbs:
             with contextlib.closing(sqlite3.connect(db)) as conn:
                 result = conn.execute("PRAGMA integrity_check").fetchone()[0]
             if result != "ok":
@@ -249,11 +289,20 @@ class ChaosRun:
                     notes.append(f"  tack published for {wf.rkey}/{wf.workflow}: {rows}")
         return notes
 
-    def _stub_starts(self) -> dict[tuple[str, str, str], int]:
-        """How many times the stub accepted each run (its outbox records one pending per acceptance)."""
+    def _starts(self) -> dict[tuple[str, str, str], int]:
+        """How many times each run was started: stub acceptances (one pending each in its outbox) and
+        builds at the fake Buildkite (by tack's meta_data)."""
         with contextlib.closing(sqlite3.connect(self.stack.stub.db_path)) as conn:
             rows = conn.execute(
                 "SELECT knot, pipeline_rkey, workflow, COUNT(*) FROM status_log WHERE status = 1"
                 " GROUP BY knot, pipeline_rkey, workflow"
             ).fetchall()
-        return {(k, r, w): int(n) for k, r, w, n in rows}
+        starts: collections.Counter[tuple[str, str, str]] = collections.Counter(
+            {(k, r, w): int(n) for k, r, w, n in rows}
+        )
+        if self.stack.fake_buildkite is not None:
+            for build in self.stack.fake_buildkite.builds:
+                meta = build.meta_data
+                if "tack:workflow" in meta:
+                    starts[(meta["tack:knot"], meta["tack:pipeline_rkey"], meta["tack:workflow"])] += 1
+        return dict(starts)
