@@ -39,7 +39,10 @@ class Core:
         self.events = EventLog(self.conn)
         self.book = StatusBook(self.conn, self.events)
         self.registry = Registry(self.conn, settings.hostname, settings.owner_did)
-        self.providers = {name: ProviderClient(name, addr) for name, addr in settings.providers.items()}
+        self.providers = {
+            name: ProviderClient(name, addr, settings.provider_tls_ca)
+            for name, addr in settings.providers.items()
+        }
         self.dispatcher = Dispatcher(
             self.book,
             self.providers,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tack_control.records import is_did, is_host
 from tack_provider_kit import env
@@ -54,6 +54,7 @@ class Settings:
     webhook_max_bytes: int = 1 << 20
     retention_days: float = 21.0
     log_level: str = "info"
+    provider_tls_ca: bytes | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, e: Mapping[str, str]) -> Settings:
@@ -96,4 +97,5 @@ class Settings:
             webhook_max_bytes=env.integer(e, "TACK_WEBHOOK_MAX_BYTES", 1 << 20, 1024, 64 << 20),
             retention_days=env.number(e, "TACK_RETENTION_DAYS", 21.0, 0.001, 3650),
             log_level=env.choice(e, "TACK_LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
+            provider_tls_ca=env.file_bytes(e, "TACK_PROVIDER_TLS_CA_FILE"),
         )

@@ -70,10 +70,10 @@ def check_database(settings: Settings) -> Result:
     return ok(name, "writable")
 
 
-async def check_provider(name: str, address: str) -> Result:
+async def check_provider(name: str, address: str, tls_ca: bytes | None = None) -> Result:
     """The provider answers health SERVING and Describe."""
     label = f"provider {name} ({address})"
-    async with client.channel(address) as channel:
+    async with client.channel(address, tls_ca) as channel:
         try:
             health = await health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=""), timeout=TIMEOUT_S
@@ -223,7 +223,10 @@ async def run_checks(environ: Mapping[str, str]) -> list[Result]:
             )
         )
     checks: list[Callable[[], Awaitable[Result]]] = [
-        *(lambda n=n, a=a: check_provider(n, a) for n, a in settings.providers.items()),
+        *(
+            lambda n=n, a=a: check_provider(n, a, settings.provider_tls_ca)
+            for n, a in settings.providers.items()
+        ),
         lambda: check_buildkite(environ),
         lambda: check_jetstream(settings),
         lambda: check_owner(settings),

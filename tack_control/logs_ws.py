@@ -101,8 +101,7 @@ def make_handler(ping_interval: float, send_timeout: float, connect_timeout: flo
             pinger = asyncio.create_task(sender.ping_when_idle(ping_interval))
             try:
                 async for message in call:
-                    for line in message.lines:
-                        await sender.send(tangled_json(line))
+                    await sender.send_all(tangled_json(line) for line in message.lines)
             except grpc.aio.AioRpcError as exc:
                 log.info(
                     "provider log stream ended early",
@@ -128,8 +127,8 @@ class _RpcFailed(Exception):
 def _synthetic(error: str, send_timeout: float) -> wsutil.Pump:
     async def pump(ws: web.WebSocketResponse) -> None:
         sender = wsutil.Sender(ws, "logs", send_timeout)
-        for line in synthetic_log("tack", error or "the workflow failed before it started"):
-            await sender.send(tangled_json(line))
+        lines = synthetic_log("tack", error or "the workflow failed before it started")
+        await sender.send_all(tangled_json(line) for line in lines)
         await ws.close(code=1000, message=CLOSE_DONE)
 
     return pump

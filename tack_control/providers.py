@@ -36,10 +36,10 @@ RETRYABLE = frozenset(
 class ProviderClient:
     """The control plane's handle on one provider sidecar."""
 
-    def __init__(self, name: str, address: str) -> None:
+    def __init__(self, name: str, address: str, tls_ca: bytes | None = None) -> None:
         self.name = name
         self.address = address
-        self.channel = client.channel(address)
+        self.channel = client.channel(address, tls_ca)
         self.stub = client.provider_stub(self.channel)
         self.health = health_pb2_grpc.HealthStub(self.channel)
         self.up = False

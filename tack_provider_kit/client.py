@@ -22,9 +22,12 @@ CHANNEL_OPTIONS = [
 ]
 
 
-def channel(address: str) -> grpc.aio.Channel:
-    """An insecure channel to a provider sidecar with tack's keepalive and size settings."""
-    return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+def channel(address: str, tls_ca: bytes | None = None) -> grpc.aio.Channel:
+    """A channel to a provider sidecar with tack's keepalive and size settings; TLS when a CA is given."""
+    if tls_ca is None:
+        return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+    credentials = grpc.ssl_channel_credentials(root_certificates=tls_ca)
+    return grpc.aio.secure_channel(address, credentials, options=CHANNEL_OPTIONS)
 
 
 def provider_stub(chan: grpc.aio.Channel) -> pb_grpc.ProviderAsyncStub:

@@ -70,3 +70,15 @@ def choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, 
     if value not in allowed:
         raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
     return value
+
+
+def file_bytes(env: Mapping[str, str], name: str) -> bytes | None:
+    """The contents of the file the variable names (None when unset); ConfigError when unreadable."""
+    path = env.get(name, "").strip()
+    if not path:
+        return None
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except OSError as exc:
+        raise ConfigError(f"{name} names a file that cannot be read: {exc}") from None

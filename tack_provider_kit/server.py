@@ -52,13 +52,20 @@ class ProviderSettings:
     db_path: str
     retention_s: float
     log_level: str
+    tls: tuple[bytes, bytes] | None = None
 
     @classmethod
     def from_env(
         cls, env_map: Mapping[str, str], prefix: str, listen: str, metrics_addr: str, db_path: str
     ) -> ProviderSettings:
-        """Read ``<prefix>_`` + LISTEN_ADDR, METRICS_ADDR, DB_PATH, RETENTION_DAYS, and TACK_LOG_LEVEL."""
+        """Read ``<prefix>_`` + LISTEN_ADDR, METRICS_ADDR, DB_PATH, RETENTION_DAYS, TLS_CERT_FILE,
+        TLS_KEY_FILE, and TACK_LOG_LEVEL."""
+        cert = env.file_bytes(env_map, f"{prefix}_TLS_CERT_FILE")
+        key = env.file_bytes(env_map, f"{prefix}_TLS_KEY_FILE")
+        if (cert is None) != (key is None):
+            raise env.ConfigError(f"{prefix}_TLS_CERT_FILE and {prefix}_TLS_KEY_FILE must be set together")
         return cls(
+            tls=None if cert is None or key is None else (key, cert),
             listen=env.address(env_map, f"{prefix}_LISTEN_ADDR", listen),
             metrics=env.address(env_map, f"{prefix}_METRICS_ADDR", metrics_addr),
             db_path=env.text(env_map, f"{prefix}_DB_PATH", db_path),
@@ -113,7 +120,11 @@ async def serve(
         server,
     )
     host, port = settings.listen
-    bound = server.add_insecure_port(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+    target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if settings.tls is None:
+        bound = server.add_insecure_port(target)
+    else:
+        bound = server.add_secure_port(target, grpc.ssl_server_credentials([settings.tls]))
     await health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
     await health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING)
     await server.start()

@@ -15,6 +15,8 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from tack_provider_kit import client
+
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -76,10 +78,12 @@ class Proc:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
-async def wait_serving(address: str, proc: Proc | None = None, timeout: float = 20.0) -> None:
+async def wait_serving(
+    address: str, proc: Proc | None = None, timeout: float = 20.0, tls_ca: bytes | None = None
+) -> None:
     """Wait until the gRPC health service at ``address`` answers SERVING."""
     deadline = time.monotonic() + timeout
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with client.channel(address, tls_ca) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while True:
             if proc is not None and not proc.alive():
@@ -99,7 +103,10 @@ async def wait_serving(address: str, proc: Proc | None = None, timeout: float = 
 class StubProcess(Proc):
     """The stub provider on free ports, its database in ``workdir``."""
 
-    def __init__(self, workdir: Path, extra_env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, workdir: Path, extra_env: Mapping[str, str] | None = None, tls_ca: bytes | None = None
+    ) -> None:
+        self.tls_ca = tls_ca
         self.port = free_port()
         self.metrics_port = free_port()
         self.db_path = workdir / "stub.db"
@@ -119,4 +126,4 @@ class StubProcess(Proc):
     async def start_serving(self) -> None:
         """Start and wait for SERVING."""
         self.start()
-        await wait_serving(self.address, self)
+        await wait_serving(self.address, self, tls_ca=self.tls_ca)

@@ -107,12 +107,17 @@ class Stack:
     provider against a fake Buildkite whose webhooks go to the control plane's /webhooks/buildkite."""
 
     def __init__(
-        self, workdir: Path, control_env: Mapping[str, str] | None = None, buildkite: bool = False
+        self,
+        workdir: Path,
+        control_env: Mapping[str, str] | None = None,
+        buildkite: bool = False,
+        stub_env: Mapping[str, str] | None = None,
+        tls_ca: bytes | None = None,
     ) -> None:
         self.workdir = workdir
         self.jetstream = SimulatedJetstream()
         self.knot = SimulatedKnot(ping_interval=1.0)
-        self.stub = StubProcess(workdir)
+        self.stub = StubProcess(workdir, stub_env, tls_ca)
         self.control_env = dict(control_env or {})
         self.control: ControlPlane | None = None
         self.fake_buildkite: FakeBuildkite | None = (
