@@ -152,3 +152,19 @@ async def test_operational_endpoints_answer(tmp_path: Path, path: str) -> None:
                         assert resp.status == 200, await resp.text()
                         break
                 await asyncio.sleep(0.2)
+
+
+async def test_logs_answer_404_when_the_provider_says_not_found(tmp_path: Path) -> None:
+    """A workflow tack knows but its provider does not (its database was lost) gets 404 before any upgrade."""
+    async with running(tmp_path) as (stack, appview):
+        await registered(stack, OWNER)
+        knot = stack.knot.hostname
+        rkey = stack.push(OWNER, "hello", [stub_workflow("lost.yml", QUICK)])
+        await appview.wait_for(lambda: status_of(appview, knot, rkey, "lost.yml") == "success", timeout=30)
+        stack.stub.kill9()
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{stack.stub.db_path}{suffix}").unlink(missing_ok=True)
+        await stack.stub.start_serving()
+        log = await appview.read_logs(knot, rkey, "lost.yml")
+        assert log.http_status == 404
+        assert log.lines == []
