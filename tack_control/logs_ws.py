@@ -74,7 +74,8 @@ def make_handler(ping_interval: float, send_timeout: float, connect_timeout: flo
         if provider is None:
             return _error(503, "Unavailable", f"provider {provider_name!r} is not configured")
         key = pb.WorkflowKey(knot=knot, pipeline_rkey=rkey, workflow=name)
-        call = provider.stub.Logs(pb.LogsRequest(key=key))
+        # wait_for_ready: a provider that is reconnecting (just restarted) answers within the timeout.
+        call = provider.stub.Logs(pb.LogsRequest(key=key), wait_for_ready=True)
         try:
             await asyncio.wait_for(call.initial_metadata(), connect_timeout)
             if call.done() and await call.code() != grpc.StatusCode.OK:

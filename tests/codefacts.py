@@ -15,7 +15,14 @@ PACKAGES = (
     "tack_provider_buildkite",
     "tack_sandbox",
 )
-SETTINGS_SUFFIXES = ("_LISTEN_ADDR", "_METRICS_ADDR", "_DB_PATH", "_RETENTION_DAYS", "_TLS_CERT_FILE", "_TLS_KEY_FILE")
+SETTINGS_SUFFIXES = (
+    "_LISTEN_ADDR",
+    "_METRICS_ADDR",
+    "_DB_PATH",
+    "_RETENTION_DAYS",
+    "_TLS_CERT_FILE",
+    "_TLS_KEY_FILE",
+)
 
 
 def source_text() -> str:

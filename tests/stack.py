@@ -149,6 +149,13 @@ class Stack:
             )
         await self.jetstream.wait_connected(1, timeout=10)
 
+    async def __aenter__(self) -> Stack:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
     async def stop(self) -> None:
         """Stop everything."""
         if self.control is not None:

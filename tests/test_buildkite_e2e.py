@@ -17,12 +17,8 @@ from tests.test_control_e2e import TERMINAL, registered
 
 @pytest.fixture
 async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
-    s = Stack(tmp_path, buildkite=True)
-    await s.start()
-    try:
+    async with Stack(tmp_path, buildkite=True) as s:
         yield s
-    finally:
-        await s.stop()
 
 
 async def test_push_and_pull_request_become_builds_with_statuses_and_logs(stack: Stack) -> None:

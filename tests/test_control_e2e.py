@@ -30,12 +30,8 @@ QUICK = {
 
 @pytest.fixture
 async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
-    s = Stack(tmp_path)
-    await s.start()
-    try:
+    async with Stack(tmp_path) as s:
         yield s
-    finally:
-        await s.stop()
 
 
 @pytest.fixture

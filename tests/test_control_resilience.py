@@ -20,15 +20,9 @@ from tests.test_control_e2e import QUICK, registered
 
 @contextlib.asynccontextmanager
 async def running(tmp_path: Path, **env: str) -> AsyncIterator[tuple[Stack, AppviewClient]]:
-    stack = Stack(tmp_path, control_env=env)
-    await stack.start()
-    appview = AppviewClient(stack.cp.http)
-    try:
+    async with Stack(tmp_path, control_env=env) as stack, AppviewClient(stack.cp.http) as appview:
         await appview.connect_events()
         yield stack, appview
-    finally:
-        await appview.close()
-        await stack.stop()
 
 
 def status_of(appview: AppviewClient, knot: str, rkey: str, name: str) -> str:

@@ -19,12 +19,8 @@ from tests.stack import OWNER, Stack
 
 @pytest.fixture
 async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
-    s = Stack(tmp_path)
-    await s.start()
-    try:
+    async with Stack(tmp_path) as s:
         yield s
-    finally:
-        await s.stop()
 
 
 def good_env(stack: Stack, tmp_path: Path) -> dict[str, str]:

@@ -45,12 +45,8 @@ def fill_events(db_path: Path, count: int) -> None:
 @pytest.fixture
 async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
     fill_events(tmp_path / "tack.db", BACKLOG)
-    s = Stack(tmp_path, control_env={"TACK_SEND_TIMEOUT": "1"})
-    await s.start()
-    try:
+    async with Stack(tmp_path, control_env={"TACK_SEND_TIMEOUT": "1"}) as s:
         yield s
-    finally:
-        await s.stop()
 
 
 async def test_odd_log_paths_are_404_without_upgrade(stack: Stack) -> None:
