@@ -177,7 +177,10 @@ def build_app(settings: Settings) -> web.Application:
             settings.ping_interval_s, settings.send_timeout_s, settings.logs_connect_timeout_s
         ),
     )
-    app.router.add_post("/webhooks/{provider}", webhooks.make_handler(settings.webhook_max_bytes))
+    app.router.add_post(
+        "/webhooks/{provider}",
+        webhooks.make_handler(settings.webhook_max_bytes, body_timeout=settings.webhook_body_timeout_s),
+    )
     xrpc.add_routes(app)
     app.on_shutdown.append(wsutil.close_all)
     app.cleanup_ctx.append(_background)

@@ -52,6 +52,7 @@ class Settings:
     knot_rewind_s: float = 30.0
     jetstream_rewind_s: float = 5.0
     webhook_max_bytes: int = 1 << 20
+    webhook_body_timeout_s: float = 10.0
     retention_days: float = 21.0
     log_level: str = "info"
     provider_tls_ca: bytes | None = field(default=None, repr=False)
@@ -95,6 +96,7 @@ class Settings:
             knot_rewind_s=env.number(e, "TACK_KNOT_REWIND", 30.0, 0, 86400),
             jetstream_rewind_s=env.number(e, "TACK_JETSTREAM_REWIND", 5.0, 0, 86400),
             webhook_max_bytes=env.integer(e, "TACK_WEBHOOK_MAX_BYTES", 1 << 20, 1024, 64 << 20),
+            webhook_body_timeout_s=env.number(e, "TACK_WEBHOOK_BODY_TIMEOUT", 10.0, 0.1, 600),
             retention_days=env.number(e, "TACK_RETENTION_DAYS", 21.0, 0.001, 3650),
             log_level=env.choice(e, "TACK_LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
             provider_tls_ca=env.file_bytes(e, "TACK_PROVIDER_TLS_CA_FILE"),

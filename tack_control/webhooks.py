@@ -7,6 +7,7 @@ authenticates the request and decides the answer.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import grpc
@@ -26,8 +27,8 @@ def _answer(provider: str, status: int, tag: str, message: str) -> web.Response:
     return web.json_response({"error": tag, "message": message}, status=status)
 
 
-def make_handler(max_bytes: int, timeout: float = 10.0) -> Handler:
-    """The webhook handler, refusing bodies over ``max_bytes``."""
+def make_handler(max_bytes: int, timeout: float = 10.0, body_timeout: float = 10.0) -> Handler:
+    """The webhook handler, refusing bodies over ``max_bytes`` or slower than ``body_timeout`` seconds."""
 
     async def handler(request: web.Request) -> web.StreamResponse:
         name = request.match_info["provider"]
@@ -36,12 +37,22 @@ def make_handler(max_bytes: int, timeout: float = 10.0) -> Handler:
         if provider is None:
             return _answer(label, 404, "NotFound", f"no provider named {name!r}")
         if request.content_length is not None and request.content_length > max_bytes:
+            metrics.HTTP_REJECTED.labels("webhook_too_large").inc()
             return _answer(label, 413, "TooLarge", f"webhook bodies are limited to {max_bytes} bytes")
         body = bytearray()
-        async for chunk in request.content.iter_chunked(64 << 10):
-            body += chunk
-            if len(body) > max_bytes:
-                return _answer(label, 413, "TooLarge", f"webhook bodies are limited to {max_bytes} bytes")
+        try:
+            # A body trickled in slowly (slow-loris) must not hold a handler for ever.
+            async with asyncio.timeout(body_timeout):
+                async for chunk in request.content.iter_chunked(64 << 10):
+                    body += chunk
+                    if len(body) > max_bytes:
+                        metrics.HTTP_REJECTED.labels("webhook_too_large").inc()
+                        return _answer(
+                            label, 413, "TooLarge", f"webhook bodies are limited to {max_bytes} bytes"
+                        )
+        except TimeoutError:
+            metrics.HTTP_REJECTED.labels("webhook_body_timeout").inc()
+            return _answer(label, 408, "Timeout", f"the webhook body did not arrive within {body_timeout:g}s")
         peer = request.remote or ""
         forwarded = pb.HandleWebhookRequest(
             method=request.method,

@@ -158,3 +158,17 @@ async def test_grpc_messages_over_the_size_limit_are_refused_and_the_provider_st
         assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         reply = await stub.Describe(pb.DescribeRequest(), timeout=5)
         assert reply.name == "stub"
+
+
+async def test_a_slow_loris_webhook_body_is_cut_off(tmp_path: Path) -> None:
+    """A webhook whose body trickles in is answered 408 after the body timeout; others are served meanwhile."""
+    async with Stack(tmp_path, control_env={"TACK_WEBHOOK_BODY_TIMEOUT": "1"}) as stack:
+        reader, writer = await asyncio.open_connection("127.0.0.1", stack.cp.port)
+        writer.write(b"POST /webhooks/stub HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{")
+        await writer.drain()
+        async with aiohttp.ClientSession() as session, session.get(stack.cp.http + "/healthz") as resp:
+            assert resp.status == 200
+        status_line = await asyncio.wait_for(reader.readline(), 10)
+        assert status_line.startswith(b"HTTP/1.1 408")
+        writer.close()
+        assert await metric(stack, 'tack_http_rejected_total{reason="webhook_body_timeout"}') == 1
