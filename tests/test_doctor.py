@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from tack_control.doctor import Result, run_checks
+from tack_control.doctor import Result, check_buildkite, run_checks
 from tests.codefacts import ROOT
+from tests.fakes.buildkite import FakeBuildkite
+from tests.fakes.buildkite.config import ALL_SCOPES, TokenInfo
 from tests.procs import free_port
 from tests.stack import OWNER, Stack
 
@@ -90,3 +92,42 @@ async def test_each_broken_configuration_fails_with_its_own_message(
     assert len(failed) == 1, failed
     assert expected.format(free=free) in failed[0]
     assert all(r.fix for r in results if r.verdict == "FAIL")
+
+
+@pytest.mark.parametrize(
+    ("token", "org", "expected"),
+    [
+        ("good", "acme", None),
+        ("unknown", "acme", "buildkite token: rejected (HTTP 401)"),
+        ("no-logs", "acme", "buildkite token: missing scopes: read_build_logs"),
+        ("good", "elsewhere", "buildkite org: 'elsewhere' not visible to this token"),
+        ("good", "", "buildkite org: TACK_BUILDKITE_ORG is not set"),
+    ],
+)
+async def test_buildkite_token_scopes_and_org_are_checked(token: str, org: str, expected: str | None) -> None:
+    """The Buildkite check accepts a good token and names a rejected token, missing scopes or an invisible org."""
+    tokens = {
+        "good": TokenInfo(),
+        "no-logs": TokenInfo(scopes=[s for s in ALL_SCOPES if s != "read_build_logs"]),
+    }
+    async with FakeBuildkite(tokens=tokens) as fake:
+        env = {"TACK_BUILDKITE_TOKEN": token, "TACK_BUILDKITE_ORG": org, "TACK_BUILDKITE_API_URL": fake.url}
+        result = await check_buildkite(env)
+    if expected is None:
+        assert (result.verdict, result.detail) == ("ok", "valid, scopes ok, org 'acme' visible")
+    else:
+        assert result.verdict == "FAIL"
+        assert result.fix
+        assert expected in f"{result.name}: {result.detail}"
+
+
+async def test_an_unreachable_buildkite_api_fails_quickly() -> None:
+    """An API URL nobody answers fails the check, saying so, within the timeout."""
+    env = {
+        "TACK_BUILDKITE_TOKEN": "x",
+        "TACK_BUILDKITE_ORG": "acme",
+        "TACK_BUILDKITE_API_URL": f"http://127.0.0.1:{free_port()}",
+    }
+    result = await check_buildkite(env)
+    assert result.verdict == "FAIL"
+    assert "unreachable" in result.detail
