@@ -91,7 +91,9 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE TABLE IF NOT EXISTS provider_cursors (
     provider TEXT PRIMARY KEY,
-    after_seq INTEGER NOT NULL
+    after_seq INTEGER NOT NULL,
+    -- The provider's outbox id (WatchStatus metadata) that after_seq counts in.
+    outbox_id TEXT NOT NULL DEFAULT ''
 );
 """
 

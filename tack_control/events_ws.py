@@ -47,7 +47,7 @@ def make_handler(ping_interval: float, send_timeout: float, rewind_ns: int) -> H
             raise web.HTTPBadRequest(text="/events is a WebSocket endpoint\n")
 
         async def pump(ws: web.WebSocketResponse) -> None:
-            sender = wsutil.Sender(ws, "events", send_timeout)
+            sender = wsutil.Sender(ws, "events", send_timeout, request)
             position = cursor
             while not ws.closed:
                 batch = events.after(position, 500)

@@ -98,7 +98,7 @@ def make_handler(ping_interval: float, send_timeout: float, connect_timeout: flo
         metrics.LOGS_REQUESTS.labels("streamed").inc()
 
         async def pump(ws: web.WebSocketResponse) -> None:
-            sender = wsutil.Sender(ws, "logs", send_timeout)
+            sender = wsutil.Sender(ws, "logs", send_timeout, request)
             pinger = asyncio.create_task(sender.ping_when_idle(ping_interval))
             try:
                 async for message in call:

@@ -19,6 +19,7 @@ from tack_control import backoff, metrics
 from tack_control.statuses import StatusBook
 from tack_provider_kit import client, status as st
 from tack_provider_kit.pb import provider_pb2 as pb
+from tack_provider_kit.servicer import OUTBOX_ID_HEADER
 
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,27 @@ class StatusWatcher:
         ).fetchone()
         return 0 if row is None else int(row[0])
 
+    def check_outbox(self, outbox_id: str) -> bool:
+        """Remember the provider's outbox id; False (and the cursor reset to 0) when it was replaced."""
+        row = self.conn.execute(
+            "SELECT outbox_id, after_seq FROM provider_cursors WHERE provider=?", (self.provider.name,)
+        ).fetchone()
+        if row is not None and row[0] == outbox_id:
+            return True
+        replaced = row is not None and row[0] != "" and outbox_id != ""
+        if replaced:
+            log.warning(
+                "provider status log was replaced; replaying it from the start",
+                extra={"provider": self.provider.name, "after_seq": row[1]},
+            )
+        self.conn.execute(
+            "INSERT INTO provider_cursors (provider, after_seq, outbox_id) VALUES (?, 0, ?)"
+            " ON CONFLICT (provider) DO UPDATE SET outbox_id=excluded.outbox_id,"
+            " after_seq=CASE WHEN ? THEN 0 ELSE after_seq END",
+            (self.provider.name, outbox_id, replaced),
+        )
+        return not replaced
+
     async def run(self) -> None:
         """Watch forever, reopening the stream from the persisted seq after any failure."""
         attempt = 0
@@ -99,7 +121,15 @@ class StatusWatcher:
             after = self.after_seq()
             call = self.provider.stub.WatchStatus(pb.WatchStatusRequest(after_seq=after))
             try:
-                await call.initial_metadata()
+                metadata = dict(await call.initial_metadata() or ())
+                if call.done():
+                    # The call failed before the provider answered; the loop below raises its error.
+                    async for _ in call:
+                        pass
+                outbox = str(metadata.get(OUTBOX_ID_HEADER, ""))
+                if outbox and not self.check_outbox(outbox):
+                    attempt = 0
+                    continue
                 self.connected.set()
                 metrics.WATCH_CONNECTED.labels(name).set(1)
                 log.info("watching provider", extra={"provider": name, "after_seq": after})

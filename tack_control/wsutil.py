@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
+import struct
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
@@ -16,7 +16,18 @@ from tack_control import metrics
 
 SOCKETS: web.AppKey[weakref.WeakSet[web.WebSocketResponse]] = web.AppKey("sockets")
 Pump = Callable[[web.WebSocketResponse], Awaitable[None]]
-_TCP_CORK: int | None = getattr(socket, "TCP_CORK", None)
+_TEXT_FIN = 0x81  # FIN + text opcode; a server's frames are unmasked (RFC 6455 §5.2).
+_LEN16 = struct.Struct("!BBH")
+_LEN64 = struct.Struct("!BBQ")
+
+
+def _text_header(length: int) -> bytes:
+    """The header of an unmasked, uncompressed, final text frame of ``length`` payload bytes."""
+    if length < 126:
+        return bytes((_TEXT_FIN, length))
+    if length < 1 << 16:
+        return _LEN16.pack(_TEXT_FIN, 126, length)
+    return _LEN64.pack(_TEXT_FIN, 127, length)
 
 
 class SlowReader(Exception):
@@ -24,17 +35,28 @@ class SlowReader(Exception):
 
 
 class Sender:
-    """Sends frames on one socket; SlowReader when the client takes no frame for ``timeout`` seconds.
+    """Sends text frames on one socket; SlowReader when the client takes nothing for ``timeout`` seconds.
+
+    Given the request, frames are framed here and written to the transport in
+    chunks of about ``CHUNK_BYTES``, waiting for the transport to drain as
+    aiohttp's own writer does: one write per frame through aiohttp costs more
+    than encoding the frame, and sends each small frame as its own TCP segment
+    that wakes the client for that one frame.
 
     The timeout is one watchdog timer per batch that re-arms itself from the
-    last frame taken, not a timer per frame: a per-frame ``wait_for`` or
+    last progress, not a timer per frame: a per-frame ``wait_for`` or
     ``asyncio.timeout`` costs more than the send it guards.
     """
 
-    def __init__(self, ws: web.WebSocketResponse, endpoint: str, timeout: float) -> None:
+    CHUNK_BYTES = 64 << 10
+
+    def __init__(
+        self, ws: web.WebSocketResponse, endpoint: str, timeout: float, request: web.BaseRequest | None = None
+    ) -> None:
         self.ws = ws
         self.endpoint = endpoint
         self.timeout = timeout
+        self.request = request
         self.frames = metrics.WS_FRAMES.labels(endpoint)
         self.last_sent = time.monotonic()
         self._batch_started = 0.0
@@ -46,7 +68,7 @@ class Sender:
         await self.send_all((frame,))
 
     async def send_all(self, frames: Iterable[str]) -> None:
-        """Send frames back to back, coalesced into full TCP segments; SlowReader as :meth:`send`."""
+        """Send frames in order; SlowReader as :meth:`send`."""
         task = asyncio.current_task()
         assert task is not None
         self._batch_started = time.monotonic()
@@ -54,11 +76,24 @@ class Sender:
         self._watchdog = asyncio.get_running_loop().call_later(self.timeout, self._check, task)
         sent = 0
         try:
-            with self.corked():
+            if self.request is None:
                 for frame in frames:
                     await self.ws.send_str(frame)
                     sent += 1
                     self.last_sent = time.monotonic()
+                return
+            chunk: list[bytes] = []
+            size = 0
+            for frame in frames:
+                data = frame.encode()
+                chunk += (_text_header(len(data)), data)
+                size += len(data)
+                sent += 1
+                if size >= self.CHUNK_BYTES:
+                    await self._write(chunk)
+                    chunk, size = [], 0
+            if chunk:
+                await self._write(chunk)
         except asyncio.CancelledError:
             if self._timed_out and task.uncancel() == 0:
                 raise SlowReader from None
@@ -67,36 +102,28 @@ class Sender:
             self._watchdog.cancel()
             self.frames.inc(sent)
 
+    async def _write(self, chunk: list[bytes]) -> None:
+        """Write whole frames to the transport, then wait while it is over its high-water mark."""
+        assert self.request is not None
+        transport, protocol = self.request.transport, self.request.protocol
+        if self.ws.closed or transport is None or transport.is_closing():
+            # Closing (a close frame may be out): no data frame may follow.
+            raise ConnectionResetError("WebSocket is closing")
+        transport.write(b"".join(chunk))
+        self.last_sent = time.monotonic()
+        if protocol.writing_paused:
+            # aiohttp's own flow control (what its WebSocket writer awaits); aiohttp is pinned.
+            await protocol._drain_helper()
+            self.last_sent = time.monotonic()
+
     def _check(self, task: asyncio.Task[object]) -> None:
-        """Cancel the sending task if no frame went out for ``timeout`` seconds; else look again later."""
+        """Cancel the sending task if nothing went out for ``timeout`` seconds; else look again later."""
         idle = time.monotonic() - max(self._batch_started, self.last_sent)
         if idle >= self.timeout:
             self._timed_out = True
             task.cancel()
         else:
             self._watchdog = asyncio.get_running_loop().call_later(self.timeout - idle, self._check, task)
-
-    @contextlib.contextmanager
-    def corked(self) -> Iterator[None]:
-        """Hold back partial TCP segments (Linux TCP_CORK) until the block ends.
-
-        Without it each small frame is its own segment and wakes the client
-        for one frame at a time, which costs far more than the frame itself.
-        """
-        sock = self.ws.get_extra_info("socket")
-        if _TCP_CORK is None or sock is None:
-            yield
-            return
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, _TCP_CORK, 1)
-        except OSError:
-            yield
-            return
-        try:
-            yield
-        finally:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, _TCP_CORK, 0)
 
     async def ping_when_idle(self, interval: float) -> None:
         """Ping the client whenever ``interval`` seconds pass without a frame (run as a task)."""

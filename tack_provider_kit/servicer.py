@@ -24,6 +24,7 @@ async def abort(context: grpc.aio.ServicerContext, code: grpc.StatusCode, messag
 
 
 MAX_LINES_PER_MESSAGE = 1000
+OUTBOX_ID_HEADER = "tack-outbox-id"
 MAX_BYTES_PER_MESSAGE = 1 << 20
 
 _DETAILS = {
@@ -117,7 +118,12 @@ class ProviderServicer(pb_grpc.ProviderServicer):
     async def WatchStatus(
         self, request: pb.WatchStatusRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.WatchStatusResponse]:
-        """Replay the outbox after ``after_seq``, then follow it."""
+        """Replay the outbox after ``after_seq``, then follow it.
+
+        Initial metadata carries ``tack-outbox-id``: when it changes (the provider's database was
+        replaced and seq started over) the client must replay from 0.
+        """
+        await context.send_initial_metadata(((OUTBOX_ID_HEADER, self.store.outbox_id),))
         metrics.STREAMS_ACTIVE.labels("WatchStatus").inc()
         try:
             async for batch in self.store.watch(request.after_seq):

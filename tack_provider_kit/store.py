@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -36,6 +37,10 @@ CREATE TABLE IF NOT EXISTS runs (
     UNIQUE (knot, pipeline_rkey, workflow)
 );
 CREATE INDEX IF NOT EXISTS runs_by_status ON runs (status);
+CREATE TABLE IF NOT EXISTS outbox_meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS status_log (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     knot TEXT NOT NULL,
@@ -114,6 +119,13 @@ class ProviderStore:
         self.provider = provider
         self.conn = sqlite.connect(path)
         self.conn.executescript(SCHEMA + extra_schema)
+        self.conn.execute(
+            "INSERT OR IGNORE INTO outbox_meta (key, value) VALUES ('outbox_id', ?)", (uuid.uuid4().hex,)
+        )
+        self.outbox_id: str = self.conn.execute(
+            "SELECT value FROM outbox_meta WHERE key='outbox_id'"
+        ).fetchone()[0]
+        """Identifies this outbox: a new database (seq starting over) gets a new id."""
         self._changed = Notifier()
 
     def close(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -12,7 +13,12 @@ _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 def _utc_seconds(ns: int) -> str:
-    seconds, _ = divmod(ns, NS_PER_SECOND)
+    return utc_second_text(ns // NS_PER_SECOND)
+
+
+@functools.lru_cache(maxsize=4096)
+def utc_second_text(seconds: int) -> str:
+    """Unix seconds as ``YYYY-MM-DDTHH:MM:SS`` in UTC (no offset); cached, as logs repeat seconds a lot."""
     return (_EPOCH + dt.timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S")
 
 

@@ -148,8 +148,9 @@ async def test_operational_endpoints_answer(tmp_path: Path, path: str) -> None:
                 await asyncio.sleep(0.2)
 
 
-async def test_logs_answer_404_when_the_provider_says_not_found(tmp_path: Path) -> None:
-    """A workflow tack knows but its provider does not (its database was lost) gets 404 before any upgrade."""
+async def test_a_provider_that_lost_its_database_is_followed_again(tmp_path: Path) -> None:
+    """After a provider's database is lost, /logs of its old workflows is 404 (its NOT_FOUND), and new
+    workflows still report: the new status log (new outbox id, seq from 1) is replayed from the start."""
     async with running(tmp_path) as (stack, appview):
         await registered(stack, OWNER)
         knot = stack.knot.hostname
@@ -162,3 +163,5 @@ async def test_logs_answer_404_when_the_provider_says_not_found(tmp_path: Path) 
         log = await appview.read_logs(knot, rkey, "lost.yml")
         assert log.http_status == 404
         assert log.lines == []
+        fresh = stack.push(OWNER, "hello", [stub_workflow("fresh.yml", QUICK)])
+        await appview.wait_for(lambda: status_of(appview, knot, fresh, "fresh.yml") == "success", timeout=30)

@@ -88,6 +88,9 @@ class ProviderServicer:
     def WatchStatus(self, request, context):
         """Every status change the provider observes, in seq order, starting after
         `after_seq`: stored updates are replayed, then the stream follows live.
+        Initial metadata `tack-outbox-id` names the provider's status log; a new
+        id means the log was replaced (seq started over) and the client must
+        replay it from 0.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -59,6 +59,9 @@ class ProviderStub:
     WatchStatus: _grpc.UnaryStreamMultiCallable[_provider_pb2.WatchStatusRequest, _provider_pb2.WatchStatusResponse]
     """Every status change the provider observes, in seq order, starting after
     `after_seq`: stored updates are replayed, then the stream follows live.
+    Initial metadata `tack-outbox-id` names the provider's status log; a new
+    id means the log was replaced (seq started over) and the client must
+    replay it from 0.
     """
     Logs: _grpc.UnaryStreamMultiCallable[_provider_pb2.LogsRequest, _provider_pb2.LogsResponse]
     """The log of one workflow run. Unknown run: fails with NOT_FOUND before any
@@ -96,6 +99,9 @@ class ProviderAsyncStub(ProviderStub):
     WatchStatus: _aio.UnaryStreamMultiCallable[_provider_pb2.WatchStatusRequest, _provider_pb2.WatchStatusResponse]  # type: ignore[assignment]
     """Every status change the provider observes, in seq order, starting after
     `after_seq`: stored updates are replayed, then the stream follows live.
+    Initial metadata `tack-outbox-id` names the provider's status log; a new
+    id means the log was replaced (seq started over) and the client must
+    replay it from 0.
     """
     Logs: _aio.UnaryStreamMultiCallable[_provider_pb2.LogsRequest, _provider_pb2.LogsResponse]  # type: ignore[assignment]
     """The log of one workflow run. Unknown run: fails with NOT_FOUND before any
@@ -142,6 +148,9 @@ class ProviderServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_provider_pb2.WatchStatusResponse], _abc.AsyncIterator[_provider_pb2.WatchStatusResponse]]:
         """Every status change the provider observes, in seq order, starting after
         `after_seq`: stored updates are replayed, then the stream follows live.
+        Initial metadata `tack-outbox-id` names the provider's status log; a new
+        id means the log was replaced (seq started over) and the client must
+        replay it from 0.
         """
 
     @_abc_1.abstractmethod
