@@ -7,10 +7,13 @@ import itertools
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from tack_provider_kit.timefmt import NS_PER_SECOND
+from tests.buildkite_harness import WEBHOOK_SECRET
 from tests.fakes.appview import AppviewClient, parse_rfc3339, render
+from tests.fakes.buildkite import DEFAULT_TOKEN
 from tests.stack import OWNER, Stack, buildkite_entry
 from tests.test_control_e2e import TERMINAL, registered
 
@@ -92,3 +95,25 @@ async def test_a_running_build_streams_its_log_live(stack: Stack) -> None:
         lambda: (appview.latest(knot, rkey, "slow.yml") or {}).get("status") == "success", timeout=30
     )
     await appview.close()
+
+
+async def test_secrets_never_reach_logs_or_metrics(stack: Stack) -> None:
+    """After a full run, neither the API token nor the webhook secret appears in any process log or metrics page."""
+    await registered(stack, OWNER)
+    assert stack.buildkite is not None
+    appview = AppviewClient(stack.cp.http)
+    await appview.connect_events()
+    knot = stack.knot.hostname
+    rkey = stack.push(OWNER, "hello", [buildkite_entry("ci.yml", "app-ci")])
+    await appview.wait_for(
+        lambda: (appview.latest(knot, rkey, "ci.yml") or {}).get("status") in TERMINAL, timeout=60
+    )
+    await appview.close()
+    async with aiohttp.ClientSession() as session:
+        pages = []
+        for url in (f"{stack.cp.http}/metrics", f"http://127.0.0.1:{stack.buildkite.metrics_port}/metrics"):
+            async with session.get(url) as resp:
+                pages.append(await resp.text())
+    texts = [stack.cp.output(), stack.buildkite.output(), stack.stub.output(), *pages]
+    for secret in (DEFAULT_TOKEN, WEBHOOK_SECRET):
+        assert not any(secret in text for text in texts)
