@@ -58,8 +58,12 @@ class Provider(abc.ABC):
         """Begin a newly accepted run in the background and return promptly."""
 
     @abc.abstractmethod
-    def log(self, run: Run) -> AsyncIterator[Sequence[pb.LogLine]]:
-        """The run's log in chunks: what exists now, then new lines live until the run's log ends."""
+    def log(self, run: Run) -> AsyncIterator[Sequence[pb.LogLine] | pb.LogsResponse]:
+        """The run's log in chunks: what exists now, then new lines live until the run's log ends.
+
+        A chunk is a sequence of lines, or a ready LogsResponse (sent as it is
+        when it fits one message, which spares copying every line).
+        """
 
     @abc.abstractmethod
     async def cancel(self, run: Run) -> st.Status:

@@ -78,6 +78,22 @@ def split_batches(lines: Sequence[pb.LogLine]) -> list[list[pb.LogLine]]:
     return batches
 
 
+def log_messages(chunk: Sequence[pb.LogLine] | pb.LogsResponse) -> list[pb.LogsResponse]:
+    """The Logs stream messages for one chunk of a provider's log, batched as :func:`split_batches` does.
+
+    A ready LogsResponse within the limits is sent as it is: copying each line
+    into a new message costs more than everything else done per line.
+    """
+    if isinstance(chunk, pb.LogsResponse):
+        lines = len(chunk.lines)
+        # Each line costs ByteSize() + 2..4 in the message and ByteSize() + 4 in split_batches' count,
+        # so this bound means split_batches would keep the chunk whole.
+        if lines <= MAX_LINES_PER_MESSAGE and chunk.ByteSize() + 2 * lines <= MAX_BYTES_PER_MESSAGE:
+            return [chunk] if lines else []
+        return [pb.LogsResponse(lines=batch) for batch in split_batches(chunk.lines)]
+    return [pb.LogsResponse(lines=batch) for batch in split_batches(chunk)]
+
+
 class ProviderServicer(pb_grpc.ProviderServicer):
     """Serves the Provider service for one provider."""
 
@@ -145,8 +161,8 @@ class ProviderServicer(pb_grpc.ProviderServicer):
         metrics.STREAMS_ACTIVE.labels("Logs").inc()
         try:
             async for chunk in self.provider.log(run):
-                for batch in split_batches(chunk):
-                    yield pb.LogsResponse(lines=batch)
+                for message in log_messages(chunk):
+                    yield message
         finally:
             metrics.STREAMS_ACTIVE.labels("Logs").dec()
 

@@ -14,6 +14,7 @@ from tack_provider_kit import loglines, sqlite, status as st
 from tack_provider_kit.notify import Notifier
 from tack_provider_kit.pb import provider_pb2 as pb
 from tack_provider_kit.provider import InvalidArgument, Provider
+from tack_provider_kit.servicer import MAX_LINES_PER_MESSAGE
 from tack_provider_kit.store import JSONDict, ProviderStore, Run
 from tack_provider_stub import script as scripts
 from tack_provider_stub.script import Script
@@ -31,7 +32,7 @@ CREATE TABLE IF NOT EXISTS stub_log (
 """
 TICK_SECONDS = 0.05
 WRITE_CHUNK = 5000
-READ_CHUNK = 5000
+READ_CHUNK = MAX_LINES_PER_MESSAGE  # one Logs message per read
 
 
 class _Cancelled(Exception):
@@ -94,7 +95,7 @@ class StubProvider(Provider):
         current = self.store.get_by_id(run.id)
         return st.CANCELLED if current is None else current.status
 
-    async def log(self, run: Run) -> AsyncIterator[Sequence[pb.LogLine]]:
+    async def log(self, run: Run) -> AsyncIterator[Sequence[pb.LogLine] | pb.LogsResponse]:
         """Stored lines from the start, then new ones until the run is finished."""
         idx = 0
         while True:
@@ -104,7 +105,7 @@ class StubProvider(Provider):
             ).fetchall()
             if rows:
                 idx += len(rows)
-                yield [pb.LogLine.FromString(row[0]) for row in rows]
+                yield loglines.logs_response(row[0] for row in rows)
                 continue
             current = self.store.get_by_id(run.id)
             if current is None or current.terminal:
