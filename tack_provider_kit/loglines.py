@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterable, Iterator
 
 from tack_provider_kit.pb import provider_pb2 as pb
-from tack_provider_kit.timefmt import ns_from_timestamp, rfc3339_nano, timestamp_from_ns, utc_second_text
+from tack_provider_kit.timefmt import rfc3339_nano_parts, timestamp_from_ns
 
 
 STDOUT = pb.LOG_STREAM_STDOUT
@@ -117,23 +117,8 @@ _STEP_STATUSES = {pb.STEP_STATUS_START: "start", pb.STEP_STATUS_END: "end"}
 
 
 def tangled_dict(line: pb.LogLine) -> dict[str, object]:
-    """The Tangled LogLine object for ``line``: empty optional fields omitted, ``step_kind`` an integer."""
-    out: dict[str, object] = {
-        "kind": _KINDS.get(line.kind, "data"),
-        "content": line.content,
-        "time": rfc3339_nano(ns_from_timestamp(line.time)),
-        "step_id": line.step_id,
-    }
-    stream = _STREAMS.get(line.stream)
-    if stream:
-        out["stream"] = stream
-    step_status = _STEP_STATUSES.get(line.step_status)
-    if step_status:
-        out["step_status"] = step_status
-    if line.step_kind == pb.STEP_KIND_USER:
-        out["step_kind"] = 1
-    if line.step_command:
-        out["step_command"] = line.step_command
+    """The Tangled LogLine object for ``line`` (parsed from :func:`tangled_json`, the one encoder)."""
+    out: dict[str, object] = json.loads(tangled_json(line))
     return out
 
 
@@ -143,21 +128,19 @@ _json_string = json.encoder.encode_basestring
 def tangled_json(line: pb.LogLine) -> str:
     """``line`` as the compact JSON text of one Tangled /logs frame.
 
-    The same text as ``json.dumps(tangled_dict(line), ensure_ascii=False,
-    separators=(",", ":"))``, built directly: this runs once per log line
-    served, and the dict and encoder cost more than the line itself.
+    Empty optional fields are omitted and ``step_kind`` is an integer. Built
+    directly rather than through a dict and ``json.dumps``: this runs once per
+    log line served, and the dict and encoder cost more than the line itself.
     """
     stamp = line.time
-    nanos = stamp.nanos
     parts = [
         '{"kind":"',
         _KINDS.get(line.kind, "data"),
         '","content":',
         _json_string(line.content),
         ',"time":"',
-        utc_second_text(stamp.seconds),
-        f".{nanos:09d}".rstrip("0") if nanos else "",
-        'Z","step_id":',
+        rfc3339_nano_parts(stamp.seconds, stamp.nanos),
+        '","step_id":',
         str(line.step_id),
     ]
     stream = _STREAMS.get(line.stream)

@@ -24,11 +24,14 @@ def utc_second_text(seconds: int) -> str:
 
 def rfc3339_nano(ns: int) -> str:
     """Format Unix nanoseconds like Go's RFC3339Nano in UTC: trailing zeros trimmed, ``Z`` offset."""
-    fraction = ns % NS_PER_SECOND
-    text = _utc_seconds(ns)
-    if fraction:
-        text += "." + f"{fraction:09d}".rstrip("0")
-    return text + "Z"
+    return rfc3339_nano_parts(*divmod(ns, NS_PER_SECOND))
+
+
+def rfc3339_nano_parts(seconds: int, nanos: int) -> str:
+    """:func:`rfc3339_nano` of ``seconds`` and ``nanos`` (a protobuf Timestamp's fields)."""
+    if nanos:
+        return utc_second_text(seconds) + f".{nanos:09d}".rstrip("0") + "Z"
+    return utc_second_text(seconds) + "Z"
 
 
 def rfc3339_seconds(ns: int) -> str:
