@@ -112,12 +112,14 @@ async def make_rig(tmp_path: Path) -> AsyncIterator[RigFactory]:
     ) -> Rig:
         fake = await fake_buildkite(pipelines, auto_tick_s=0.02, **(knobs or {}))
         proc = BuildkiteProcess(tmp_path, fake.url, {"TACK_BUILDKITE_WEBHOOK_MODE": mode, **(env or {})})
+        await proc.start_serving()
+        # Channels are opened once the provider listens: one that failed to connect first would sit in
+        # reconnect backoff and fail the test's first call.
         relay = WebhookRelay(proc.address)
         await relay.start()
         fake.add_webhook_target(relay.url, WEBHOOK_SECRET, "signature" if mode == "signature" else "token")
         rig = Rig(fake, proc, relay, grpc.aio.insecure_channel(proc.address))
         rigs.append(rig)
-        await proc.start_serving()
         return rig
 
     yield make

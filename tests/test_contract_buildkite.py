@@ -49,12 +49,13 @@ class BuildkiteTarget:
 async def buildkite_target(tmp_path: Path) -> AsyncIterator[ProviderTarget]:
     fake: FakeBuildkite = await fake_buildkite(PIPELINES, auto_tick_s=0.02)
     proc = BuildkiteProcess(tmp_path, fake.url)
+    await proc.start_serving()
+    # The relay's channel is opened once the provider listens (see tests.contract.checks.ready_channel).
     relay = WebhookRelay(proc.address)
     await relay.start()
     fake.add_webhook_target(relay.url, WEBHOOK_SECRET)
     driver = asyncio.create_task(drive_long_builds(fake, "long"))
     try:
-        await proc.start_serving()
         yield BuildkiteTarget(proc)
     finally:
         proc.kill9()

@@ -7,9 +7,10 @@ parametrize over :data:`CHECKS` for each provider they stand up.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Literal, Protocol
 
 import grpc
@@ -37,6 +38,19 @@ class ProviderTarget(Protocol):
     async def kill9_and_restart(self) -> None:
         """SIGKILL the provider process, start it again and wait until it serves."""
         ...
+
+
+@contextlib.asynccontextmanager
+async def ready_channel(address: str) -> AsyncIterator[grpc.aio.Channel]:
+    """A channel to ``address`` once it is connected.
+
+    gRPC shares subchannels between channels to the same target, so a channel
+    opened now may inherit another's reconnect backoff from before the provider
+    listened; waiting for READY makes the first call of a check meaningful.
+    """
+    async with grpc.aio.insecure_channel(address) as channel:
+        await asyncio.wait_for(channel.channel_ready(), 20)
+        yield channel
 
 
 def spawn_request(workflows: list[pb.Workflow], rkey: str | None = None) -> pb.SpawnRequest:
@@ -99,7 +113,7 @@ def reached(k: pb.WorkflowKey, status: st.Status) -> Callable[[list[pb.StatusUpd
 
 async def spawn_is_prompt_and_idempotent(target: ProviderTarget) -> None:
     """Spawn returns within a second and a repeat starts nothing twice."""
-    async with grpc.aio.insecure_channel(target.address) as channel:
+    async with ready_channel(target.address) as channel:
         stub = provider_stub(channel)
         request = spawn_request([target.workflow("a.yml", "quick"), target.workflow("b.yml", "quick")])
         start = time.monotonic()
@@ -118,7 +132,7 @@ async def spawn_is_prompt_and_idempotent(target: ProviderTarget) -> None:
 
 async def watch_replays_exactly_after_seq_across_kill9(target: ProviderTarget) -> None:
     """WatchStatus(after_seq) replays exactly the later updates, gap-free, after a kill -9 of the provider."""
-    async with grpc.aio.insecure_channel(target.address) as channel:
+    async with ready_channel(target.address) as channel:
         stub = provider_stub(channel)
         request = spawn_request([target.workflow(f"w{i}.yml", "quick") for i in range(3)])
         await stub.Spawn(request, timeout=10)
@@ -128,7 +142,7 @@ async def watch_replays_exactly_after_seq_across_kill9(target: ProviderTarget) -
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), f"gaps or disorder: {seqs}"
     middle = seen[len(seen) // 2].seq
     await target.kill9_and_restart()
-    async with grpc.aio.insecure_channel(target.address) as channel:
+    async with ready_channel(target.address) as channel:
         stub = provider_stub(channel)
         replay = await collect(stub, middle, lambda got: len(got) >= len([u for u in seen if u.seq > middle]))
         expected = [u for u in seen if u.seq > middle]
@@ -143,7 +157,7 @@ async def watch_replays_exactly_after_seq_across_kill9(target: ProviderTarget) -
 
 async def logs_of_unknown_run_fail_not_found_before_any_message(target: ProviderTarget) -> None:
     """Logs of an unknown run fails with NOT_FOUND and sends no message."""
-    async with grpc.aio.insecure_channel(target.address) as channel:
+    async with ready_channel(target.address) as channel:
         stub = provider_stub(channel)
         call = stub.Logs(
             pb.LogsRequest(key=pb.WorkflowKey(knot="knot.test", pipeline_rkey="nope", workflow="x"))
@@ -161,7 +175,7 @@ async def logs_of_unknown_run_fail_not_found_before_any_message(target: Provider
 
 async def logs_of_known_unstarted_run_send_metadata_at_once(target: ProviderTarget) -> None:
     """Logs of a known run that has not started delivers initial metadata within 200 ms."""
-    async with grpc.aio.insecure_channel(target.address) as channel:
+    async with ready_channel(target.address) as channel:
         stub = provider_stub(channel)
         await channel.channel_ready()
         request = spawn_request([target.workflow("q.yml", "queued")])
@@ -178,7 +192,7 @@ async def logs_of_known_unstarted_run_send_metadata_at_once(target: ProviderTarg
 
 async def cancel_ends_running_run_cancelled(target: ProviderTarget) -> None:
     """Cancel of a running run ends it as cancelled, reported through WatchStatus; a repeat is a no-op."""
-    async with grpc.aio.insecure_channel(target.address) as channel:
+    async with ready_channel(target.address) as channel:
         stub = provider_stub(channel)
         request = spawn_request([target.workflow("long.yml", "long")])
         k = key(request, "long.yml")
@@ -194,7 +208,7 @@ async def cancel_ends_running_run_cancelled(target: ProviderTarget) -> None:
 
 async def health_serves_and_reflection_lists_the_service(target: ProviderTarget) -> None:
     """Health answers SERVING and reflection lists tack.provider.v1.Provider."""
-    async with grpc.aio.insecure_channel(target.address) as channel:
+    async with ready_channel(target.address) as channel:
         health = health_pb2_grpc.HealthStub(channel)
         for service in ("", "tack.provider.v1.Provider"):
             reply = await health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
