@@ -58,7 +58,7 @@ class Rig:
         request = spawn_request(list(workflows))
         if trigger is not None:
             request.trigger.CopyFrom(trigger)
-        await self.stub.Spawn(request, timeout=5)
+        await self.stub.Spawn(request, timeout=5, wait_for_ready=True)
         return request
 
     async def statuses(
@@ -78,7 +78,9 @@ class Rig:
         """The statuses published so far for ``k``."""
         updates = await collect(self.stub, 0, lambda got: True, 5)
         seen: list[pb.StatusUpdate] = list(updates)
-        call = self.stub.WatchStatus(pb.WatchStatusRequest(after_seq=seen[-1].seq if seen else 0))
+        call = self.stub.WatchStatus(
+            pb.WatchStatusRequest(after_seq=seen[-1].seq if seen else 0), wait_for_ready=True
+        )
         call.cancel()
         return [u.status for u in seen if u.key == k]
 

@@ -81,7 +81,7 @@ async def collect(
 ) -> list[pb.StatusUpdate]:
     """Updates from WatchStatus(after_seq) until ``until(updates)`` holds."""
     updates: list[pb.StatusUpdate] = []
-    call = stub.WatchStatus(pb.WatchStatusRequest(after_seq=after_seq))
+    call = stub.WatchStatus(pb.WatchStatusRequest(after_seq=after_seq), wait_for_ready=True)
     try:
         async with asyncio.timeout(timeout):
             async for message in call:
