@@ -21,33 +21,37 @@ USER = pb.STEP_KIND_USER
 SYSTEM = pb.STEP_KIND_SYSTEM
 
 
-def control_start(
-    step_id: int, name: str, command: str = "", kind: pb.StepKind.ValueType = USER, ns: int | None = None
+def _control(
+    step_id: int,
+    name: str,
+    edge: pb.StepStatus.ValueType,
+    kind: pb.StepKind.ValueType,
+    command: str,
+    ns: int | None,
 ) -> pb.LogLine:
-    """The control line that opens step ``step_id``."""
     return pb.LogLine(
         kind=pb.LOG_KIND_CONTROL,
         content=name,
         time=timestamp_from_ns(time.time_ns() if ns is None else ns),
         step_id=step_id,
-        step_status=pb.STEP_STATUS_START,
+        step_status=edge,
         step_kind=kind,
         step_command=command,
     )
+
+
+def control_start(
+    step_id: int, name: str, command: str = "", kind: pb.StepKind.ValueType = USER, ns: int | None = None
+) -> pb.LogLine:
+    """The control line that opens step ``step_id``."""
+    return _control(step_id, name, pb.STEP_STATUS_START, kind, command, ns)
 
 
 def control_end(
     step_id: int, name: str, kind: pb.StepKind.ValueType = USER, ns: int | None = None
 ) -> pb.LogLine:
     """The control line that closes step ``step_id``."""
-    return pb.LogLine(
-        kind=pb.LOG_KIND_CONTROL,
-        content=name,
-        time=timestamp_from_ns(time.time_ns() if ns is None else ns),
-        step_id=step_id,
-        step_status=pb.STEP_STATUS_END,
-        step_kind=kind,
-    )
+    return _control(step_id, name, pb.STEP_STATUS_END, kind, "", ns)
 
 
 def data_line(
