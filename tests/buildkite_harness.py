@@ -19,7 +19,7 @@ from aiohttp import web
 from tack_provider_kit.client import provider_stub
 from tack_provider_kit.pb import provider_pb2 as pb
 from tests.fakes.buildkite import DEFAULT_TOKEN, FakeBuildkite
-from tests.procs import Proc, free_port, wait_serving
+from tests.procs import ProviderProcess
 
 
 WEBHOOK_SECRET = "bk-webhook-secret-for-tests"
@@ -31,35 +31,19 @@ FAST_ENV = {
 }
 
 
-class BuildkiteProcess(Proc):
+class BuildkiteProcess(ProviderProcess):
     """``python -m tack_provider_buildkite`` on free ports, talking to ``api_url``."""
 
     def __init__(self, workdir: Path, api_url: str, extra_env: Mapping[str, str] | None = None) -> None:
-        self.port = free_port()
-        self.metrics_port = free_port()
-        self.db_path = workdir / "buildkite.db"
         env = {
             "TACK_BUILDKITE_TOKEN": DEFAULT_TOKEN,
             "TACK_BUILDKITE_ORG": "acme",
             "TACK_BUILDKITE_WEBHOOK_SECRET": WEBHOOK_SECRET,
             "TACK_BUILDKITE_API_URL": api_url,
-            "TACK_BUILDKITE_LISTEN_ADDR": f"127.0.0.1:{self.port}",
-            "TACK_BUILDKITE_METRICS_ADDR": f"127.0.0.1:{self.metrics_port}",
-            "TACK_BUILDKITE_DB_PATH": str(self.db_path),
             **FAST_ENV,
             **(extra_env or {}),
         }
-        super().__init__("tack_provider_buildkite", env, workdir / "buildkite.log")
-
-    @property
-    def address(self) -> str:
-        """host:port of the gRPC server."""
-        return f"127.0.0.1:{self.port}"
-
-    async def start_serving(self, timeout: float = 20.0) -> None:
-        """Start and wait for SERVING."""
-        self.start()
-        await wait_serving(self.address, self, timeout)
+        super().__init__(workdir, "tack_provider_buildkite", "TACK_BUILDKITE", "buildkite", env)
 
 
 class WebhookRelay:

@@ -100,30 +100,46 @@ async def wait_serving(
             await asyncio.sleep(0.05)
 
 
-class StubProcess(Proc):
-    """The stub provider on free ports, its database in ``workdir``."""
+class ProviderProcess(Proc):
+    """A provider (``python -m <module>``) on free ports, configured by ``<prefix>_*``, its database and
+    log in ``workdir`` named after ``name``."""
 
     def __init__(
-        self, workdir: Path, extra_env: Mapping[str, str] | None = None, tls_ca: bytes | None = None
+        self,
+        workdir: Path,
+        module: str,
+        prefix: str,
+        name: str,
+        extra_env: Mapping[str, str] | None = None,
+        tls_ca: bytes | None = None,
     ) -> None:
         self.tls_ca = tls_ca
         self.port = free_port()
         self.metrics_port = free_port()
-        self.db_path = workdir / "stub.db"
+        self.db_path = workdir / f"{name}.db"
         env = {
-            "TACK_STUB_LISTEN_ADDR": f"127.0.0.1:{self.port}",
-            "TACK_STUB_METRICS_ADDR": f"127.0.0.1:{self.metrics_port}",
-            "TACK_STUB_DB_PATH": str(self.db_path),
+            f"{prefix}_LISTEN_ADDR": f"127.0.0.1:{self.port}",
+            f"{prefix}_METRICS_ADDR": f"127.0.0.1:{self.metrics_port}",
+            f"{prefix}_DB_PATH": str(self.db_path),
             **(extra_env or {}),
         }
-        super().__init__("tack_provider_stub", env, workdir / "stub.log")
+        super().__init__(module, env, workdir / f"{name}.log")
 
     @property
     def address(self) -> str:
         """host:port of the gRPC server."""
         return f"127.0.0.1:{self.port}"
 
-    async def start_serving(self) -> None:
+    async def start_serving(self, timeout: float = 20.0) -> None:
         """Start and wait for SERVING."""
         self.start()
-        await wait_serving(self.address, self, tls_ca=self.tls_ca)
+        await wait_serving(self.address, self, timeout, tls_ca=self.tls_ca)
+
+
+class StubProcess(ProviderProcess):
+    """The stub provider on free ports, its database in ``workdir``."""
+
+    def __init__(
+        self, workdir: Path, extra_env: Mapping[str, str] | None = None, tls_ca: bytes | None = None
+    ) -> None:
+        super().__init__(workdir, "tack_provider_stub", "TACK_STUB", "stub", extra_env, tls_ca)
