@@ -29,6 +29,7 @@ _NAMES: dict[Status, str] = {
 _BY_NAME = {name: value for value, name in _NAMES.items()}
 
 ALL_NAMES: tuple[str, ...] = tuple(_NAMES.values())
+TERMINAL_NAMES: tuple[str, ...] = tuple(n for s, n in _NAMES.items() if s in TERMINAL)
 
 
 def name(status: Status) -> str:

@@ -24,6 +24,7 @@ import aiohttp
 from aiohttp import web
 
 from tack_provider_kit import env as envlib
+from tack_provider_kit.status import TERMINAL_NAMES
 from tack_sandbox import demo
 from tack_sandbox.jetstream import SimulatedJetstream
 from tack_sandbox.knot import SimulatedKnot, pipeline_record
@@ -233,7 +234,7 @@ class Launcher:
         rkey = record["pipeline"].rsplit("/", 1)[-1]
         extra = f"  ({record['error']}, exit code {record['exitCode']})" if "error" in record else ""
         say(f"{record['createdAt']}  {rkey}  {record['workflow']:<10} {record['status']}{extra}")
-        if record["status"] in ("success", "failed", "timeout", "cancelled") and self.knot is not None:
+        if record["status"] in TERMINAL_NAMES and self.knot is not None:
             url = f"ws://{self.local}/logs/{self.knot.hostname}/{rkey}/{record['workflow']}"
             with contextlib.suppress(aiohttp.ClientError, OSError):
                 async with session.ws_connect(url) as ws:

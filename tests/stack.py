@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -15,9 +16,11 @@ from typing import Any
 
 import aiohttp
 
+from tack_provider_kit.status import TERMINAL_NAMES
 from tack_sandbox.jetstream import SimulatedJetstream
 from tack_sandbox.knot import SimulatedKnot, pipeline_record, workflow_entry
 from tests.buildkite_harness import WEBHOOK_SECRET, BuildkiteProcess
+from tests.fakes.appview import AppviewClient
 from tests.fakes.buildkite import FakeBuildkite
 from tests.fakes.buildkite.config import PipelineSpec
 from tests.procs import Proc, StubProcess, free_port
@@ -224,3 +227,35 @@ class Stack:
     async def wait_knot_connected(self, timeout: float = 15.0) -> None:
         """Wait until the control plane follows the simulated knot."""
         await self.knot.wait_connected(1, timeout=timeout)
+
+
+TERMINAL = TERMINAL_NAMES
+QUICK = {
+    "queue_seconds": 0,
+    "steps": [{"name": "build", "command": "make", "output": ["ok"], "duration": 0.1}],
+}
+
+
+async def registered(stack: Stack, owner: str = MEMBER, repo: str = "hello") -> None:
+    """``owner`` becomes a member (unless the owner) with a repo naming this spindle, and the knot is followed."""
+    if owner != OWNER:
+        stack.add_member(owner)
+    stack.add_repo(owner, repo)
+    await stack.wait_knot_connected()
+
+
+def stub_runs(stack: Stack) -> int:
+    """How many runs the stub provider ever accepted (from its own database)."""
+    with sqlite3.connect(stack.stub.db_path) as conn:
+        return int(conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0])
+
+
+async def metric(stack: Stack, name: str) -> float:
+    """The sum of a control-plane metric's samples matching ``name`` (a full sample prefix)."""
+    async with aiohttp.ClientSession() as session, session.get(stack.cp.http + "/metrics") as resp:
+        text = await resp.text()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
+
+
+def finished(appview: AppviewClient, knot: str, rkey: str, names: list[str]) -> bool:
+    return all((appview.latest(knot, rkey, n) or {}).get("status") in TERMINAL for n in names)

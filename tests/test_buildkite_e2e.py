@@ -14,8 +14,7 @@ from tack_provider_kit.timefmt import NS_PER_SECOND
 from tests.buildkite_harness import WEBHOOK_SECRET
 from tests.fakes.appview import AppviewClient, parse_rfc3339, render
 from tests.fakes.buildkite import DEFAULT_TOKEN
-from tests.stack import OWNER, Stack, buildkite_entry
-from tests.test_control_e2e import TERMINAL, registered
+from tests.stack import OWNER, TERMINAL, Stack, buildkite_entry, registered
 
 
 @pytest.fixture

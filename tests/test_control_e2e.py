@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import io
 import itertools
-import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -18,14 +17,18 @@ import pytest
 from tack_provider_kit.timefmt import NS_PER_SECOND
 from tack_sandbox.knot import pipeline_record, workflow_entry
 from tests.fakes.appview import AppviewClient, parse_rfc3339, render
-from tests.stack import MEMBER, OWNER, STRANGER, Stack, stub_workflow
-
-
-TERMINAL = ("success", "failed", "timeout", "cancelled")
-QUICK = {
-    "queue_seconds": 0,
-    "steps": [{"name": "build", "command": "make", "output": ["ok"], "duration": 0.1}],
-}
+from tests.stack import (
+    MEMBER,
+    OWNER,
+    QUICK,
+    STRANGER,
+    Stack,
+    finished,
+    metric,
+    registered,
+    stub_runs,
+    stub_workflow,
+)
 
 
 @pytest.fixture
@@ -42,31 +45,6 @@ async def appview(stack: Stack) -> AsyncIterator[AppviewClient]:
         yield client
     finally:
         await client.close()
-
-
-async def registered(stack: Stack, owner: str = MEMBER, repo: str = "hello") -> None:
-    """``owner`` becomes a member (unless the owner) with a repo naming this spindle, and the knot is followed."""
-    if owner != OWNER:
-        stack.add_member(owner)
-    stack.add_repo(owner, repo)
-    await stack.wait_knot_connected()
-
-
-def stub_runs(stack: Stack) -> int:
-    """How many runs the stub provider ever accepted (from its own database)."""
-    with sqlite3.connect(stack.stub.db_path) as conn:
-        return int(conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0])
-
-
-async def metric(stack: Stack, name: str) -> float:
-    """The sum of a control-plane metric's samples matching ``name`` (a full sample prefix)."""
-    async with aiohttp.ClientSession() as session, session.get(stack.cp.http + "/metrics") as resp:
-        text = await resp.text()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
-
-
-def finished(appview: AppviewClient, knot: str, rkey: str, names: list[str]) -> bool:
-    return all((appview.latest(knot, rkey, n) or {}).get("status") in TERMINAL for n in names)
 
 
 async def test_push_and_pull_request_run_every_workflow_to_its_scripted_end(

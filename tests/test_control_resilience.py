@@ -14,8 +14,7 @@ import aiohttp
 import pytest
 
 from tests.fakes.appview import AppviewClient
-from tests.stack import MEMBER, OWNER, Stack, stub_workflow
-from tests.test_control_e2e import QUICK, registered
+from tests.stack import MEMBER, OWNER, QUICK, Stack, registered, stub_workflow
 
 
 @contextlib.asynccontextmanager

@@ -11,8 +11,7 @@ import pytest
 
 from tack_provider_kit import status as st
 from tests.fakes.appview import AppviewClient
-from tests.stack import OWNER, Stack, stub_workflow
-from tests.test_control_e2e import TERMINAL, registered, stub_runs
+from tests.stack import OWNER, TERMINAL, Stack, registered, stub_runs, stub_workflow
 
 
 PIPELINES = 20

@@ -21,8 +21,7 @@ from tack_provider_kit.pb import provider_pb2 as pb
 from tests.chaos.procstats import rss_bytes
 from tests.contract.checks import spawn_request
 from tests.fakes.appview import AppviewClient
-from tests.stack import OWNER, Stack, stub_workflow
-from tests.test_control_e2e import QUICK, metric, registered
+from tests.stack import OWNER, QUICK, Stack, metric, registered, stub_workflow
 
 
 BACKLOG = 8_000

@@ -14,8 +14,7 @@ from tack_provider_kit import client
 from tack_provider_kit.pb import provider_pb2 as pb
 from tests.codefacts import ROOT
 from tests.fakes.appview import AppviewClient
-from tests.stack import OWNER, Stack, stub_workflow
-from tests.test_control_e2e import QUICK, registered
+from tests.stack import OWNER, QUICK, Stack, registered, stub_workflow
 
 
 def make_cert(directory: Path) -> tuple[Path, Path]:

@@ -26,11 +26,12 @@ from tack_control.records import parse_pipeline
 from tack_control.routing import route
 from tack_provider_kit import client as kit_client
 from tack_provider_kit.pb import provider_pb2 as pb
+from tack_provider_kit.status import TERMINAL_NAMES
 from tack_provider_kit.timefmt import ns_from_timestamp
 from tests.bench.workers import JsonDict, Link, run_worker
 
 
-TERMINAL = frozenset({"success", "failed", "timeout", "cancelled"})
+TERMINAL = frozenset(TERMINAL_NAMES)
 CONNECT_CONCURRENCY = 64
 
 

@@ -17,6 +17,7 @@ from tack_control.db import open_db
 from tack_control.eventlog import STATUS_NSID, EventLog
 from tack_control.statuses import status_record
 from tack_provider_kit import sqlite as kit_sqlite
+from tack_provider_kit.status import TERMINAL_NAMES
 from tack_provider_kit.timefmt import NS_PER_SECOND
 from tests.bench.limits import write_frames, write_messages
 from tests.bench.report import Floor, Row, percentile
@@ -34,7 +35,7 @@ from tests.procs import StubProcess, wait_serving
 from tests.stack import OWNER, stub_workflow
 
 
-TERMINAL = ("success", "failed", "timeout", "cancelled")
+TERMINAL = TERMINAL_NAMES
 UNROUTABLE_PER_PIPELINE = 250
 
 

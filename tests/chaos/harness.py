@@ -24,7 +24,7 @@ from tests.chaos.invariants import Expected, check_single_start, check_statuses
 from tests.chaos.procstats import open_fds, rss_bytes
 from tests.fakes.appview import AppviewClient
 from tests.procs import Proc
-from tests.stack import OWNER, Stack, buildkite_entry, stub_workflow
+from tests.stack import OWNER, TERMINAL, Stack, buildkite_entry, stub_workflow
 
 
 OUTCOMES = ("success", "success", "failed", "timeout")
@@ -248,8 +248,7 @@ class ChaosRun:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if all(
-                (appview.latest(w.knot, w.rkey, w.workflow) or {}).get("status")
-                in ("success", "failed", "timeout", "cancelled")
+                (appview.latest(w.knot, w.rkey, w.workflow) or {}).get("status") in TERMINAL
                 for w in self.expected
             ):
                 return

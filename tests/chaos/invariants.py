@@ -6,9 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from tack_provider_kit import status as st
-
-
-TERMINAL = ("success", "failed", "timeout", "cancelled")
+from tests.stack import TERMINAL
 
 
 @dataclass(frozen=True)
