@@ -22,7 +22,7 @@ from aiohttp.typedefs import Handler
 from tack_control import metrics, wsutil
 from tack_control.providers import ProviderClient
 from tack_control.records import is_host, is_rkey
-from tack_provider_kit.loglines import synthetic_log, tangled_json
+from tack_provider_kit.loglines import synthetic_log, tangled_frames
 from tack_provider_kit.pb import provider_pb2 as pb
 
 
@@ -102,7 +102,7 @@ def make_handler(ping_interval: float, send_timeout: float, connect_timeout: flo
             pinger = asyncio.create_task(sender.ping_when_idle(ping_interval))
             try:
                 async for message in call:
-                    await sender.send_all(tangled_json(line) for line in message.lines)
+                    await sender.send_all(tangled_frames(message.lines))
             except grpc.aio.AioRpcError as exc:
                 log.info(
                     "provider log stream ended early",
@@ -129,7 +129,7 @@ def _synthetic(error: str, send_timeout: float) -> wsutil.Pump:
     async def pump(ws: web.WebSocketResponse) -> None:
         sender = wsutil.Sender(ws, "logs", send_timeout)
         lines = synthetic_log("tack", error or "the workflow failed before it started")
-        await sender.send_all(tangled_json(line) for line in lines)
+        await sender.send_all(tangled_frames(lines))
         await ws.close(code=1000, message=CLOSE_DONE)
 
     return pump

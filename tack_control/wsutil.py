@@ -21,10 +21,13 @@ _LEN16 = struct.Struct("!BBH")
 _LEN64 = struct.Struct("!BBQ")
 
 
+_SHORT_HEADERS = [bytes((_TEXT_FIN, n)) for n in range(126)]
+
+
 def _text_header(length: int) -> bytes:
     """The header of an unmasked, uncompressed, final text frame of ``length`` payload bytes."""
     if length < 126:
-        return bytes((_TEXT_FIN, length))
+        return _SHORT_HEADERS[length]
     if length < 1 << 16:
         return _LEN16.pack(_TEXT_FIN, 126, length)
     return _LEN64.pack(_TEXT_FIN, 127, length)
@@ -83,16 +86,21 @@ class Sender:
                     self.last_sent = time.monotonic()
                 return
             chunk: list[bytes] = []
+            add = chunk.append
             size = 0
             for frame in frames:
                 data = frame.encode()
-                chunk += (_text_header(len(data)), data)
-                size += len(data)
-                sent += 1
+                length = len(data)
+                add(_SHORT_HEADERS[length] if length < 126 else _text_header(length))
+                add(data)
+                size += length
                 if size >= self.CHUNK_BYTES:
+                    sent += len(chunk) // 2
                     await self._write(chunk)
                     chunk, size = [], 0
+                    add = chunk.append
             if chunk:
+                sent += len(chunk) // 2
                 await self._write(chunk)
         except asyncio.CancelledError:
             if self._timed_out and task.uncancel() == 0:

@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterable, Iterator
 
 from tack_provider_kit.pb import provider_pb2 as pb
-from tack_provider_kit.timefmt import rfc3339_nano_parts, timestamp_from_ns
+from tack_provider_kit.timefmt import NS_PER_SECOND, utc_second_text
 
 
 STDOUT = pb.LOG_STREAM_STDOUT
@@ -32,7 +32,7 @@ def _control(
     return pb.LogLine(
         kind=pb.LOG_KIND_CONTROL,
         content=name,
-        time=timestamp_from_ns(time.time_ns() if ns is None else ns),
+        time_unix_nano=time.time_ns() if ns is None else ns,
         step_id=step_id,
         step_status=edge,
         step_kind=kind,
@@ -61,7 +61,7 @@ def data_line(
     return pb.LogLine(
         kind=pb.LOG_KIND_DATA,
         content=content,
-        time=timestamp_from_ns(time.time_ns() if ns is None else ns),
+        time_unix_nano=time.time_ns() if ns is None else ns,
         step_id=step_id,
         stream=stream,
     )
@@ -115,50 +115,58 @@ class StepLog:
         return [control_end(step_id, name, kind, ns)]
 
 
-_KINDS = {pb.LOG_KIND_DATA: "data", pb.LOG_KIND_CONTROL: "control"}
-_STREAMS = {pb.LOG_STREAM_STDOUT: "stdout", pb.LOG_STREAM_STDERR: "stderr"}
-_STEP_STATUSES = {pb.STEP_STATUS_START: "start", pb.STEP_STATUS_END: "end"}
-
-
 def tangled_dict(line: pb.LogLine) -> dict[str, object]:
     """The Tangled LogLine object for ``line`` (parsed from :func:`tangled_json`, the one encoder)."""
     out: dict[str, object] = json.loads(tangled_json(line))
     return out
 
 
-_json_string = json.encoder.encode_basestring
-
-
 def tangled_json(line: pb.LogLine) -> str:
-    """``line`` as the compact JSON text of one Tangled /logs frame.
+    """``line`` as the compact JSON text of one Tangled /logs frame (see :func:`tangled_frames`)."""
+    return tangled_frames((line,))[0]
 
-    Empty optional fields are omitted and ``step_kind`` is an integer. Built
-    directly rather than through a dict and ``json.dumps``: this runs once per
-    log line served, and the dict and encoder cost more than the line itself.
+
+_json_string = json.encoder.encode_basestring
+_STREAM_FIELDS = {pb.LOG_STREAM_STDOUT: ',"stream":"stdout"', pb.LOG_STREAM_STDERR: ',"stream":"stderr"'}
+_STEP_STATUS_FIELDS = {
+    pb.STEP_STATUS_START: ',"step_status":"start"',
+    pb.STEP_STATUS_END: ',"step_status":"end"',
+}
+
+
+def tangled_frames(lines: Iterable[pb.LogLine]) -> list[str]:
+    """Each line as the compact JSON text of one Tangled /logs frame, in order.
+
+    Empty optional fields are omitted, ``step_kind`` is an integer, ``time`` is
+    Go's RFC3339Nano in UTC, and fields that do not apply to a line's kind are
+    not sent (``stream`` on control lines, ``step_*`` on data lines); a line of
+    unspecified kind is data. This runs once per log line served: the text is
+    built with one f-string per line, and the whole-second prefix of the time
+    is computed once per second, because a dict and ``json.dumps`` per line
+    cost more than everything else the control plane does with it.
     """
-    stamp = line.time
-    parts = [
-        '{"kind":"',
-        _KINDS.get(line.kind, "data"),
-        '","content":',
-        _json_string(line.content),
-        ',"time":"',
-        rfc3339_nano_parts(stamp.seconds, stamp.nanos),
-        '","step_id":',
-        str(line.step_id),
-    ]
-    stream = _STREAMS.get(line.stream)
-    if stream:
-        parts += (',"stream":"', stream, '"')
-    step_status = _STEP_STATUSES.get(line.step_status)
-    if step_status:
-        parts += (',"step_status":"', step_status, '"')
-    if line.step_kind == pb.STEP_KIND_USER:
-        parts.append(',"step_kind":1')
-    if line.step_command:
-        parts += (',"step_command":', _json_string(line.step_command))
-    parts.append("}")
-    return "".join(parts)
+    frames: list[str] = []
+    add = frames.append
+    second, prefix = -1, ""
+    for line in lines:
+        seconds, nanos = divmod(line.time_unix_nano, NS_PER_SECOND)
+        if seconds != second:
+            second, prefix = seconds, utc_second_text(seconds)
+        stamp = f"{prefix}.{nanos:09d}".rstrip("0") + "Z" if nanos else prefix + "Z"
+        if line.kind != pb.LOG_KIND_CONTROL:
+            add(
+                f'{{"kind":"data","content":{_json_string(line.content)},"time":"{stamp}",'
+                f'"step_id":{line.step_id}{_STREAM_FIELDS.get(line.stream, "")}}}'
+            )
+            continue
+        step_kind = ',"step_kind":1' if line.step_kind == pb.STEP_KIND_USER else ""
+        command = line.step_command
+        add(
+            f'{{"kind":"control","content":{_json_string(line.content)},"time":"{stamp}",'
+            f'"step_id":{line.step_id}{_STEP_STATUS_FIELDS.get(line.step_status, "")}{step_kind}'
+            + (f',"step_command":{_json_string(command)}}}' if command else "}")
+        )
+    return frames
 
 
 _VARINT_BYTE = [bytes((i,)) for i in range(0x80)]

@@ -22,18 +22,6 @@ def utc_second_text(seconds: int) -> str:
     return (_EPOCH + dt.timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S")
 
 
-def rfc3339_nano(ns: int) -> str:
-    """Format Unix nanoseconds like Go's RFC3339Nano in UTC: trailing zeros trimmed, ``Z`` offset."""
-    return rfc3339_nano_parts(*divmod(ns, NS_PER_SECOND))
-
-
-def rfc3339_nano_parts(seconds: int, nanos: int) -> str:
-    """:func:`rfc3339_nano` of ``seconds`` and ``nanos`` (a protobuf Timestamp's fields)."""
-    if nanos:
-        return utc_second_text(seconds) + f".{nanos:09d}".rstrip("0") + "Z"
-    return utc_second_text(seconds) + "Z"
-
-
 def rfc3339_seconds(ns: int) -> str:
     """Format Unix nanoseconds as whole-second RFC 3339 in UTC with ``Z``, as stock spindles do."""
     return _utc_seconds(ns) + "Z"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
 import sqlite3
 from collections.abc import AsyncGenerator, Callable, Iterator
@@ -11,6 +12,7 @@ from typing import cast
 
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
+from hypothesis import given, strategies as st_
 
 from tack_provider_kit import env, loglines, status as st
 from tack_provider_kit.notify import Notifier
@@ -26,7 +28,6 @@ from tack_provider_kit.store import ProviderStore, RunKey
 from tack_provider_kit.timefmt import (
     NS_PER_SECOND,
     ns_from_timestamp,
-    rfc3339_nano,
     rfc3339_seconds,
     timestamp_from_ns,
 )
@@ -52,9 +53,9 @@ BASE_NS = 1_700_000_000 * NS_PER_SECOND
         (0, "1970-01-01T00:00:00Z"),
     ],
 )
-def test_rfc3339_nano_trims_trailing_zeros_like_go(ns: int, text: str) -> None:
-    """rfc3339_nano formats UTC with Z, trimming the fraction's trailing zeros and dropping a zero fraction."""
-    assert rfc3339_nano(ns) == text
+def test_log_line_time_is_rfc3339_nano_trimmed_like_go(ns: int, text: str) -> None:
+    """A frame's time is UTC with Z, the fraction's trailing zeros trimmed and a zero fraction dropped."""
+    assert loglines.tangled_dict(loglines.data_line(0, "x", ns=ns))["time"] == text
 
 
 def test_rfc3339_seconds_drops_the_fraction() -> None:
@@ -120,7 +121,7 @@ def test_steplog_continues_from_a_given_step_id() -> None:
 def test_explicit_ns_sets_the_line_time() -> None:
     """Lines built with ns carry exactly that time."""
     line = loglines.data_line(0, "x", ns=BASE_NS + 7)
-    assert ns_from_timestamp(line.time) == BASE_NS + 7
+    assert line.time_unix_nano == BASE_NS + 7
 
 
 @pytest.mark.parametrize(
@@ -196,6 +197,99 @@ def test_tangled_json_is_compact_utf8() -> None:
         == '{"kind":"data","content":"héllo ✓","time":"2023-11-14T22:13:20Z","step_id":0,"stream":"stdout"}'
     )
     assert json.loads(text)["content"] == "héllo ✓"
+
+
+def _go_rfc3339_nano(ns: int) -> str:
+    """Go's RFC3339Nano in UTC, written independently of the code under test."""
+    seconds, nanos = divmod(ns, NS_PER_SECOND)
+    whole = (datetime.datetime(1970, 1, 1) + datetime.timedelta(seconds=seconds)).isoformat()
+    fraction = str(nanos).rjust(9, "0").rstrip("0")
+    return whole + ("." + fraction if fraction else "") + "Z"
+
+
+def _reference_frame(line: pb.LogLine) -> dict[str, object]:
+    """The Tangled LogLine object for ``line`` by tangled-protocol.md's table, built as a dict."""
+    control = line.kind == pb.LOG_KIND_CONTROL
+    out: dict[str, object] = {
+        "kind": "control" if control else "data",
+        "content": line.content,
+        "time": _go_rfc3339_nano(line.time_unix_nano),
+        "step_id": line.step_id,
+    }
+    if not control and line.stream:
+        out["stream"] = {pb.LOG_STREAM_STDOUT: "stdout", pb.LOG_STREAM_STDERR: "stderr"}[line.stream]
+    if control and line.step_status:
+        out["step_status"] = {pb.STEP_STATUS_START: "start", pb.STEP_STATUS_END: "end"}[line.step_status]
+    if control and line.step_kind == pb.STEP_KIND_USER:
+        out["step_kind"] = 1
+    if control and line.step_command:
+        out["step_command"] = line.step_command
+    return out
+
+
+_log_lines = st_.builds(
+    pb.LogLine,
+    kind=st_.sampled_from(list(pb.LogKind.values())),
+    content=st_.text(),
+    time_unix_nano=st_.integers(0, 4_102_444_800 * NS_PER_SECOND),
+    step_id=st_.integers(0, 2**32 - 1),
+    stream=st_.sampled_from(list(pb.LogStream.values())),
+    step_status=st_.sampled_from(list(pb.StepStatus.values())),
+    step_kind=st_.sampled_from(list(pb.StepKind.values())),
+    step_command=st_.text(),
+)
+
+
+@given(st_.lists(_log_lines, max_size=20))
+def test_tangled_frames_match_the_protocol_table(lines: list[pb.LogLine]) -> None:
+    """Any batch of lines encodes, in order, to compact JSON objects equal to the protocol's table."""
+    frames = loglines.tangled_frames(lines)
+    assert [json.loads(frame) for frame in frames] == [_reference_frame(line) for line in lines]
+    assert all(
+        frame == json.dumps(json.loads(frame), ensure_ascii=False, separators=(",", ":")) for frame in frames
+    )
+
+
+def test_tangled_frames_time_follows_each_line_across_seconds() -> None:
+    """Lines whose seconds go forward, back and repeat each get their own time, not a neighbour's."""
+    times = [BASE_NS + 5, BASE_NS + NS_PER_SECOND, BASE_NS + 7, BASE_NS + 7, 0, BASE_NS]
+    frames = loglines.tangled_frames([loglines.data_line(0, "x", ns=ns) for ns in times])
+    assert [json.loads(f)["time"] for f in frames] == [
+        "2023-11-14T22:13:20.000000005Z",
+        "2023-11-14T22:13:21Z",
+        "2023-11-14T22:13:20.000000007Z",
+        "2023-11-14T22:13:20.000000007Z",
+        "1970-01-01T00:00:00Z",
+        "2023-11-14T22:13:20Z",
+    ]
+
+
+def test_tangled_frames_send_only_the_fields_of_the_line_kind() -> None:
+    """A data line carrying step fields sends none of them; a control line carrying a stream omits it."""
+    data = pb.LogLine(
+        kind=pb.LOG_KIND_DATA,
+        content="out",
+        time_unix_nano=BASE_NS,
+        step_id=1,
+        stream=pb.LOG_STREAM_STDOUT,
+        step_status=pb.STEP_STATUS_START,
+        step_kind=pb.STEP_KIND_USER,
+        step_command="make",
+    )
+    control = pb.LogLine(
+        kind=pb.LOG_KIND_CONTROL,
+        content='say "hi"\n',
+        time_unix_nano=BASE_NS,
+        step_id=1,
+        stream=pb.LOG_STREAM_STDERR,
+        step_status=pb.STEP_STATUS_END,
+    )
+    unspecified = pb.LogLine(content="plain", time_unix_nano=BASE_NS)
+    assert loglines.tangled_frames([data, control, unspecified]) == [
+        '{"kind":"data","content":"out","time":"2023-11-14T22:13:20Z","step_id":1,"stream":"stdout"}',
+        '{"kind":"control","content":"say \\"hi\\"\\n","time":"2023-11-14T22:13:20Z","step_id":1,"step_status":"end"}',
+        '{"kind":"data","content":"plain","time":"2023-11-14T22:13:20Z","step_id":0}',
+    ]
 
 
 def test_synthetic_log_is_start_data_end() -> None:

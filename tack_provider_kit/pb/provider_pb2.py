@@ -26,7 +26,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ftack/provider/v1/provider.proto\x12\x10tack.provider.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"D\n\x0bWorkflowKey\x12\x0c\n\x04knot\x18\x01 \x01(\t\x12\x15\n\rpipeline_rkey\x18\x02 \x01(\t\x12\x10\n\x08workflow\x18\x03 \x01(\t\"G\n\x04Repo\x12\x0c\n\x04knot\x18\x01 \x01(\t\x12\x0b\n\x03\x64id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x16\n\x0e\x64\x65\x66\x61ult_branch\x18\x04 \x01(\t\"<\n\x0bPushTrigger\x12\x0b\n\x03ref\x18\x01 \x01(\t\x12\x0f\n\x07old_sha\x18\x02 \x01(\t\x12\x0f\n\x07new_sha\x18\x03 \x01(\t\"f\n\x12PullRequestTrigger\x12\x15\n\rsource_branch\x18\x01 \x01(\t\x12\x15\n\rtarget_branch\x18\x02 \x01(\t\x12\x12\n\nsource_sha\x18\x03 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x04 \x01(\t\")\n\x0bManualInput\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\">\n\rManualTrigger\x12-\n\x06inputs\x18\x01 \x03(\x0b\x32\x1d.tack.provider.v1.ManualInput\"\x86\x02\n\x07Trigger\x12+\n\x04kind\x18\x01 \x01(\x0e\x32\x1d.tack.provider.v1.TriggerKind\x12$\n\x04repo\x18\x02 \x01(\x0b\x32\x16.tack.provider.v1.Repo\x12-\n\x04push\x18\x03 \x01(\x0b\x32\x1d.tack.provider.v1.PushTriggerH\x00\x12<\n\x0cpull_request\x18\x04 \x01(\x0b\x32$.tack.provider.v1.PullRequestTriggerH\x00\x12\x31\n\x06manual\x18\x05 \x01(\x0b\x32\x1f.tack.provider.v1.ManualTriggerH\x00\x42\x08\n\x06\x64\x65tail\"?\n\x0c\x43loneOptions\x12\x0c\n\x04skip\x18\x01 \x01(\x08\x12\r\n\x05\x64\x65pth\x18\x02 \x01(\x05\x12\x12\n\nsubmodules\x18\x03 \x01(\x08\"\xef\x01\n\x08Workflow\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x65ngine\x18\x02 \x01(\t\x12\x0b\n\x03raw\x18\x03 \x01(\t\x12-\n\x05\x63lone\x18\x04 \x01(\x0b\x32\x1e.tack.provider.v1.CloneOptions\x12\x13\n\x0b\x63onfig_json\x18\x05 \x01(\t\x12@\n\x0b\x65nvironment\x18\x06 \x03(\x0b\x32+.tack.provider.v1.Workflow.EnvironmentEntry\x1a\x32\n\x10\x45nvironmentEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xa1\x01\n\x0cSpawnRequest\x12\x0c\n\x04knot\x18\x01 \x01(\t\x12\x15\n\rpipeline_rkey\x18\x02 \x01(\t\x12\x11\n\tactor_did\x18\x03 \x01(\t\x12*\n\x07trigger\x18\x04 \x01(\x0b\x32\x19.tack.provider.v1.Trigger\x12-\n\tworkflows\x18\x05 \x03(\x0b\x32\x1a.tack.provider.v1.Workflow\"Y\n\nAcceptance\x12\x10\n\x08workflow\x18\x01 \x01(\t\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\x12(\n\x06status\x18\x03 \x01(\x0e\x32\x18.tack.provider.v1.Status\"B\n\rSpawnResponse\x12\x31\n\x0b\x61\x63\x63\x65ptances\x18\x01 \x03(\x0b\x32\x1c.tack.provider.v1.Acceptance\"\'\n\x12WatchStatusRequest\x12\x11\n\tafter_seq\x18\x01 \x01(\x04\"\xd0\x01\n\x0cStatusUpdate\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12*\n\x03key\x18\x02 \x01(\x0b\x32\x1d.tack.provider.v1.WorkflowKey\x12(\n\x06status\x18\x03 \x01(\x0e\x32\x18.tack.provider.v1.Status\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12\x16\n\texit_code\x18\x05 \x01(\x05H\x00\x88\x01\x01\x12(\n\x04time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x0c\n\n_exit_code\"F\n\x13WatchStatusResponse\x12/\n\x07updates\x18\x01 \x03(\x0b\x32\x1e.tack.provider.v1.StatusUpdate\"9\n\x0bLogsRequest\x12*\n\x03key\x18\x01 \x01(\x0b\x32\x1d.tack.provider.v1.WorkflowKey\"\xa3\x02\n\x07LogLine\x12\'\n\x04kind\x18\x01 \x01(\x0e\x32\x19.tack.provider.v1.LogKind\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07step_id\x18\x04 \x01(\r\x12+\n\x06stream\x18\x05 \x01(\x0e\x32\x1b.tack.provider.v1.LogStream\x12\x31\n\x0bstep_status\x18\x06 \x01(\x0e\x32\x1c.tack.provider.v1.StepStatus\x12-\n\tstep_kind\x18\x07 \x01(\x0e\x32\x1a.tack.provider.v1.StepKind\x12\x14\n\x0cstep_command\x18\x08 \x01(\t\"8\n\x0cLogsResponse\x12(\n\x05lines\x18\x01 \x03(\x0b\x32\x19.tack.provider.v1.LogLine\";\n\rCancelRequest\x12*\n\x03key\x18\x01 \x01(\x0b\x32\x1d.tack.provider.v1.WorkflowKey\":\n\x0e\x43\x61ncelResponse\x12(\n\x06status\x18\x01 \x01(\x0e\x32\x18.tack.provider.v1.Status\"%\n\x06Header\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"\x82\x01\n\x14HandleWebhookRequest\x12\x0e\n\x06method\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12)\n\x07headers\x18\x03 \x03(\x0b\x32\x18.tack.provider.v1.Header\x12\x0c\n\x04\x62ody\x18\x04 \x01(\x0c\x12\x13\n\x0bremote_addr\x18\x05 \x01(\t\"P\n\x15HandleWebhookResponse\x12\x13\n\x0bhttp_status\x18\x01 \x01(\x05\x12\x0c\n\x04\x62ody\x18\x02 \x01(\x0c\x12\x14\n\x0c\x63ontent_type\x18\x03 \x01(\t\"\x11\n\x0f\x44\x65scribeRequest\"C\n\x0c\x43\x61pabilities\x12\x0e\n\x06\x63\x61ncel\x18\x01 \x01(\x08\x12\x11\n\tlive_logs\x18\x02 \x01(\x08\x12\x10\n\x08webhooks\x18\x03 \x01(\x08\"\x90\x01\n\x10\x44\x65scribeResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x34\n\x0c\x63\x61pabilities\x18\x04 \x01(\x0b\x32\x1e.tack.provider.v1.Capabilities\x12\x12\n\nsimulation\x18\x05 \x01(\x08*\x99\x01\n\x06Status\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\x12\n\x0eSTATUS_PENDING\x10\x01\x12\x12\n\x0eSTATUS_RUNNING\x10\x02\x12\x12\n\x0eSTATUS_SUCCESS\x10\x03\x12\x11\n\rSTATUS_FAILED\x10\x04\x12\x12\n\x0eSTATUS_TIMEOUT\x10\x05\x12\x14\n\x10STATUS_CANCELLED\x10\x06*z\n\x0bTriggerKind\x12\x1c\n\x18TRIGGER_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11TRIGGER_KIND_PUSH\x10\x01\x12\x1d\n\x19TRIGGER_KIND_PULL_REQUEST\x10\x02\x12\x17\n\x13TRIGGER_KIND_MANUAL\x10\x03*L\n\x07LogKind\x12\x18\n\x14LOG_KIND_UNSPECIFIED\x10\x00\x12\x11\n\rLOG_KIND_DATA\x10\x01\x12\x14\n\x10LOG_KIND_CONTROL\x10\x02*U\n\tLogStream\x12\x1a\n\x16LOG_STREAM_UNSPECIFIED\x10\x00\x12\x15\n\x11LOG_STREAM_STDOUT\x10\x01\x12\x15\n\x11LOG_STREAM_STDERR\x10\x02*U\n\nStepStatus\x12\x1b\n\x17STEP_STATUS_UNSPECIFIED\x10\x00\x12\x15\n\x11STEP_STATUS_START\x10\x01\x12\x13\n\x0fSTEP_STATUS_END\x10\x02*O\n\x08StepKind\x12\x19\n\x15STEP_KIND_UNSPECIFIED\x10\x00\x12\x14\n\x10STEP_KIND_SYSTEM\x10\x01\x12\x12\n\x0eSTEP_KIND_USER\x10\x02\x32\xfd\x03\n\x08Provider\x12H\n\x05Spawn\x12\x1e.tack.provider.v1.SpawnRequest\x1a\x1f.tack.provider.v1.SpawnResponse\x12\\\n\x0bWatchStatus\x12$.tack.provider.v1.WatchStatusRequest\x1a%.tack.provider.v1.WatchStatusResponse0\x01\x12G\n\x04Logs\x12\x1d.tack.provider.v1.LogsRequest\x1a\x1e.tack.provider.v1.LogsResponse0\x01\x12K\n\x06\x43\x61ncel\x12\x1f.tack.provider.v1.CancelRequest\x1a .tack.provider.v1.CancelResponse\x12`\n\rHandleWebhook\x12&.tack.provider.v1.HandleWebhookRequest\x1a\'.tack.provider.v1.HandleWebhookResponse\x12Q\n\x08\x44\x65scribe\x12!.tack.provider.v1.DescribeRequest\x1a\".tack.provider.v1.DescribeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ftack/provider/v1/provider.proto\x12\x10tack.provider.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"D\n\x0bWorkflowKey\x12\x0c\n\x04knot\x18\x01 \x01(\t\x12\x15\n\rpipeline_rkey\x18\x02 \x01(\t\x12\x10\n\x08workflow\x18\x03 \x01(\t\"G\n\x04Repo\x12\x0c\n\x04knot\x18\x01 \x01(\t\x12\x0b\n\x03\x64id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x16\n\x0e\x64\x65\x66\x61ult_branch\x18\x04 \x01(\t\"<\n\x0bPushTrigger\x12\x0b\n\x03ref\x18\x01 \x01(\t\x12\x0f\n\x07old_sha\x18\x02 \x01(\t\x12\x0f\n\x07new_sha\x18\x03 \x01(\t\"f\n\x12PullRequestTrigger\x12\x15\n\rsource_branch\x18\x01 \x01(\t\x12\x15\n\rtarget_branch\x18\x02 \x01(\t\x12\x12\n\nsource_sha\x18\x03 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x04 \x01(\t\")\n\x0bManualInput\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\">\n\rManualTrigger\x12-\n\x06inputs\x18\x01 \x03(\x0b\x32\x1d.tack.provider.v1.ManualInput\"\x86\x02\n\x07Trigger\x12+\n\x04kind\x18\x01 \x01(\x0e\x32\x1d.tack.provider.v1.TriggerKind\x12$\n\x04repo\x18\x02 \x01(\x0b\x32\x16.tack.provider.v1.Repo\x12-\n\x04push\x18\x03 \x01(\x0b\x32\x1d.tack.provider.v1.PushTriggerH\x00\x12<\n\x0cpull_request\x18\x04 \x01(\x0b\x32$.tack.provider.v1.PullRequestTriggerH\x00\x12\x31\n\x06manual\x18\x05 \x01(\x0b\x32\x1f.tack.provider.v1.ManualTriggerH\x00\x42\x08\n\x06\x64\x65tail\"?\n\x0c\x43loneOptions\x12\x0c\n\x04skip\x18\x01 \x01(\x08\x12\r\n\x05\x64\x65pth\x18\x02 \x01(\x05\x12\x12\n\nsubmodules\x18\x03 \x01(\x08\"\xef\x01\n\x08Workflow\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x65ngine\x18\x02 \x01(\t\x12\x0b\n\x03raw\x18\x03 \x01(\t\x12-\n\x05\x63lone\x18\x04 \x01(\x0b\x32\x1e.tack.provider.v1.CloneOptions\x12\x13\n\x0b\x63onfig_json\x18\x05 \x01(\t\x12@\n\x0b\x65nvironment\x18\x06 \x03(\x0b\x32+.tack.provider.v1.Workflow.EnvironmentEntry\x1a\x32\n\x10\x45nvironmentEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xa1\x01\n\x0cSpawnRequest\x12\x0c\n\x04knot\x18\x01 \x01(\t\x12\x15\n\rpipeline_rkey\x18\x02 \x01(\t\x12\x11\n\tactor_did\x18\x03 \x01(\t\x12*\n\x07trigger\x18\x04 \x01(\x0b\x32\x19.tack.provider.v1.Trigger\x12-\n\tworkflows\x18\x05 \x03(\x0b\x32\x1a.tack.provider.v1.Workflow\"Y\n\nAcceptance\x12\x10\n\x08workflow\x18\x01 \x01(\t\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\x12(\n\x06status\x18\x03 \x01(\x0e\x32\x18.tack.provider.v1.Status\"B\n\rSpawnResponse\x12\x31\n\x0b\x61\x63\x63\x65ptances\x18\x01 \x03(\x0b\x32\x1c.tack.provider.v1.Acceptance\"\'\n\x12WatchStatusRequest\x12\x11\n\tafter_seq\x18\x01 \x01(\x04\"\xd0\x01\n\x0cStatusUpdate\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12*\n\x03key\x18\x02 \x01(\x0b\x32\x1d.tack.provider.v1.WorkflowKey\x12(\n\x06status\x18\x03 \x01(\x0e\x32\x18.tack.provider.v1.Status\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12\x16\n\texit_code\x18\x05 \x01(\x05H\x00\x88\x01\x01\x12(\n\x04time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x0c\n\n_exit_code\"F\n\x13WatchStatusResponse\x12/\n\x07updates\x18\x01 \x03(\x0b\x32\x1e.tack.provider.v1.StatusUpdate\"9\n\x0bLogsRequest\x12*\n\x03key\x18\x01 \x01(\x0b\x32\x1d.tack.provider.v1.WorkflowKey\"\x9d\x02\n\x07LogLine\x12\'\n\x04kind\x18\x01 \x01(\x0e\x32\x19.tack.provider.v1.LogKind\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12\x16\n\x0etime_unix_nano\x18\t \x01(\x06\x12\x0f\n\x07step_id\x18\x04 \x01(\r\x12+\n\x06stream\x18\x05 \x01(\x0e\x32\x1b.tack.provider.v1.LogStream\x12\x31\n\x0bstep_status\x18\x06 \x01(\x0e\x32\x1c.tack.provider.v1.StepStatus\x12-\n\tstep_kind\x18\x07 \x01(\x0e\x32\x1a.tack.provider.v1.StepKind\x12\x14\n\x0cstep_command\x18\x08 \x01(\tJ\x04\x08\x03\x10\x04R\x04time\"8\n\x0cLogsResponse\x12(\n\x05lines\x18\x01 \x03(\x0b\x32\x19.tack.provider.v1.LogLine\";\n\rCancelRequest\x12*\n\x03key\x18\x01 \x01(\x0b\x32\x1d.tack.provider.v1.WorkflowKey\":\n\x0e\x43\x61ncelResponse\x12(\n\x06status\x18\x01 \x01(\x0e\x32\x18.tack.provider.v1.Status\"%\n\x06Header\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"\x82\x01\n\x14HandleWebhookRequest\x12\x0e\n\x06method\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12)\n\x07headers\x18\x03 \x03(\x0b\x32\x18.tack.provider.v1.Header\x12\x0c\n\x04\x62ody\x18\x04 \x01(\x0c\x12\x13\n\x0bremote_addr\x18\x05 \x01(\t\"P\n\x15HandleWebhookResponse\x12\x13\n\x0bhttp_status\x18\x01 \x01(\x05\x12\x0c\n\x04\x62ody\x18\x02 \x01(\x0c\x12\x14\n\x0c\x63ontent_type\x18\x03 \x01(\t\"\x11\n\x0f\x44\x65scribeRequest\"C\n\x0c\x43\x61pabilities\x12\x0e\n\x06\x63\x61ncel\x18\x01 \x01(\x08\x12\x11\n\tlive_logs\x18\x02 \x01(\x08\x12\x10\n\x08webhooks\x18\x03 \x01(\x08\"\x90\x01\n\x10\x44\x65scribeResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x34\n\x0c\x63\x61pabilities\x18\x04 \x01(\x0b\x32\x1e.tack.provider.v1.Capabilities\x12\x12\n\nsimulation\x18\x05 \x01(\x08*\x99\x01\n\x06Status\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\x12\n\x0eSTATUS_PENDING\x10\x01\x12\x12\n\x0eSTATUS_RUNNING\x10\x02\x12\x12\n\x0eSTATUS_SUCCESS\x10\x03\x12\x11\n\rSTATUS_FAILED\x10\x04\x12\x12\n\x0eSTATUS_TIMEOUT\x10\x05\x12\x14\n\x10STATUS_CANCELLED\x10\x06*z\n\x0bTriggerKind\x12\x1c\n\x18TRIGGER_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11TRIGGER_KIND_PUSH\x10\x01\x12\x1d\n\x19TRIGGER_KIND_PULL_REQUEST\x10\x02\x12\x17\n\x13TRIGGER_KIND_MANUAL\x10\x03*L\n\x07LogKind\x12\x18\n\x14LOG_KIND_UNSPECIFIED\x10\x00\x12\x11\n\rLOG_KIND_DATA\x10\x01\x12\x14\n\x10LOG_KIND_CONTROL\x10\x02*U\n\tLogStream\x12\x1a\n\x16LOG_STREAM_UNSPECIFIED\x10\x00\x12\x15\n\x11LOG_STREAM_STDOUT\x10\x01\x12\x15\n\x11LOG_STREAM_STDERR\x10\x02*U\n\nStepStatus\x12\x1b\n\x17STEP_STATUS_UNSPECIFIED\x10\x00\x12\x15\n\x11STEP_STATUS_START\x10\x01\x12\x13\n\x0fSTEP_STATUS_END\x10\x02*O\n\x08StepKind\x12\x19\n\x15STEP_KIND_UNSPECIFIED\x10\x00\x12\x14\n\x10STEP_KIND_SYSTEM\x10\x01\x12\x12\n\x0eSTEP_KIND_USER\x10\x02\x32\xfd\x03\n\x08Provider\x12H\n\x05Spawn\x12\x1e.tack.provider.v1.SpawnRequest\x1a\x1f.tack.provider.v1.SpawnResponse\x12\\\n\x0bWatchStatus\x12$.tack.provider.v1.WatchStatusRequest\x1a%.tack.provider.v1.WatchStatusResponse0\x01\x12G\n\x04Logs\x12\x1d.tack.provider.v1.LogsRequest\x1a\x1e.tack.provider.v1.LogsResponse0\x01\x12K\n\x06\x43\x61ncel\x12\x1f.tack.provider.v1.CancelRequest\x1a .tack.provider.v1.CancelResponse\x12`\n\rHandleWebhook\x12&.tack.provider.v1.HandleWebhookRequest\x1a\'.tack.provider.v1.HandleWebhookResponse\x12Q\n\x08\x44\x65scribe\x12!.tack.provider.v1.DescribeRequest\x1a\".tack.provider.v1.DescribeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,18 +35,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_WORKFLOW_ENVIRONMENTENTRY']._loaded_options = None
   _globals['_WORKFLOW_ENVIRONMENTENTRY']._serialized_options = b'8\001'
-  _globals['_STATUS']._serialized_start=2743
-  _globals['_STATUS']._serialized_end=2896
-  _globals['_TRIGGERKIND']._serialized_start=2898
-  _globals['_TRIGGERKIND']._serialized_end=3020
-  _globals['_LOGKIND']._serialized_start=3022
-  _globals['_LOGKIND']._serialized_end=3098
-  _globals['_LOGSTREAM']._serialized_start=3100
-  _globals['_LOGSTREAM']._serialized_end=3185
-  _globals['_STEPSTATUS']._serialized_start=3187
-  _globals['_STEPSTATUS']._serialized_end=3272
-  _globals['_STEPKIND']._serialized_start=3274
-  _globals['_STEPKIND']._serialized_end=3353
+  _globals['_STATUS']._serialized_start=2737
+  _globals['_STATUS']._serialized_end=2890
+  _globals['_TRIGGERKIND']._serialized_start=2892
+  _globals['_TRIGGERKIND']._serialized_end=3014
+  _globals['_LOGKIND']._serialized_start=3016
+  _globals['_LOGKIND']._serialized_end=3092
+  _globals['_LOGSTREAM']._serialized_start=3094
+  _globals['_LOGSTREAM']._serialized_end=3179
+  _globals['_STEPSTATUS']._serialized_start=3181
+  _globals['_STEPSTATUS']._serialized_end=3266
+  _globals['_STEPKIND']._serialized_start=3268
+  _globals['_STEPKIND']._serialized_end=3347
   _globals['_WORKFLOWKEY']._serialized_start=86
   _globals['_WORKFLOWKEY']._serialized_end=154
   _globals['_REPO']._serialized_start=156
@@ -82,25 +82,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LOGSREQUEST']._serialized_start=1721
   _globals['_LOGSREQUEST']._serialized_end=1778
   _globals['_LOGLINE']._serialized_start=1781
-  _globals['_LOGLINE']._serialized_end=2072
-  _globals['_LOGSRESPONSE']._serialized_start=2074
-  _globals['_LOGSRESPONSE']._serialized_end=2130
-  _globals['_CANCELREQUEST']._serialized_start=2132
-  _globals['_CANCELREQUEST']._serialized_end=2191
-  _globals['_CANCELRESPONSE']._serialized_start=2193
-  _globals['_CANCELRESPONSE']._serialized_end=2251
-  _globals['_HEADER']._serialized_start=2253
-  _globals['_HEADER']._serialized_end=2290
-  _globals['_HANDLEWEBHOOKREQUEST']._serialized_start=2293
-  _globals['_HANDLEWEBHOOKREQUEST']._serialized_end=2423
-  _globals['_HANDLEWEBHOOKRESPONSE']._serialized_start=2425
-  _globals['_HANDLEWEBHOOKRESPONSE']._serialized_end=2505
-  _globals['_DESCRIBEREQUEST']._serialized_start=2507
-  _globals['_DESCRIBEREQUEST']._serialized_end=2524
-  _globals['_CAPABILITIES']._serialized_start=2526
-  _globals['_CAPABILITIES']._serialized_end=2593
-  _globals['_DESCRIBERESPONSE']._serialized_start=2596
-  _globals['_DESCRIBERESPONSE']._serialized_end=2740
-  _globals['_PROVIDER']._serialized_start=3356
-  _globals['_PROVIDER']._serialized_end=3865
+  _globals['_LOGLINE']._serialized_end=2066
+  _globals['_LOGSRESPONSE']._serialized_start=2068
+  _globals['_LOGSRESPONSE']._serialized_end=2124
+  _globals['_CANCELREQUEST']._serialized_start=2126
+  _globals['_CANCELREQUEST']._serialized_end=2185
+  _globals['_CANCELRESPONSE']._serialized_start=2187
+  _globals['_CANCELRESPONSE']._serialized_end=2245
+  _globals['_HEADER']._serialized_start=2247
+  _globals['_HEADER']._serialized_end=2284
+  _globals['_HANDLEWEBHOOKREQUEST']._serialized_start=2287
+  _globals['_HANDLEWEBHOOKREQUEST']._serialized_end=2417
+  _globals['_HANDLEWEBHOOKRESPONSE']._serialized_start=2419
+  _globals['_HANDLEWEBHOOKRESPONSE']._serialized_end=2499
+  _globals['_DESCRIBEREQUEST']._serialized_start=2501
+  _globals['_DESCRIBEREQUEST']._serialized_end=2518
+  _globals['_CAPABILITIES']._serialized_start=2520
+  _globals['_CAPABILITIES']._serialized_end=2587
+  _globals['_DESCRIBERESPONSE']._serialized_start=2590
+  _globals['_DESCRIBERESPONSE']._serialized_end=2734
+  _globals['_PROVIDER']._serialized_start=3350
+  _globals['_PROVIDER']._serialized_end=3859
 # @@protoc_insertion_point(module_scope)

@@ -752,7 +752,7 @@ class LogLine(_message.Message):
 
     KIND_FIELD_NUMBER: _builtins.int
     CONTENT_FIELD_NUMBER: _builtins.int
-    TIME_FIELD_NUMBER: _builtins.int
+    TIME_UNIX_NANO_FIELD_NUMBER: _builtins.int
     STEP_ID_FIELD_NUMBER: _builtins.int
     STREAM_FIELD_NUMBER: _builtins.int
     STEP_STATUS_FIELD_NUMBER: _builtins.int
@@ -762,35 +762,37 @@ class LogLine(_message.Message):
     """Data or control."""
     content: _builtins.str
     """Data: the output text (no trailing newline). Control: the step name."""
+    time_unix_nano: _builtins.int
+    """When the line was produced, in nanoseconds since the Unix epoch (UTC).
+    A plain integer rather than a Timestamp, as OpenTelemetry logs do: logs
+    are the high-volume stream, and a submessage per line costs the control
+    plane more than the rest of the line.
+    """
     step_id: _builtins.int
     """0-based index of the step, unique and stable within the run."""
     stream: Global___LogStream.ValueType
-    """Data lines: stdout or stderr."""
+    """Data lines: stdout or stderr (ignored on control lines)."""
     step_status: Global___StepStatus.ValueType
-    """Control lines: start or end."""
+    """Control lines: start or end (ignored on data lines)."""
     step_kind: Global___StepKind.ValueType
-    """Control lines: system or user step."""
+    """Control lines: system or user step (ignored on data lines)."""
     step_command: _builtins.str
-    """Control start lines: the step's command."""
-    @_builtins.property
-    def time(self) -> _timestamp_pb2.Timestamp:
-        """When the line was produced."""
-
+    """Control start lines: the step's command (ignored on data lines)."""
     def __init__(
         self,
         *,
         kind: Global___LogKind.ValueType = ...,
         content: _builtins.str = ...,
-        time: _timestamp_pb2.Timestamp | None = ...,
+        time_unix_nano: _builtins.int = ...,
         step_id: _builtins.int = ...,
         stream: Global___LogStream.ValueType = ...,
         step_status: Global___StepStatus.ValueType = ...,
         step_kind: Global___StepKind.ValueType = ...,
         step_command: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "kind", b"kind", "step_command", b"step_command", "step_id", b"step_id", "step_kind", b"step_kind", "step_status", b"step_status", "stream", b"stream", "time", b"time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "kind", b"kind", "step_command", b"step_command", "step_id", b"step_id", "step_kind", b"step_kind", "step_status", b"step_status", "stream", b"stream", "time_unix_nano", b"time_unix_nano"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tack_provider_kit.loglines import tangled_json
+from tack_provider_kit.loglines import tangled_frames
 from tack_provider_kit.pb import provider_pb2 as pb
 from tack_provider_kit.servicer import split_batches
 from tack_sandbox.jetstream import SimulatedJetstream
@@ -215,7 +215,7 @@ class BenchStack:
 
 def log_frames(lines: list[pb.LogLine]) -> list[str]:
     """The /logs frames tack sends for these lines (the limit servers send these pre-encoded)."""
-    return [tangled_json(line) for line in lines]
+    return tangled_frames(lines)
 
 
 def log_messages(lines: list[pb.LogLine]) -> list[bytes]:
