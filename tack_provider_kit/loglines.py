@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterable, Iterator
 
 from tack_provider_kit.pb import provider_pb2 as pb
-from tack_provider_kit.timefmt import NS_PER_SECOND, utc_second_text
+from tack_provider_kit.timefmt import utc_second_text
 
 
 STDOUT = pb.LOG_STREAM_STDOUT
@@ -147,22 +147,26 @@ def tangled_frames(lines: Iterable[pb.LogLine]) -> list[str]:
     """
     frames: list[str] = []
     add = frames.append
-    second, prefix = -1, ""
+    second, prefix = "", ""
     for line in lines:
-        seconds, nanos = divmod(line.time_unix_nano, NS_PER_SECOND)
-        if seconds != second:
-            second, prefix = seconds, utc_second_text(seconds)
-        stamp = f"{prefix}.{nanos:09d}".rstrip("0") + "Z" if nanos else prefix + "Z"
+        # The decimal digits of the nanoseconds are the whole seconds then the nine fraction digits.
+        digits = str(line.time_unix_nano)
+        if len(digits) < 10:
+            digits = digits.rjust(10, "0")
+        if digits[:-9] != second:
+            second = digits[:-9]
+            prefix = utc_second_text(int(second)) + "."
+        stamp = (prefix + digits[-9:]).rstrip("0").rstrip(".")
         if line.kind != pb.LOG_KIND_CONTROL:
             add(
-                f'{{"kind":"data","content":{_json_string(line.content)},"time":"{stamp}",'
+                f'{{"kind":"data","content":{_json_string(line.content)},"time":"{stamp}Z",'
                 f'"step_id":{line.step_id}{_STREAM_FIELDS.get(line.stream, "")}}}'
             )
             continue
         step_kind = ',"step_kind":1' if line.step_kind == pb.STEP_KIND_USER else ""
         command = line.step_command
         add(
-            f'{{"kind":"control","content":{_json_string(line.content)},"time":"{stamp}",'
+            f'{{"kind":"control","content":{_json_string(line.content)},"time":"{stamp}Z",'
             f'"step_id":{line.step_id}{_STEP_STATUS_FIELDS.get(line.step_status, "")}{step_kind}'
             + (f',"step_command":{_json_string(command)}}}' if command else "}")
         )
