@@ -19,6 +19,7 @@ from tack_control.eventlog import EventLog
 from tack_control.intake import Intake
 from tack_control.jetstream import JetstreamIngest
 from tack_control.knots import KnotConsumers
+from tack_control.logframes import BUDGET_BYTES, LogFrames
 from tack_control.providers import ProviderClient, StatusWatcher
 from tack_control.registry import Registry
 from tack_control.statuses import StatusBook
@@ -160,6 +161,7 @@ def build_app(settings: Settings) -> web.Application:
     app[events_ws.EVENTS] = core.events
     app[logs_ws.DB] = core.conn
     app[logs_ws.PROVIDERS] = core.providers
+    app[logs_ws.FRAMES] = LogFrames(BUDGET_BYTES)
     app[xrpc.OWNER] = settings.owner_did
     app[wsutil.SOCKETS] = weakref.WeakSet()
     metrics.BUILD_INFO.info({"version": VERSION})

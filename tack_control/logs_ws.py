@@ -18,8 +18,10 @@ import time
 import grpc
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from google.protobuf.message import DecodeError
 
 from tack_control import metrics, wsutil
+from tack_control.logframes import LogFrames
 from tack_control.providers import ProviderClient
 from tack_control.records import is_host, is_rkey
 from tack_provider_kit.loglines import synthetic_log, tangled_frames
@@ -30,6 +32,7 @@ log = logging.getLogger(__name__)
 
 DB = web.AppKey("db", sqlite3.Connection)
 PROVIDERS = web.AppKey("providers", dict[str, ProviderClient])
+FRAMES = web.AppKey("log_frames", LogFrames)
 CLOSE_DONE = b"log stream complete"
 
 
@@ -58,7 +61,7 @@ def make_handler(ping_interval: float, send_timeout: float, connect_timeout: flo
             return _error(400, "NotWebSocket", "/logs is a WebSocket endpoint")
         if dispatch == "failed":
             metrics.LOGS_REQUESTS.labels("synthetic").inc()
-            return await wsutil.serve(request, ws, "logs", _synthetic(error, send_timeout))
+            return await wsutil.serve(request, ws, "logs", _synthetic(request, error, send_timeout))
         started = time.monotonic()
         while dispatch == "queued":
             # Not yet with its provider (which would not know it): hold the request briefly.
@@ -69,13 +72,13 @@ def make_handler(ping_interval: float, send_timeout: float, connect_timeout: flo
                 "SELECT dispatch, error FROM workflows WHERE knot=? AND rkey=? AND name=?", (knot, rkey, name)
             ).fetchone()
             if dispatch == "failed":
-                return await wsutil.serve(request, ws, "logs", _synthetic(error, send_timeout))
+                return await wsutil.serve(request, ws, "logs", _synthetic(request, error, send_timeout))
         provider = request.app[PROVIDERS].get(provider_name)
         if provider is None:
             return _error(503, "Unavailable", f"provider {provider_name!r} is not configured")
         key = pb.WorkflowKey(knot=knot, pipeline_rkey=rkey, workflow=name)
         # wait_for_ready: a provider that is reconnecting (just restarted) answers within the timeout.
-        call = provider.stub.Logs(pb.LogsRequest(key=key), wait_for_ready=True)
+        call = provider.logs_serialized(pb.LogsRequest(key=key), wait_for_ready=True)
         try:
             await asyncio.wait_for(call.initial_metadata(), connect_timeout)
             if call.done() and await call.code() != grpc.StatusCode.OK:
@@ -100,13 +103,20 @@ def make_handler(ping_interval: float, send_timeout: float, connect_timeout: flo
         async def pump(ws: web.WebSocketResponse) -> None:
             sender = wsutil.Sender(ws, "logs", send_timeout, request)
             pinger = asyncio.create_task(sender.ping_when_idle(ping_interval))
+            frames = request.app[FRAMES]
             try:
                 async for message in call:
-                    await sender.send_all(tangled_frames(message.lines))
+                    await sender.send_framed(frames.get(message))
             except grpc.aio.AioRpcError as exc:
                 log.info(
                     "provider log stream ended early",
                     extra={"provider": provider_name, "code": exc.code().name},
+                )
+            except DecodeError as exc:
+                # The viewer keeps what it has; the log ends as if the provider had stopped.
+                log.warning(
+                    "provider sent a malformed Logs message; log stream ended",
+                    extra={"provider": provider_name, "error": str(exc)},
                 )
             finally:
                 pinger.cancel()
@@ -125,9 +135,9 @@ class _RpcFailed(Exception):
         self.detail = detail
 
 
-def _synthetic(error: str, send_timeout: float) -> wsutil.Pump:
+def _synthetic(request: web.Request, error: str, send_timeout: float) -> wsutil.Pump:
     async def pump(ws: web.WebSocketResponse) -> None:
-        sender = wsutil.Sender(ws, "logs", send_timeout)
+        sender = wsutil.Sender(ws, "logs", send_timeout, request)
         lines = synthetic_log("tack", error or "the workflow failed before it started")
         await sender.send_all(tangled_frames(lines))
         await ws.close(code=1000, message=CLOSE_DONE)

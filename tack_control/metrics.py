@@ -49,6 +49,11 @@ WS_CLOSED_SLOW = Counter(
     "tack_ws_closed_slow_total", "WebSockets closed because the client did not read.", ["endpoint"]
 )
 LOGS_REQUESTS = Counter("tack_logs_requests_total", "/logs requests by result.", ["result"])
+LOGS_MESSAGES = Counter(
+    "tack_logs_messages_total",
+    "Provider Logs messages sent to /logs viewers, by whether they were encoded or shared from another viewer's encoding.",
+    ["source"],
+)
 WEBHOOKS = Counter(
     "tack_webhooks_total", "Webhook requests by provider and HTTP status.", ["provider", "code"]
 )

@@ -34,6 +34,9 @@ RETRYABLE = frozenset(
 )
 
 
+_LOGS_METHOD = "/{}/Logs".format(pb.DESCRIPTOR.services_by_name["Provider"].full_name)
+
+
 class ProviderClient:
     """The control plane's handle on one provider sidecar."""
 
@@ -43,6 +46,10 @@ class ProviderClient:
         self.channel = client.channel(address, tls_ca)
         self.stub = client.provider_stub(self.channel)
         self.health = health_pb2_grpc.HealthStub(self.channel)
+        # Logs with the messages left serialized: /logs encodes each distinct message once (LogFrames).
+        self.logs_serialized = self.channel.unary_stream(
+            _LOGS_METHOD, request_serializer=pb.LogsRequest.SerializeToString, response_deserializer=None
+        )
         self.up = False
         self.checked_at = 0.0
 

@@ -8,6 +8,7 @@ import struct
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterable
+from typing import NamedTuple
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
@@ -33,6 +34,46 @@ def _text_header(length: int) -> bytes:
     return _LEN64.pack(_TEXT_FIN, 127, length)
 
 
+class Framed(NamedTuple):
+    """Text frames ready for the wire: chunks of whole frames, each with its frame count."""
+
+    chunks: list[tuple[bytes, int]]
+    size: int
+
+
+CHUNK_BYTES = 64 << 10
+
+
+def frame_texts(texts: Iterable[str]) -> Framed:
+    """``texts`` as unmasked, uncompressed, final text frames, cut into chunks of about ``CHUNK_BYTES``.
+
+    Framed here rather than by aiohttp because one write per frame costs more
+    than encoding the frame, and sends each small frame as its own TCP segment
+    that wakes the client for that one frame.
+    """
+    chunks: list[tuple[bytes, int]] = []
+    parts: list[bytes] = []
+    add = parts.append
+    size = total = 0
+    for text in texts:
+        data = text.encode()
+        length = len(data)
+        add(_SHORT_HEADERS[length] if length < 126 else _text_header(length))
+        add(data)
+        size += length
+        if size >= CHUNK_BYTES:
+            chunk = b"".join(parts)
+            chunks.append((chunk, len(parts) // 2))
+            total += len(chunk)
+            parts, size = [], 0
+            add = parts.append
+    if parts:
+        chunk = b"".join(parts)
+        chunks.append((chunk, len(parts) // 2))
+        total += len(chunk)
+    return Framed(chunks, total)
+
+
 class SlowReader(Exception):
     """The client did not take a frame within the send timeout."""
 
@@ -40,21 +81,16 @@ class SlowReader(Exception):
 class Sender:
     """Sends text frames on one socket; SlowReader when the client takes nothing for ``timeout`` seconds.
 
-    Given the request, frames are framed here and written to the transport in
-    chunks of about ``CHUNK_BYTES``, waiting for the transport to drain as
-    aiohttp's own writer does: one write per frame through aiohttp costs more
-    than encoding the frame, and sends each small frame as its own TCP segment
-    that wakes the client for that one frame.
+    Frames go to the transport a chunk at a time (see :func:`frame_texts`),
+    waiting for the transport to drain as aiohttp's own writer does.
 
     The timeout is one watchdog timer per batch that re-arms itself from the
     last progress, not a timer per frame: a per-frame ``wait_for`` or
     ``asyncio.timeout`` costs more than the send it guards.
     """
 
-    CHUNK_BYTES = 64 << 10
-
     def __init__(
-        self, ws: web.WebSocketResponse, endpoint: str, timeout: float, request: web.BaseRequest | None = None
+        self, ws: web.WebSocketResponse, endpoint: str, timeout: float, request: web.BaseRequest
     ) -> None:
         self.ws = ws
         self.endpoint = endpoint
@@ -66,12 +102,12 @@ class Sender:
         self._watchdog: asyncio.TimerHandle | None = None
         self._timed_out = False
 
-    async def send(self, frame: str) -> None:
-        """Send one text frame; SlowReader if the client has not drained it in time."""
-        await self.send_all((frame,))
-
     async def send_all(self, frames: Iterable[str]) -> None:
-        """Send frames in order; SlowReader as :meth:`send`."""
+        """Send text frames in order; SlowReader if the client has not taken them in time."""
+        await self.send_framed(frame_texts(frames))
+
+    async def send_framed(self, framed: Framed) -> None:
+        """Send frames framed by :func:`frame_texts`, in order; SlowReader as :meth:`send_all`."""
         task = asyncio.current_task()
         assert task is not None
         self._batch_started = time.monotonic()
@@ -79,29 +115,9 @@ class Sender:
         self._watchdog = asyncio.get_running_loop().call_later(self.timeout, self._check, task)
         sent = 0
         try:
-            if self.request is None:
-                for frame in frames:
-                    await self.ws.send_str(frame)
-                    sent += 1
-                    self.last_sent = time.monotonic()
-                return
-            chunk: list[bytes] = []
-            add = chunk.append
-            size = 0
-            for frame in frames:
-                data = frame.encode()
-                length = len(data)
-                add(_SHORT_HEADERS[length] if length < 126 else _text_header(length))
-                add(data)
-                size += length
-                if size >= self.CHUNK_BYTES:
-                    sent += len(chunk) // 2
-                    await self._write(chunk)
-                    chunk, size = [], 0
-                    add = chunk.append
-            if chunk:
-                sent += len(chunk) // 2
+            for chunk, count in framed.chunks:
                 await self._write(chunk)
+                sent += count
         except asyncio.CancelledError:
             if self._timed_out and task.uncancel() == 0:
                 raise SlowReader from None
@@ -110,14 +126,13 @@ class Sender:
             self._watchdog.cancel()
             self.frames.inc(sent)
 
-    async def _write(self, chunk: list[bytes]) -> None:
+    async def _write(self, chunk: bytes) -> None:
         """Write whole frames to the transport, then wait while it is over its high-water mark."""
-        assert self.request is not None
         transport, protocol = self.request.transport, self.request.protocol
         if self.ws.closed or transport is None or transport.is_closing():
             # Closing (a close frame may be out): no data frame may follow.
             raise ConnectionResetError("WebSocket is closing")
-        transport.write(b"".join(chunk))
+        transport.write(chunk)
         self.last_sent = time.monotonic()
         if protocol.writing_paused:
             # aiohttp's own flow control (what its WebSocket writer awaits); aiohttp is pinned.

@@ -3,11 +3,11 @@
 ``python -m tests.bench.limits <role> <json>``:
 
 * ``ws``: a bare aiohttp server with tack's socket shape (a writer task per
-  socket, the handler reading), sending pre-encoded frames written the way
-  tack writes them (framed into ~64 KB chunks, one transport write each, then
-  aiohttp's drain). ``/events`` broadcasts the frames file to every
-  subscriber on each ``go`` command;
-  ``/logs`` sends the frames file and closes with 1000; ``/backfill?cursor=``
+  socket, the handler reading), writing frames the way tack writes them
+  (``wsutil.frame_texts``: ~64 KB chunks of whole frames, one transport write
+  each, then aiohttp's drain). The frames file is encoded and framed once at
+  start: ``/events`` broadcasts it to every subscriber on each ``go`` command;
+  ``/logs`` sends it and closes with 1000; ``/backfill?cursor=``
   reads the ``events`` table of a tack database in pages of 500 and sends each
   frame (raw SQLite read + send).
 * ``relay``: follows the knot like tack does (``websockets`` client) and, for
@@ -27,7 +27,7 @@ import json
 import sqlite3
 import struct
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import NoReturn
 
@@ -38,6 +38,7 @@ from websockets.asyncio.client import connect
 from tack_control.eventlog import STATUS_NSID
 from tack_control.statuses import status_record
 from tack_control.tid import TidClock
+from tack_control.wsutil import Framed, frame_texts
 from tack_provider_kit.pb import provider_pb2 as pb, provider_pb2_grpc as pb_grpc
 from tack_provider_kit.server import SERVER_OPTIONS
 from tack_provider_kit.timefmt import NS_PER_SECOND, timestamp_from_ns
@@ -73,33 +74,12 @@ def read_messages(path: str) -> list[bytes]:
     return out
 
 
-CHUNK_BYTES = 64 << 10
-
-
-def _header(length: int) -> bytes:
-    if length < 126:
-        return bytes((0x81, length))
-    if length < 1 << 16:
-        return struct.pack("!BBH", 0x81, 126, length)
-    return struct.pack("!BBQ", 0x81, 127, length)
-
-
-async def send_frames(request: web.Request, frames: Iterable[bytes]) -> None:
-    """Write pre-encoded text frames as tack does: framed into ~64 KB chunks, one write each, then drain."""
+async def send_framed(request: web.Request, framed: Framed) -> None:
+    """Write frames framed as tack frames them (``wsutil.frame_texts``): one write per chunk, then drain."""
     transport, protocol = request.transport, request.protocol
     assert transport is not None
-    chunk: list[bytes] = []
-    size = 0
-    for data in frames:
-        chunk += (_header(len(data)), data)
-        size += len(data)
-        if size >= CHUNK_BYTES:
-            transport.write(b"".join(chunk))
-            chunk, size = [], 0
-            if protocol.writing_paused:
-                await protocol._drain_helper()
-    if chunk:
-        transport.write(b"".join(chunk))
+    for chunk, _ in framed.chunks:
+        transport.write(chunk)
         if protocol.writing_paused:
             await protocol._drain_helper()
 
@@ -125,7 +105,8 @@ async def _listen(app: web.Application) -> tuple[web.AppRunner, int]:
 
 async def ws(link: Link, args: JsonDict) -> None:
     """The bare WebSocket server (see the module docstring)."""
-    frames = [f.encode() for f in read_frames(args["frames_file"])] if args.get("frames_file") else []
+    # Pre-encoded and pre-framed once: the same bytes go to every client.
+    framed = frame_texts(read_frames(args["frames_file"]) if args.get("frames_file") else [])
     db = sqlite3.connect(args["db_path"], check_same_thread=False) if args.get("db_path") else None
     go = asyncio.Event()
 
@@ -137,7 +118,7 @@ async def ws(link: Link, args: JsonDict) -> None:
             while True:
                 event = go
                 await event.wait()
-                await send_frames(request, frames)
+                await send_framed(request, framed)
 
         await _serve_socket(request, asyncio.create_task(write()), sock)
         return sock
@@ -147,7 +128,7 @@ async def ws(link: Link, args: JsonDict) -> None:
         await sock.prepare(request)
 
         async def write() -> None:
-            await send_frames(request, frames)
+            await send_framed(request, framed)
             await sock.close(code=1000, message=b"log stream complete")
 
         await _serve_socket(request, asyncio.create_task(write()), sock)
@@ -168,7 +149,7 @@ async def ws(link: Link, args: JsonDict) -> None:
                 ).fetchall()
                 if not rows:
                     await asyncio.Future()
-                await send_frames(request, (frame.encode() for _, frame in rows))
+                await send_framed(request, frame_texts(frame for _, frame in rows))
                 position = rows[-1][0]
 
         await _serve_socket(request, asyncio.create_task(write()), sock)
@@ -207,7 +188,7 @@ async def relay(link: Link, args: JsonDict) -> None:
                 frames = [await queue.get()]
                 while not queue.empty():
                     frames.append(queue.get_nowait())
-                await send_frames(request, (frame.encode() for frame in frames))
+                await send_framed(request, frame_texts(frames))
 
         try:
             await _serve_socket(request, asyncio.create_task(write()), sock)

@@ -1,0 +1,82 @@
+"""A provider that serves whatever bytes a test gives it, to see how the control plane takes bad ones.
+
+It speaks the contract's shape over real gRPC on loopback: health says
+SERVING, Spawn accepts every workflow as pending, WatchStatus stays open and
+quiet, and Logs sends the test's messages as raw bytes, unchecked, so a test
+can hand the control plane a message no protobuf library would build.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import grpc
+from grpc_health.v1 import health, health_pb2_grpc
+
+from tack_provider_kit.pb import provider_pb2 as pb
+
+
+SERVICE = pb.DESCRIPTOR.services_by_name["Provider"].full_name
+
+
+class RawLogsProvider:
+    """Serves ``messages`` as the Logs stream of every run it is asked about."""
+
+    def __init__(self, messages: list[bytes]) -> None:
+        self.messages = messages
+        self.logs_calls = 0
+        self.server = grpc.aio.server()
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), self.server)
+        handlers = {
+            "Spawn": grpc.unary_unary_rpc_method_handler(
+                self._spawn,
+                request_deserializer=pb.SpawnRequest.FromString,
+                response_serializer=pb.SpawnResponse.SerializeToString,
+            ),
+            "WatchStatus": grpc.unary_stream_rpc_method_handler(
+                self._watch,
+                request_deserializer=pb.WatchStatusRequest.FromString,
+                response_serializer=pb.StatusUpdate.SerializeToString,
+            ),
+            # No response_serializer: the bytes go out as they are.
+            "Logs": grpc.unary_stream_rpc_method_handler(
+                self._logs, request_deserializer=pb.LogsRequest.FromString
+            ),
+        }
+        self.server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+
+    @property
+    def address(self) -> str:
+        """host:port to put in TACK_PROVIDERS."""
+        return f"127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        """Listen."""
+        await self.server.start()
+
+    async def stop(self) -> None:
+        """Stop at once."""
+        await self.server.stop(None)
+
+    async def _spawn(self, request: pb.SpawnRequest, context: grpc.aio.ServicerContext) -> pb.SpawnResponse:
+        return pb.SpawnResponse(
+            acceptances=[
+                pb.Acceptance(workflow=w.name, created=True, status=pb.STATUS_PENDING)
+                for w in request.workflows
+            ]
+        )
+
+    async def _watch(
+        self, request: pb.WatchStatusRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.StatusUpdate]:
+        await context.send_initial_metadata(())
+        await asyncio.Future()  # open and quiet until cancelled
+        yield pb.StatusUpdate()  # pragma: no cover
+
+    async def _logs(self, request: pb.LogsRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+        self.logs_calls += 1
+        await context.send_initial_metadata(())
+        for message in self.messages:
+            yield message
