@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -65,12 +66,19 @@ class Core:
         )
 
     async def release_held_statuses(self) -> None:
-        """Publish statuses held for their createdAt second, as their seconds begin."""
+        """Publish statuses held for their createdAt second, as their seconds begin.
+
+        A status is only held for a second that has not begun, so the queue is
+        read once per second boundary, not again for every status held
+        meanwhile (with thousands held, that rereading was most of the work).
+        """
         while True:
             due = self.book.release_due()
             metrics.STATUSES_HELD.set(self.book.held())
-            wait = 5.0 if due is None else max(0.0, due - time.time())
-            await self.book.held_changed.wait(min(wait, 5.0))
+            if due is None:
+                await self.book.held_changed.wait(5.0)
+                due = math.floor(time.time()) + 1
+            await asyncio.sleep(max(0.0, due - time.time()))
 
     async def check_providers(self) -> None:
         """Keep each provider's health fresh for /readyz and the metrics."""
