@@ -14,6 +14,7 @@ from tack_control.app import build_app
 from tack_control.config import Settings
 from tack_provider_kit import logsetup
 from tack_provider_kit.env import ConfigError
+from tack_provider_kit.heap import freeze_startup_heap
 
 
 log = logging.getLogger("tack_control")
@@ -40,6 +41,7 @@ async def run(settings: Settings) -> None:
     await runner.setup()
     host, port = settings.listen
     await web.TCPSite(runner, host, port).start()
+    freeze_startup_heap()
     log.info("serving", extra={"hostname": settings.hostname, "listen": f"{host}:{port}", "pid": os.getpid()})
     try:
         await stop.wait()

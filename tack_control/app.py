@@ -24,6 +24,7 @@ from tack_control.logframes import BUDGET_BYTES, LogFrames
 from tack_control.providers import ProviderClient, StatusWatcher
 from tack_control.registry import Registry
 from tack_control.statuses import StatusBook
+from tack_provider_kit.sqlite import BackgroundCheckpoints
 
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ class Core:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.conn = open_db(settings.db_path)
+        self.checkpoints = BackgroundCheckpoints(self.conn, settings.db_path)
         self.events = EventLog(self.conn)
         self.book = StatusBook(self.conn, self.events)
         self.registry = Registry(self.conn, settings.hostname, settings.owner_did)
@@ -101,6 +103,7 @@ class Core:
         await self.dispatcher.close()
         for provider in self.providers.values():
             await provider.close()
+        self.checkpoints.close()
         self.conn.close()
 
 

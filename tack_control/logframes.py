@@ -12,7 +12,7 @@ from tack_provider_kit.pb import provider_pb2 as pb
 
 # Enough for the recent messages of the logs being followed live (a message is at most 1 MiB,
 # usually far less), small next to the memory of the sockets it serves.
-BUDGET_BYTES = 8 << 20
+BUDGET_BYTES = 4 << 20
 
 
 class LogFrames:

@@ -20,6 +20,7 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 
 from tack_provider_kit import env, logsetup, metrics
 from tack_provider_kit.client import MAX_MESSAGE_BYTES
+from tack_provider_kit.heap import freeze_startup_heap
 from tack_provider_kit.pb import provider_pb2 as pb, provider_pb2_grpc as pb_grpc
 from tack_provider_kit.provider import Provider
 from tack_provider_kit.servicer import ProviderServicer
@@ -148,6 +149,7 @@ async def serve(
     tasks: list[asyncio.Task[None]] = []
     try:
         await provider.startup()
+        freeze_startup_heap()
         tasks.append(asyncio.create_task(_track_health(provider, health)))
         tasks.append(asyncio.create_task(_prune(store, settings.retention_s)))
         await stop.wait()

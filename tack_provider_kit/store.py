@@ -119,6 +119,7 @@ class ProviderStore:
         self.provider = provider
         self.conn = sqlite.connect(path)
         self.conn.executescript(SCHEMA + extra_schema)
+        self.checkpoints = sqlite.BackgroundCheckpoints(self.conn, path)
         self.conn.execute(
             "INSERT OR IGNORE INTO outbox_meta (key, value) VALUES ('outbox_id', ?)", (uuid.uuid4().hex,)
         )
@@ -130,6 +131,7 @@ class ProviderStore:
 
     def close(self) -> None:
         """Close the database."""
+        self.checkpoints.close()
         self.conn.close()
 
     def get(self, key: RunKey) -> Run | None:
