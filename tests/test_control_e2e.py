@@ -37,16 +37,6 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
         yield s
 
 
-@pytest.fixture
-async def appview(stack: Stack) -> AsyncIterator[AppviewClient]:
-    client = AppviewClient(stack.cp.http)
-    await client.connect_events()
-    try:
-        yield client
-    finally:
-        await client.close()
-
-
 async def test_push_and_pull_request_run_every_workflow_to_its_scripted_end(
     stack: Stack, appview: AppviewClient
 ) -> None:

@@ -46,16 +46,6 @@ async def stack(tmp_path: Path, provider: RawLogsProvider) -> AsyncIterator[Stac
         yield s
 
 
-@pytest.fixture
-async def appview(stack: Stack) -> AsyncIterator[AppviewClient]:
-    client = AppviewClient(stack.cp.http)
-    await client.connect_events()
-    try:
-        yield client
-    finally:
-        await client.close()
-
-
 async def _accepted(stack: Stack, appview: AppviewClient) -> tuple[str, str]:
     """Push one workflow and wait until the provider accepted it (pending on /events)."""
     await registered(stack, OWNER)

@@ -43,6 +43,7 @@ from tack_provider_kit.pb import provider_pb2 as pb, provider_pb2_grpc as pb_grp
 from tack_provider_kit.server import SERVER_OPTIONS
 from tack_provider_kit.timefmt import NS_PER_SECOND, timestamp_from_ns
 from tests.bench.workers import JsonDict, Link, run_worker
+from tests.fakes.provider import accept_all
 
 
 PAGE = 500
@@ -255,12 +256,7 @@ class BareProvider(pb_grpc.ProviderServicer):
                 )
                 for queue in self.watchers:
                     queue.put_nowait(update)
-        return pb.SpawnResponse(
-            acceptances=[
-                pb.Acceptance(workflow=w.name, created=True, status=pb.STATUS_PENDING)
-                for w in request.workflows
-            ]
-        )
+        return accept_all(request)
 
     async def WatchStatus(
         self, request: pb.WatchStatusRequest, context: grpc.aio.ServicerContext

@@ -20,6 +20,15 @@ from tack_provider_kit.pb import provider_pb2 as pb
 SERVICE = pb.DESCRIPTOR.services_by_name["Provider"].full_name
 
 
+def accept_all(request: pb.SpawnRequest) -> pb.SpawnResponse:
+    """Every workflow of ``request`` accepted as a new, pending run."""
+    return pb.SpawnResponse(
+        acceptances=[
+            pb.Acceptance(workflow=w.name, created=True, status=pb.STATUS_PENDING) for w in request.workflows
+        ]
+    )
+
+
 class RawLogsProvider:
     """Serves ``messages`` as the Logs stream of every run it is asked about."""
 
@@ -38,7 +47,7 @@ class RawLogsProvider:
             "WatchStatus": grpc.unary_stream_rpc_method_handler(
                 self._watch,
                 request_deserializer=pb.WatchStatusRequest.FromString,
-                response_serializer=pb.StatusUpdate.SerializeToString,
+                response_serializer=pb.WatchStatusResponse.SerializeToString,
             ),
             # No response_serializer: the bytes go out as they are.
             "Logs": grpc.unary_stream_rpc_method_handler(
@@ -61,19 +70,14 @@ class RawLogsProvider:
         await self.server.stop(None)
 
     async def _spawn(self, request: pb.SpawnRequest, context: grpc.aio.ServicerContext) -> pb.SpawnResponse:
-        return pb.SpawnResponse(
-            acceptances=[
-                pb.Acceptance(workflow=w.name, created=True, status=pb.STATUS_PENDING)
-                for w in request.workflows
-            ]
-        )
+        return accept_all(request)
 
     async def _watch(
         self, request: pb.WatchStatusRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[pb.StatusUpdate]:
+    ) -> AsyncIterator[pb.WatchStatusResponse]:
         await context.send_initial_metadata(())
         await asyncio.Future()  # open and quiet until cancelled
-        yield pb.StatusUpdate()  # pragma: no cover
+        yield pb.WatchStatusResponse()  # pragma: no cover
 
     async def _logs(self, request: pb.LogsRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
         self.logs_calls += 1
