@@ -20,9 +20,8 @@ Pump = Callable[[web.WebSocketResponse], Awaitable[None]]
 _TEXT_FIN = 0x81  # FIN + text opcode; a server's frames are unmasked (RFC 6455 §5.2).
 _LEN16 = struct.Struct("!BBH")
 _LEN64 = struct.Struct("!BBQ")
-
-
 _SHORT_HEADERS = [bytes((_TEXT_FIN, n)) for n in range(126)]
+CHUNK_BYTES = 64 << 10
 
 
 def _text_header(length: int) -> bytes:
@@ -39,9 +38,7 @@ class Framed(NamedTuple):
 
     chunks: list[tuple[bytes, int]]
     size: int
-
-
-CHUNK_BYTES = 64 << 10
+    """Bytes in all chunks."""
 
 
 def frame_texts(texts: Iterable[str]) -> Framed:
