@@ -223,7 +223,12 @@ class ChaosRun:
             self.appview = AppviewClient(self.stack.cp.http)
             viewer = asyncio.create_task(self.appview.run_events(self.stop_appview, reconnect_delay=0.3))
             # An appview without a cursor (no message received yet) reconnects live only, as Tangled's does:
-            # warm up until it has seen a whole workflow, so every later reconnect resumes by cursor.
+            # warm up until it has seen a whole workflow, so every later reconnect resumes by cursor. The
+            # first push waits for that live connection, or the appview would miss its pending (and get
+            # it only later, from a rewound cursor, after running and success).
+            connect_by = time.monotonic() + 10
+            while not self.appview.events_connected and time.monotonic() < connect_by:
+                await asyncio.sleep(0.02)
             self._push()
             await self._settle(timeout=30)
             until = time.monotonic() + self.seconds
