@@ -134,11 +134,19 @@ _STEP_STATUS_FIELDS = {
 }
 
 
+def _first_second_stamp(digits: str) -> str:
+    """The frame time (without ``Z``) of a time within 1970's first second; 0 is unset, Go's zero time."""
+    if digits == "0":
+        return "0001-01-01T00:00:00"
+    return ("1970-01-01T00:00:00." + digits.rjust(9, "0")).rstrip("0")
+
+
 def tangled_frames(lines: Iterable[pb.LogLine]) -> list[str]:
     """Each line as the compact JSON text of one Tangled /logs frame, in order.
 
     Empty optional fields are omitted, ``step_kind`` is an integer, ``time`` is
-    Go's RFC3339Nano in UTC, and fields that do not apply to a line's kind are
+    Go's RFC3339Nano in UTC (an unset time is Go's zero time, as stock
+    spindles send it), and fields that do not apply to a line's kind are
     not sent (``stream`` on control lines, ``step_*`` on data lines); a line of
     unspecified kind is data. This runs once per log line served: the text is
     built with one f-string per line, and the whole-second prefix of the time
@@ -152,11 +160,12 @@ def tangled_frames(lines: Iterable[pb.LogLine]) -> list[str]:
         # The decimal digits of the nanoseconds are the whole seconds then the nine fraction digits.
         digits = str(line.time_unix_nano)
         if len(digits) < 10:
-            digits = digits.rjust(10, "0")
-        if digits[:-9] != second:
-            second = digits[:-9]
-            prefix = utc_second_text(int(second)) + "."
-        stamp = (prefix + digits[-9:]).rstrip("0").rstrip(".")
+            stamp = _first_second_stamp(digits)
+        else:
+            if digits[:-9] != second:
+                second = digits[:-9]
+                prefix = utc_second_text(int(second)) + "."
+            stamp = (prefix + digits[-9:]).rstrip("0").rstrip(".")
         if line.kind != pb.LOG_KIND_CONTROL:
             add(
                 f'{{"kind":"data","content":{_json_string(line.content)},"time":"{stamp}Z",'

@@ -52,11 +52,13 @@ BASE_NS = 1_700_000_000 * NS_PER_SECOND
         (BASE_NS + 123_456_000, "2023-11-14T22:13:20.123456Z"),
         (BASE_NS + 1, "2023-11-14T22:13:20.000000001Z"),
         (BASE_NS + 999_999_999, "2023-11-14T22:13:20.999999999Z"),
-        (0, "1970-01-01T00:00:00Z"),
+        (1, "1970-01-01T00:00:00.000000001Z"),
+        (999_999_990, "1970-01-01T00:00:00.99999999Z"),
+        (0, "0001-01-01T00:00:00Z"),
     ],
 )
 def test_log_line_time_is_rfc3339_nano_trimmed_like_go(ns: int, text: str) -> None:
-    """A frame's time is UTC with Z, the fraction's trailing zeros trimmed and a zero fraction dropped."""
+    """A frame's time is UTC with Z, the fraction's trailing zeros trimmed, a zero fraction dropped; 0 (unset) is Go's zero time."""
     assert loglines.tangled_dict(loglines.data_line(0, "x", ns=ns))["time"] == text
 
 
@@ -202,7 +204,9 @@ def test_tangled_json_is_compact_utf8() -> None:
 
 
 def _go_rfc3339_nano(ns: int) -> str:
-    """Go's RFC3339Nano in UTC, written independently of the code under test."""
+    """Go's RFC3339Nano in UTC, written independently of the code under test; 0 is Go's zero time."""
+    if ns == 0:
+        return "0001-01-01T00:00:00Z"
     seconds, nanos = divmod(ns, NS_PER_SECOND)
     whole = (datetime.datetime(1970, 1, 1) + datetime.timedelta(seconds=seconds)).isoformat()
     fraction = str(nanos).rjust(9, "0").rstrip("0")
@@ -233,7 +237,9 @@ _log_lines = st_.builds(
     pb.LogLine,
     kind=st_.sampled_from(list(pb.LogKind.values())),
     content=st_.text(),
-    time_unix_nano=st_.integers(0, 4_102_444_800 * NS_PER_SECOND),
+    time_unix_nano=st_.one_of(
+        st_.integers(0, 2 * NS_PER_SECOND), st_.integers(0, 4_102_444_800 * NS_PER_SECOND)
+    ),
     step_id=st_.integers(0, 2**32 - 1),
     stream=st_.sampled_from(list(pb.LogStream.values())),
     step_status=st_.sampled_from(list(pb.StepStatus.values())),
@@ -261,7 +267,7 @@ def test_tangled_frames_time_follows_each_line_across_seconds() -> None:
         "2023-11-14T22:13:21Z",
         "2023-11-14T22:13:20.000000007Z",
         "2023-11-14T22:13:20.000000007Z",
-        "1970-01-01T00:00:00Z",
+        "0001-01-01T00:00:00Z",
         "2023-11-14T22:13:20Z",
     ]
 

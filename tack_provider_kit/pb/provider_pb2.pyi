@@ -764,6 +764,7 @@ class LogLine(_message.Message):
     """Data: the output text (no trailing newline). Control: the step name."""
     time_unix_nano: _builtins.int
     """When the line was produced, in nanoseconds since the Unix epoch (UTC).
+    0 means not known; Tangled is then sent Go's zero time, as stock spindles do.
     A plain integer rather than a Timestamp, as OpenTelemetry logs do: logs
     are the high-volume stream, and a submessage per line costs the control
     plane more than the rest of the line.
