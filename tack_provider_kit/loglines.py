@@ -116,14 +116,9 @@ class StepLog:
 
 
 def tangled_dict(line: pb.LogLine) -> dict[str, object]:
-    """The Tangled LogLine object for ``line`` (parsed from :func:`tangled_json`, the one encoder)."""
-    out: dict[str, object] = json.loads(tangled_json(line))
+    """The Tangled LogLine object for ``line``, parsed from its frame (:func:`tangled_frames` is the one encoder)."""
+    out: dict[str, object] = json.loads(tangled_frames((line,))[0])
     return out
-
-
-def tangled_json(line: pb.LogLine) -> str:
-    """``line`` as the compact JSON text of one Tangled /logs frame (see :func:`tangled_frames`)."""
-    return tangled_frames((line,))[0]
 
 
 _json_string = json.encoder.encode_basestring

@@ -12,10 +12,6 @@ NS_PER_SECOND = 1_000_000_000
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
-def _utc_seconds(ns: int) -> str:
-    return utc_second_text(ns // NS_PER_SECOND)
-
-
 @functools.lru_cache(maxsize=4096)
 def utc_second_text(seconds: int) -> str:
     """Unix seconds as ``YYYY-MM-DDTHH:MM:SS`` in UTC (no offset); cached, as logs repeat seconds a lot."""
@@ -24,7 +20,7 @@ def utc_second_text(seconds: int) -> str:
 
 def rfc3339_seconds(ns: int) -> str:
     """Format Unix nanoseconds as whole-second RFC 3339 in UTC with ``Z``, as stock spindles do."""
-    return _utc_seconds(ns) + "Z"
+    return utc_second_text(ns // NS_PER_SECOND) + "Z"
 
 
 def timestamp_from_ns(ns: int) -> Timestamp:

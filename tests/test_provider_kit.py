@@ -193,9 +193,9 @@ def test_tangled_dict_system_step_omits_step_kind() -> None:
     }
 
 
-def test_tangled_json_is_compact_utf8() -> None:
-    """tangled_json is compact JSON that keeps non-ASCII text as is."""
-    text = loglines.tangled_json(loglines.data_line(0, "héllo ✓", ns=BASE_NS))
+def test_tangled_frames_are_compact_utf8() -> None:
+    """A frame is compact JSON that keeps non-ASCII text as is."""
+    [text] = loglines.tangled_frames([loglines.data_line(0, "héllo ✓", ns=BASE_NS)])
     assert (
         text
         == '{"kind":"data","content":"héllo ✓","time":"2023-11-14T22:13:20Z","step_id":0,"stream":"stdout"}'

@@ -72,7 +72,7 @@ def summary(lines: list[pb.LogLine]) -> list[tuple[str, int, str, str]]:
     """(kind, step_id, step_status or stream, content) per line, for exact comparisons."""
     out = []
     for line in lines:
-        frame = loglines.tangled_dict(line)
+        frame = json.loads(loglines.tangled_frames([line])[0])
         edge = frame.get("step_status", frame.get("stream", ""))
         out.append((str(frame["kind"]), line.step_id, str(edge), line.content))
     return out
@@ -83,7 +83,7 @@ def assert_well_framed(lines: list[pb.LogLine], since_ns: int) -> None:
     started: list[int] = []
     ended: list[int] = []
     for line in lines:
-        frame = json.loads(loglines.tangled_json(line))
+        frame = json.loads(loglines.tangled_frames([line])[0])
         assert RFC3339_Z.match(frame["time"]), frame
         when = dt.datetime.fromisoformat(frame["time"])
         assert since_ns / 1e9 - 1 <= when.timestamp() <= time.time() + 1, frame
