@@ -29,6 +29,8 @@ class LogFrames:
         self.budget = budget
         self.held = 0
         self._entries: OrderedDict[bytes, Framed] = OrderedDict()
+        self._shared = metrics.LOGS_MESSAGES.labels("shared")
+        self._encoded = metrics.LOGS_MESSAGES.labels("encoded")
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -38,10 +40,10 @@ class LogFrames:
         framed = self._entries.get(message)
         if framed is not None:
             self._entries.move_to_end(message)
-            metrics.LOGS_MESSAGES.labels("shared").inc()
+            self._shared.inc()
             return framed
         framed = frame_texts(tangled_frames(pb.LogsResponse.FromString(message).lines))
-        metrics.LOGS_MESSAGES.labels("encoded").inc()
+        self._encoded.inc()
         cost = len(message) + framed.size
         if cost <= self.budget // 4:
             self._entries[message] = framed

@@ -55,7 +55,7 @@ def frame_texts(texts: Iterable[str]) -> Framed:
     for text in texts:
         data = text.encode()
         length = len(data)
-        add(_SHORT_HEADERS[length] if length < 126 else _text_header(length))
+        add(_text_header(length))
         add(data)
         size += length
         if size >= CHUNK_BYTES:
@@ -181,7 +181,18 @@ async def serve(
         except (ConnectionResetError, RuntimeError):
             pass
 
-    writer = asyncio.create_task(write())
+    try:
+        await read_until_closed(ws, asyncio.create_task(write()))
+    finally:
+        gauge.dec()
+    return ws
+
+
+async def read_until_closed(ws: web.WebSocketResponse, writer: asyncio.Task[None]) -> None:
+    """Read and discard until the client closes or the socket fails, then stop ``writer``.
+
+    Reading stays in the handler task, as aiohttp requires.
+    """
     try:
         async for msg in ws:
             if msg.type in (WSMsgType.CLOSE, WSMsgType.ERROR):
@@ -190,8 +201,6 @@ async def serve(
         writer.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await writer
-        gauge.dec()
-    return ws
 
 
 async def close_all(app: web.Application) -> None:

@@ -22,7 +22,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import sqlite3
 import struct
@@ -32,13 +31,13 @@ from pathlib import Path
 from typing import NoReturn
 
 import grpc
-from aiohttp import WSMsgType, web
+from aiohttp import web
 from websockets.asyncio.client import connect
 
 from tack_control.eventlog import STATUS_NSID
 from tack_control.statuses import status_record
 from tack_control.tid import TidClock
-from tack_control.wsutil import Framed, frame_texts
+from tack_control.wsutil import Framed, frame_texts, read_until_closed
 from tack_provider_kit.pb import provider_pb2 as pb, provider_pb2_grpc as pb_grpc
 from tack_provider_kit.server import SERVER_OPTIONS
 from tack_provider_kit.timefmt import NS_PER_SECOND, timestamp_from_ns
@@ -85,17 +84,6 @@ async def send_framed(request: web.Request, framed: Framed) -> None:
             await protocol._drain_helper()
 
 
-async def _serve_socket(request: web.Request, writer: asyncio.Task[None], ws: web.WebSocketResponse) -> None:
-    try:
-        async for msg in ws:
-            if msg.type in (WSMsgType.CLOSE, WSMsgType.ERROR):
-                break
-    finally:
-        writer.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await writer
-
-
 async def _listen(app: web.Application) -> tuple[web.AppRunner, int]:
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
@@ -121,7 +109,7 @@ async def ws(link: Link, args: JsonDict) -> None:
                 await event.wait()
                 await send_framed(request, framed)
 
-        await _serve_socket(request, asyncio.create_task(write()), sock)
+        await read_until_closed(sock, asyncio.create_task(write()))
         return sock
 
     async def logs_handler(request: web.Request) -> web.WebSocketResponse:
@@ -132,7 +120,7 @@ async def ws(link: Link, args: JsonDict) -> None:
             await send_framed(request, framed)
             await sock.close(code=1000, message=b"log stream complete")
 
-        await _serve_socket(request, asyncio.create_task(write()), sock)
+        await read_until_closed(sock, asyncio.create_task(write()))
         return sock
 
     async def backfill_handler(request: web.Request) -> web.WebSocketResponse:
@@ -153,7 +141,7 @@ async def ws(link: Link, args: JsonDict) -> None:
                 await send_framed(request, frame_texts(frame for _, frame in rows))
                 position = rows[-1][0]
 
-        await _serve_socket(request, asyncio.create_task(write()), sock)
+        await read_until_closed(sock, asyncio.create_task(write()))
         return sock
 
     app = web.Application()
@@ -192,7 +180,7 @@ async def relay(link: Link, args: JsonDict) -> None:
                 await send_framed(request, frame_texts(frames))
 
         try:
-            await _serve_socket(request, asyncio.create_task(write()), sock)
+            await read_until_closed(sock, asyncio.create_task(write()))
         finally:
             subscribers.discard(queue)
         return sock
