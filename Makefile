@@ -16,7 +16,7 @@ help:
 	@echo "make bench    run the benchmarks (results in bench-results/latest.json)"
 	@echo "make chaos    run the chaos harness (CHAOS_SECONDS, CHAOS_SEED)"
 	@echo "make soak     run the chaos harness at steady load for SOAK_SECONDS"
-	@echo "make proto    regenerate tack_provider_kit/pb from proto/"
+	@echo "make proto    regenerate tack_common/pb from proto/"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)

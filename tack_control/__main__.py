@@ -10,11 +10,11 @@ import sys
 
 from aiohttp import web
 
-from tack_control.app import build_app
+from tack_common import logsetup
+from tack_common.env import ConfigError
+from tack_common.heap import freeze_startup_heap
 from tack_control.config import Settings
-from tack_provider_kit import logsetup
-from tack_provider_kit.env import ConfigError
-from tack_provider_kit.heap import freeze_startup_heap
+from tack_control.web.app import build_app
 
 
 log = logging.getLogger("tack_control")

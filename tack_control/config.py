@@ -6,9 +6,9 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from tack_control.records import is_did, is_host
-from tack_provider_kit import env
-from tack_provider_kit.env import ConfigError
+from tack_common import env
+from tack_common.env import ConfigError
+from tack_control.ingest.wire import is_did, is_host
 
 
 DEFAULT_JETSTREAM = "wss://jetstream1.us-west.bsky.network/subscribe"

@@ -18,11 +18,11 @@ import websockets
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from websockets.asyncio.client import connect
 
+from tack_common import client
+from tack_common.env import ConfigError
+from tack_common.pb import provider_pb2 as pb
 from tack_control.config import Settings
-from tack_control.db import open_db
-from tack_provider_kit import client
-from tack_provider_kit.env import ConfigError
-from tack_provider_kit.pb import provider_pb2 as pb
+from tack_control.engine.db import open_db
 
 
 TIMEOUT_S = 5.0

@@ -19,8 +19,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from tack_common.pb import provider_pb2 as pb
 from tack_provider_buildkite.workflow_config import WHERE, BuildkiteConfig
-from tack_provider_kit.pb import provider_pb2 as pb
 from tack_provider_kit.provider import InvalidArgument
 from tack_provider_kit.store import RunKey
 

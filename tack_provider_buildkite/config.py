@@ -6,8 +6,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from tack_provider_kit import env
-from tack_provider_kit.env import ConfigError
+from tack_common import env
+from tack_common.env import ConfigError
 
 
 SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")

@@ -17,12 +17,12 @@ import logging
 import time
 from typing import Any
 
+from tack_common import status as st
 from tack_provider_buildkite import metrics
 from tack_provider_buildkite.api import ApiError, BuildkiteClient, OutcomeUnknown, Unreachable
 from tack_provider_buildkite.build_request import meta_data_for
 from tack_provider_buildkite.runs import QUEUED, REJECTED, SENDING, BuildRef, RunBook
 from tack_provider_buildkite.tracker import Tracker
-from tack_provider_kit import status as st
 from tack_provider_kit.store import ProviderStore, RunKey
 
 

@@ -32,13 +32,13 @@ import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping, Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
+from tack_common import loglines
+from tack_common.notify import Notifier
+from tack_common.pb import provider_pb2 as pb
 from tack_provider_buildkite import metrics
 from tack_provider_buildkite.api import ApiError, Reply, Unreachable
 from tack_provider_buildkite.logtext import LogCleaner, LogText
 from tack_provider_buildkite.states import JOB_RUNNING, JOB_TERMINAL, build_is_final, job_label, parse_time
-from tack_provider_kit import loglines
-from tack_provider_kit.notify import Notifier
-from tack_provider_kit.pb import provider_pb2 as pb
 
 
 log = logging.getLogger(__name__)

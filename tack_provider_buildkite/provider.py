@@ -8,6 +8,8 @@ import os
 import signal
 from collections.abc import AsyncIterator, Sequence
 
+from tack_common import loglines, status as st
+from tack_common.pb import provider_pb2 as pb
 from tack_provider_buildkite import build_request, workflow_config
 from tack_provider_buildkite.api import ApiError, BuildkiteClient, Unreachable
 from tack_provider_buildkite.config import Settings
@@ -17,8 +19,6 @@ from tack_provider_buildkite.ratelimit import RateLimiter
 from tack_provider_buildkite.runs import QUEUED, REJECTED, BuildRef, RunBook
 from tack_provider_buildkite.tracker import Tracker
 from tack_provider_buildkite.webhooks import WebhookHandler
-from tack_provider_kit import loglines, status as st
-from tack_provider_kit.pb import provider_pb2 as pb
 from tack_provider_kit.provider import Provider, Unavailable
 from tack_provider_kit.store import JSONDict, ProviderStore, Run
 

@@ -20,8 +20,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from tack_provider_kit import sqlite
-from tack_provider_kit.notify import Notifier
+from tack_common import sqlite
+from tack_common.notify import Notifier
 from tack_provider_kit.store import JSONDict, ProviderStore
 
 

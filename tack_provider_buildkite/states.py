@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tack_provider_kit import status as st
+from tack_common import status as st
 
 
 BUILD_TERMINAL = frozenset({"passed", "failed", "canceled", "skipped", "not_run", "waiting_failed"})

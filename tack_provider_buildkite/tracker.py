@@ -22,11 +22,11 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from tack_common import status as st
 from tack_provider_buildkite import metrics
 from tack_provider_buildkite.api import ApiError, BuildkiteClient, Unreachable
 from tack_provider_buildkite.runs import BuildRef, RunBook
 from tack_provider_buildkite.states import build_verdict
-from tack_provider_kit import status as st
 from tack_provider_kit.store import ProviderStore
 
 

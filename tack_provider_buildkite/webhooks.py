@@ -19,11 +19,11 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from tack_common.pb import provider_pb2 as pb
 from tack_provider_buildkite import metrics, webhook_auth
 from tack_provider_buildkite.build_request import key_from_meta_data
 from tack_provider_buildkite.runs import BuildRef, RunBook
 from tack_provider_buildkite.tracker import Tracker
-from tack_provider_kit.pb import provider_pb2 as pb
 from tack_provider_kit.store import ProviderStore
 
 

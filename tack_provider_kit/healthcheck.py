@@ -13,7 +13,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tack_provider_kit import client
+from tack_common import client
 
 
 async def serving(address: str, timeout: float = 3.0, tls_ca: bytes | None = None) -> bool:

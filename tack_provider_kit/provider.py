@@ -10,8 +10,8 @@ from __future__ import annotations
 import abc
 from collections.abc import AsyncIterator, Sequence
 
-from tack_provider_kit import status as st
-from tack_provider_kit.pb import provider_pb2 as pb
+from tack_common import status as st
+from tack_common.pb import provider_pb2 as pb
 from tack_provider_kit.store import JSONDict, ProviderStore, Run
 
 

@@ -18,10 +18,11 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 from prometheus_client.aiohttp import make_aiohttp_handler
 
-from tack_provider_kit import env, logsetup, metrics
-from tack_provider_kit.client import MAX_MESSAGE_BYTES
-from tack_provider_kit.heap import freeze_startup_heap
-from tack_provider_kit.pb import provider_pb2 as pb, provider_pb2_grpc as pb_grpc
+from tack_common import env, logsetup
+from tack_common.client import MAX_MESSAGE_BYTES
+from tack_common.heap import freeze_startup_heap
+from tack_common.pb import provider_pb2 as pb, provider_pb2_grpc as pb_grpc
+from tack_provider_kit import metrics
 from tack_provider_kit.provider import Provider
 from tack_provider_kit.servicer import ProviderServicer
 from tack_provider_kit.store import ProviderStore

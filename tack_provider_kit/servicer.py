@@ -8,8 +8,9 @@ from typing import NoReturn
 
 import grpc
 
+from tack_common.client import OUTBOX_ID_HEADER
+from tack_common.pb import provider_pb2 as pb, provider_pb2_grpc as pb_grpc
 from tack_provider_kit import metrics
-from tack_provider_kit.pb import provider_pb2 as pb, provider_pb2_grpc as pb_grpc
 from tack_provider_kit.provider import InvalidArgument, Provider, Unavailable
 from tack_provider_kit.store import RunKey
 
@@ -24,7 +25,6 @@ async def abort(context: grpc.aio.ServicerContext, code: grpc.StatusCode, messag
 
 
 MAX_LINES_PER_MESSAGE = 1000
-OUTBOX_ID_HEADER = "tack-outbox-id"
 MAX_BYTES_PER_MESSAGE = 1 << 20
 
 _DETAILS = {

@@ -16,10 +16,11 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from tack_provider_kit import metrics, sqlite, status as st
-from tack_provider_kit.notify import Notifier
-from tack_provider_kit.pb import provider_pb2 as pb
-from tack_provider_kit.timefmt import timestamp_from_ns
+from tack_common import sqlite, status as st
+from tack_common.notify import Notifier
+from tack_common.pb import provider_pb2 as pb
+from tack_common.timefmt import timestamp_from_ns
+from tack_provider_kit import metrics
 
 
 SCHEMA = """

@@ -10,9 +10,10 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from tack_provider_kit import loglines, sqlite, status as st
-from tack_provider_kit.notify import Notifier
-from tack_provider_kit.pb import provider_pb2 as pb
+from tack_common import loglines, sqlite, status as st
+from tack_common.notify import Notifier
+from tack_common.pb import provider_pb2 as pb
+from tack_provider_kit import logbatch
 from tack_provider_kit.provider import InvalidArgument, Provider
 from tack_provider_kit.servicer import MAX_LINES_PER_MESSAGE
 from tack_provider_kit.store import JSONDict, ProviderStore, Run
@@ -105,7 +106,7 @@ class StubProvider(Provider):
             ).fetchall()
             if rows:
                 idx += len(rows)
-                yield loglines.logs_response(row[0] for row in rows)
+                yield logbatch.logs_response(row[0] for row in rows)
                 continue
             current = self.store.get_by_id(run.id)
             if current is None or current.terminal:

@@ -26,7 +26,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tack_control.tid import TidClock
+from tack_common.tid import TidClock
 from tack_sandbox._loopback import (
     JsonObject,
     LoopbackWebSocketServer,

@@ -22,7 +22,7 @@ from typing import Literal
 
 from aiohttp import web
 
-from tack_control.tid import TidClock
+from tack_common.tid import TidClock
 from tack_sandbox._loopback import (
     JsonObject,
     LoopbackWebSocketServer,

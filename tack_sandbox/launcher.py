@@ -23,8 +23,8 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from tack_provider_kit import env as envlib
-from tack_provider_kit.status import TERMINAL_NAMES
+from tack_common import env as envlib
+from tack_common.status import TERMINAL_NAMES
 from tack_sandbox import demo
 from tack_sandbox.jetstream import SimulatedJetstream
 from tack_sandbox.knot import SimulatedKnot, pipeline_record

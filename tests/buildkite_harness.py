@@ -16,8 +16,8 @@ from typing import Any
 import grpc
 from aiohttp import web
 
-from tack_provider_kit.client import provider_stub
-from tack_provider_kit.pb import provider_pb2 as pb
+from tack_common.client import provider_stub
+from tack_common.pb import provider_pb2 as pb
 from tests.fakes.buildkite import DEFAULT_TOKEN, FakeBuildkite
 from tests.procs import ProviderProcess
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import aiohttp
 
-from tack_provider_kit.status import TERMINAL_NAMES
+from tack_common.status import TERMINAL_NAMES
 from tack_sandbox.jetstream import SimulatedJetstream
 from tack_sandbox.knot import SimulatedKnot, pipeline_record, workflow_entry
 from tests.buildkite_harness import WEBHOOK_SECRET, BuildkiteProcess

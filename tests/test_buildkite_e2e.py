@@ -10,7 +10,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tack_provider_kit.timefmt import NS_PER_SECOND
+from tack_common.timefmt import NS_PER_SECOND
 from tests.buildkite_harness import WEBHOOK_SECRET
 from tests.fakes.appview import AppviewClient, parse_rfc3339, render
 from tests.fakes.buildkite import DEFAULT_TOKEN

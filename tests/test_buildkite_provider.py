@@ -17,13 +17,13 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
+from tack_common import status as st
+from tack_common.client import provider_stub
+from tack_common.pb import provider_pb2 as pb, provider_pb2_grpc as pb_grpc
 from tack_provider_buildkite.api import BuildkiteClient
 from tack_provider_buildkite.ratelimit import RateLimiter
 from tack_provider_buildkite.runs import SCHEMA, BuildRef, RunBook
 from tack_provider_buildkite.tracker import Tracker
-from tack_provider_kit import status as st
-from tack_provider_kit.client import provider_stub
-from tack_provider_kit.pb import provider_pb2 as pb, provider_pb2_grpc as pb_grpc
 from tack_provider_kit.store import ProviderStore, RunKey
 from tests.buildkite_harness import (
     WEBHOOK_SECRET,

@@ -9,13 +9,13 @@ from typing import Any
 import pytest
 from multidict import CIMultiDict
 
+from tack_common import status as st
+from tack_common.env import ConfigError
+from tack_common.pb import provider_pb2 as pb
 from tack_provider_buildkite import build_request, logtext, ratelimit, states, webhook_auth, workflow_config
 from tack_provider_buildkite.api import Reply
 from tack_provider_buildkite.config import Settings
 from tack_provider_buildkite.logs import BuildFeed, JobTail, LogView, Shared, content_range
-from tack_provider_kit import status as st
-from tack_provider_kit.env import ConfigError
-from tack_provider_kit.pb import provider_pb2 as pb
 from tack_provider_kit.provider import InvalidArgument
 from tack_provider_kit.store import RunKey
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tack_provider_kit.pb import provider_pb2 as pb
+from tack_common.pb import provider_pb2 as pb
 from tests.buildkite_harness import (
     WEBHOOK_SECRET,
     BuildkiteProcess,

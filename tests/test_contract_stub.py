@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tack_provider_kit.pb import provider_pb2 as pb
+from tack_common.pb import provider_pb2 as pb
 from tests.contract.checks import CHECKS, Flavour, ProviderTarget
 from tests.procs import StubProcess
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tack_provider_kit.timefmt import NS_PER_SECOND
+from tack_common.timefmt import NS_PER_SECOND
 from tack_sandbox.knot import pipeline_record, workflow_entry
 from tests.fakes.appview import AppviewClient, parse_rfc3339, render
 from tests.stack import (

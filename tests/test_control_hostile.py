@@ -30,10 +30,14 @@ from hypothesis import (
     strategies as st,
 )
 
-from tack_control.db import open_db
-from tack_control.eventlog import EventLog
-from tack_control.intake import Intake
-from tack_control.records import (
+from tack_common.sqlite import Transaction
+from tack_control.engine.db import open_db
+from tack_control.engine.eventlog import EventLog
+from tack_control.engine.statuses import StatusBook
+from tack_control.ingest.intake import Intake
+from tack_control.ingest.registry import REPO, Registry
+from tack_control.ingest.routing import Route, route
+from tack_control.ingest.wire import (
     MAX_FIELD,
     MAX_RAW_BYTES,
     BadRecord,
@@ -44,10 +48,6 @@ from tack_control.records import (
     parse_pipeline,
     parse_repo,
 )
-from tack_control.registry import REPO, Registry
-from tack_control.routing import Route, route
-from tack_control.statuses import StatusBook
-from tack_provider_kit.sqlite import Transaction
 
 
 HOST = "spindle.example.com"

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tack_provider_kit import loglines
-from tack_provider_kit.pb import provider_pb2 as pb
+from tack_common import loglines
+from tack_common.pb import provider_pb2 as pb
 from tests.fakes.appview import AppviewClient, render
 from tests.fakes.provider import RawLogsProvider
 from tests.stack import OWNER, QUICK, Stack, metric, registered, stub_workflow

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tack_provider_kit import status as st
+from tack_common import status as st
 from tests.fakes.appview import AppviewClient
 from tests.stack import OWNER, TERMINAL, Stack, registered, stub_runs, stub_workflow
 

@@ -19,14 +19,20 @@ from typing import Any
 import pytest
 from google.protobuf.message import DecodeError
 
+from tack_common import loglines
+from tack_common.env import ConfigError
+from tack_common.pb import provider_pb2 as pb
+from tack_common.sqlite import Transaction
+from tack_common.tid import is_tid, parse_tid, tid_from_time_us
 from tack_control.config import Settings, parse_providers
-from tack_control.db import open_db
-from tack_control.dispatch import Queued, spawn_request
-from tack_control.eventlog import STATUS_NSID, EventLog
-from tack_control.events_ws import start_cursor
-from tack_control.intake import PIPELINE_NSID, Intake
-from tack_control.logframes import LogFrames
-from tack_control.records import (
+from tack_control.engine.db import open_db
+from tack_control.engine.dispatch import Queued, spawn_request
+from tack_control.engine.eventlog import STATUS_NSID, EventLog
+from tack_control.engine.statuses import StatusBook, pipeline_uri, status_record
+from tack_control.ingest.intake import PIPELINE_NSID, Intake
+from tack_control.ingest.registry import COLLABORATOR, MEMBER, REPO, Applied, Registry
+from tack_control.ingest.routing import MAX_ALIASES, MAX_DEPTH, MAX_NODES, MAX_YAML_BYTES, Route, route
+from tack_control.ingest.wire import (
     MAX_FIELD,
     MAX_RAW_BYTES,
     MAX_WORKFLOWS,
@@ -42,15 +48,10 @@ from tack_control.records import (
     parse_pipeline,
     parse_repo,
 )
-from tack_control.registry import COLLABORATOR, MEMBER, REPO, Applied, Registry
-from tack_control.routing import MAX_ALIASES, MAX_DEPTH, MAX_NODES, MAX_YAML_BYTES, Route, route
-from tack_control.statuses import StatusBook, pipeline_uri, status_record
-from tack_control.tid import is_tid, parse_tid, tid_from_time_us
-from tack_control.wsutil import Framed
-from tack_provider_kit import loglines
-from tack_provider_kit.env import ConfigError
-from tack_provider_kit.pb import provider_pb2 as pb
-from tack_provider_kit.sqlite import Transaction
+from tack_control.web import tangled_json
+from tack_control.web.events import start_cursor
+from tack_control.web.logframes import LogFrames
+from tack_control.web.sender import Framed
 
 
 HOST = "spindle.example.com"
@@ -1383,7 +1384,7 @@ def test_log_frames_are_the_tangled_frames_of_each_line() -> None:
     """A message becomes one text frame per line, the line's Tangled JSON, whatever the frame length."""
     lines = [loglines.data_line(0, "x" * n, ns=1_700_000_000_000_000_000) for n in (0, 100, 200, 70_000)]
     message = pb.LogsResponse(lines=lines).SerializeToString()
-    assert _unframe(LogFrames(1 << 20).get(message)) == loglines.tangled_frames(lines)
+    assert _unframe(LogFrames(1 << 20).get(message)) == tangled_json.tangled_frames(lines)
 
 
 def test_log_frames_share_a_recent_message_and_forget_the_oldest_past_the_budget() -> None:

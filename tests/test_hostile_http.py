@@ -13,11 +13,11 @@ import aiohttp
 import grpc
 import pytest
 
-from tack_control.db import open_db
-from tack_control.eventlog import STATUS_NSID, EventLog
-from tack_control.statuses import StatusBook, status_record
-from tack_provider_kit import client
-from tack_provider_kit.pb import provider_pb2 as pb
+from tack_common import client
+from tack_common.pb import provider_pb2 as pb
+from tack_control.engine.db import open_db
+from tack_control.engine.eventlog import STATUS_NSID, EventLog
+from tack_control.engine.statuses import StatusBook, status_record
 from tests.chaos.procstats import rss_bytes
 from tests.contract.checks import spawn_request
 from tests.fakes.appview import AppviewClient

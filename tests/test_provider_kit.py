@@ -16,9 +16,16 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 from hypothesis import given, strategies as st_
 
-from tack_provider_kit import env, loglines, sqlite as kit_sqlite, status as st
-from tack_provider_kit.notify import Notifier
-from tack_provider_kit.pb import provider_pb2 as pb
+from tack_common import env, loglines, sqlite as kit_sqlite, status as st
+from tack_common.notify import Notifier
+from tack_common.pb import provider_pb2 as pb
+from tack_common.timefmt import (
+    NS_PER_SECOND,
+    ns_from_timestamp,
+    rfc3339_seconds,
+    timestamp_from_ns,
+)
+from tack_control.web import tangled_json
 from tack_provider_kit.provider import InvalidArgument
 from tack_provider_kit.servicer import (
     MAX_BYTES_PER_MESSAGE,
@@ -27,12 +34,6 @@ from tack_provider_kit.servicer import (
     validate_spawn,
 )
 from tack_provider_kit.store import ProviderStore, RunKey
-from tack_provider_kit.timefmt import (
-    NS_PER_SECOND,
-    ns_from_timestamp,
-    rfc3339_seconds,
-    timestamp_from_ns,
-)
 from tack_provider_stub import script as scripts
 
 
@@ -59,7 +60,7 @@ BASE_NS = 1_700_000_000 * NS_PER_SECOND
 )
 def test_log_line_time_is_rfc3339_nano_trimmed_like_go(ns: int, text: str) -> None:
     """A frame's time is UTC with Z, the fraction's trailing zeros trimmed, a zero fraction dropped; 0 (unset) is Go's zero time."""
-    assert loglines.tangled_dict(loglines.data_line(0, "x", ns=ns))["time"] == text
+    assert tangled_json.tangled_dict(loglines.data_line(0, "x", ns=ns))["time"] == text
 
 
 def test_rfc3339_seconds_drops_the_fraction() -> None:
@@ -150,7 +151,7 @@ def test_output_lines_splits_crlf_cr_and_lf(text: str, lines: list[str]) -> None
 def test_tangled_dict_of_data_line_omits_control_fields() -> None:
     """A data line's Tangled object has kind, content, time, step_id and stream, nothing empty."""
     line = loglines.data_line(2, "out", loglines.STDERR, ns=BASE_NS + 5_000_000)
-    assert loglines.tangled_dict(line) == {
+    assert tangled_json.tangled_dict(line) == {
         "kind": "data",
         "content": "out",
         "time": "2023-11-14T22:13:20.005Z",
@@ -161,14 +162,14 @@ def test_tangled_dict_of_data_line_omits_control_fields() -> None:
 
 def test_tangled_dict_keeps_empty_content_and_step_zero() -> None:
     """content and step_id are always present, even when empty or zero."""
-    out = loglines.tangled_dict(loglines.data_line(0, "", ns=BASE_NS))
+    out = tangled_json.tangled_dict(loglines.data_line(0, "", ns=BASE_NS))
     assert out["content"] == "" and out["step_id"] == 0
 
 
 def test_tangled_dict_user_step_kind_is_integer_one() -> None:
     """A user step's control start carries step_status, step_kind 1 and step_command."""
     line = loglines.control_start(0, "build", "make", loglines.USER, ns=BASE_NS)
-    assert loglines.tangled_dict(line) == {
+    assert tangled_json.tangled_dict(line) == {
         "kind": "control",
         "content": "build",
         "time": "2023-11-14T22:13:20Z",
@@ -181,8 +182,8 @@ def test_tangled_dict_user_step_kind_is_integer_one() -> None:
 
 def test_tangled_dict_system_step_omits_step_kind() -> None:
     """A system step's control lines omit step_kind, and an empty command is omitted."""
-    start = loglines.tangled_dict(loglines.control_start(0, "clone", "", loglines.SYSTEM, ns=BASE_NS))
-    end = loglines.tangled_dict(loglines.control_end(0, "clone", loglines.SYSTEM, ns=BASE_NS))
+    start = tangled_json.tangled_dict(loglines.control_start(0, "clone", "", loglines.SYSTEM, ns=BASE_NS))
+    end = tangled_json.tangled_dict(loglines.control_end(0, "clone", loglines.SYSTEM, ns=BASE_NS))
     assert "step_kind" not in start and "step_command" not in start and "stream" not in start
     assert end == {
         "kind": "control",
@@ -195,7 +196,7 @@ def test_tangled_dict_system_step_omits_step_kind() -> None:
 
 def test_tangled_frames_are_compact_utf8() -> None:
     """A frame is compact JSON that keeps non-ASCII text as is."""
-    [text] = loglines.tangled_frames([loglines.data_line(0, "héllo ✓", ns=BASE_NS)])
+    [text] = tangled_json.tangled_frames([loglines.data_line(0, "héllo ✓", ns=BASE_NS)])
     assert (
         text
         == '{"kind":"data","content":"héllo ✓","time":"2023-11-14T22:13:20Z","step_id":0,"stream":"stdout"}'
@@ -251,7 +252,7 @@ _log_lines = st_.builds(
 @given(st_.lists(_log_lines, max_size=20))
 def test_tangled_frames_match_the_protocol_table(lines: list[pb.LogLine]) -> None:
     """Any batch of lines encodes, in order, to compact JSON objects equal to the protocol's table."""
-    frames = loglines.tangled_frames(lines)
+    frames = tangled_json.tangled_frames(lines)
     assert [json.loads(frame) for frame in frames] == [_reference_frame(line) for line in lines]
     assert all(
         frame == json.dumps(json.loads(frame), ensure_ascii=False, separators=(",", ":")) for frame in frames
@@ -261,7 +262,7 @@ def test_tangled_frames_match_the_protocol_table(lines: list[pb.LogLine]) -> Non
 def test_tangled_frames_time_follows_each_line_across_seconds() -> None:
     """Lines whose seconds go forward, back and repeat each get their own time, not a neighbour's."""
     times = [BASE_NS + 5, BASE_NS + NS_PER_SECOND, BASE_NS + 7, BASE_NS + 7, 0, BASE_NS]
-    frames = loglines.tangled_frames([loglines.data_line(0, "x", ns=ns) for ns in times])
+    frames = tangled_json.tangled_frames([loglines.data_line(0, "x", ns=ns) for ns in times])
     assert [json.loads(f)["time"] for f in frames] == [
         "2023-11-14T22:13:20.000000005Z",
         "2023-11-14T22:13:21Z",
@@ -293,7 +294,7 @@ def test_tangled_frames_send_only_the_fields_of_the_line_kind() -> None:
         step_status=pb.STEP_STATUS_END,
     )
     unspecified = pb.LogLine(content="plain", time_unix_nano=BASE_NS)
-    assert loglines.tangled_frames([data, control, unspecified]) == [
+    assert tangled_json.tangled_frames([data, control, unspecified]) == [
         '{"kind":"data","content":"out","time":"2023-11-14T22:13:20Z","step_id":1,"stream":"stdout"}',
         '{"kind":"control","content":"say \\"hi\\"\\n","time":"2023-11-14T22:13:20Z","step_id":1,"step_status":"end"}',
         '{"kind":"data","content":"plain","time":"2023-11-14T22:13:20Z","step_id":0}',
@@ -303,7 +304,7 @@ def test_tangled_frames_send_only_the_fields_of_the_line_kind() -> None:
 def test_synthetic_log_is_start_data_end() -> None:
     """synthetic_log is one user step: control start, a stderr data line with the message, control end."""
     lines = loglines.synthetic_log("setup", "could not start", ns=BASE_NS)
-    assert [loglines.tangled_dict(x) for x in lines] == [
+    assert [tangled_json.tangled_dict(x) for x in lines] == [
         {
             "kind": "control",
             "content": "setup",

@@ -10,8 +10,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from tack_provider_kit import client
-from tack_provider_kit.pb import provider_pb2 as pb
+from tack_common import client
+from tack_common.pb import provider_pb2 as pb
 from tests.codefacts import ROOT
 from tests.fakes.appview import AppviewClient
 from tests.stack import OWNER, QUICK, Stack, registered, stub_workflow

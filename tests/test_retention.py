@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from tack_control.db import open_db
-from tack_control.eventlog import STATUS_NSID, EventLog
-from tack_control.retention import prune
-from tack_control.statuses import StatusBook
+from tack_control.engine.db import open_db
+from tack_control.engine.eventlog import STATUS_NSID, EventLog
+from tack_control.engine.retention import prune
+from tack_control.engine.statuses import StatusBook
 
 
 def test_prune_keeps_the_window_and_cursors_inside_it_resume_exactly(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tack_control.tid import MAX_CLOCK_ID, MAX_TIME_US, TidClock, is_tid, parse_tid, tid_from_time_us
+from tack_common.tid import MAX_CLOCK_ID, MAX_TIME_US, TidClock, is_tid, parse_tid, tid_from_time_us
 from tack_sandbox.jetstream import SimulatedJetstream
 from tack_sandbox.knot import PIPELINE_NSID, SimulatedKnot, pipeline_record, workflow_entry
 from tests.fakes.appview import (

@@ -15,10 +15,11 @@ import grpc
 import pytest
 import pytest_asyncio
 
-from tack_provider_kit import loglines, status as st
-from tack_provider_kit.client import channel, provider_stub
-from tack_provider_kit.pb import provider_pb2 as pb
-from tack_provider_kit.timefmt import ns_from_timestamp
+from tack_common import status as st
+from tack_common.client import channel, provider_stub
+from tack_common.pb import provider_pb2 as pb
+from tack_common.timefmt import ns_from_timestamp
+from tack_control.web import tangled_json
 from tests.contract.checks import collect, key, reached, spawn_request, terminal_for
 from tests.procs import StubProcess
 
@@ -26,7 +27,7 @@ from tests.procs import StubProcess
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 if TYPE_CHECKING:
-    from tack_provider_kit.pb.provider_pb2_grpc import ProviderAsyncStub
+    from tack_common.pb.provider_pb2_grpc import ProviderAsyncStub
 
 # The asyncio stub type exists only in the generated .pyi, not at run time.
 Stub: TypeAlias = "ProviderAsyncStub"
@@ -72,7 +73,7 @@ def summary(lines: list[pb.LogLine]) -> list[tuple[str, int, str, str]]:
     """(kind, step_id, step_status or stream, content) per line, for exact comparisons."""
     out = []
     for line in lines:
-        frame = json.loads(loglines.tangled_frames([line])[0])
+        frame = json.loads(tangled_json.tangled_frames([line])[0])
         edge = frame.get("step_status", frame.get("stream", ""))
         out.append((str(frame["kind"]), line.step_id, str(edge), line.content))
     return out
@@ -83,7 +84,7 @@ def assert_well_framed(lines: list[pb.LogLine], since_ns: int) -> None:
     started: list[int] = []
     ended: list[int] = []
     for line in lines:
-        frame = json.loads(loglines.tangled_frames([line])[0])
+        frame = json.loads(tangled_json.tangled_frames([line])[0])
         assert RFC3339_Z.match(frame["time"]), frame
         when = dt.datetime.fromisoformat(frame["time"])
         assert since_ns / 1e9 - 1 <= when.timestamp() <= time.time() + 1, frame

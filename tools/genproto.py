@@ -1,7 +1,7 @@
-"""Generate the Python code for proto/ into tack_provider_kit/pb, or check it is current.
+"""Generate the Python code for proto/ into tack_common/pb, or check it is current.
 
 protoc writes absolute imports rooted at the proto package (``tack.provider.v1``);
-the generated modules live inside ``tack_provider_kit.pb`` instead, so those
+the generated modules live inside ``tack_common.pb`` instead, so those
 imports are rewritten. ``--check`` regenerates into a temporary directory and
 fails when the committed files differ.
 """
@@ -20,8 +20,8 @@ from grpc_tools import protoc
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PROTO_ROOT = ROOT / "proto"
 PROTO_FILE = "tack/provider/v1/provider.proto"
-OUT_PACKAGE = "tack_provider_kit.pb"
-OUT_DIR = ROOT / "tack_provider_kit" / "pb"
+OUT_PACKAGE = "tack_common.pb"
+OUT_DIR = ROOT / "tack_common" / "pb"
 GENERATED = (
     "provider_pb2.py",
     "provider_pb2.pyi",

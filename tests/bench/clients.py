@@ -21,13 +21,13 @@ from typing import Any
 import aiohttp
 import grpc
 
-from tack_control.dispatch import Queued, spawn_request
-from tack_control.records import parse_pipeline
-from tack_control.routing import route
-from tack_provider_kit import client as kit_client
-from tack_provider_kit.pb import provider_pb2 as pb
-from tack_provider_kit.status import TERMINAL_NAMES
-from tack_provider_kit.timefmt import ns_from_timestamp
+from tack_common import client as kit_client
+from tack_common.pb import provider_pb2 as pb
+from tack_common.status import TERMINAL_NAMES
+from tack_common.timefmt import ns_from_timestamp
+from tack_control.engine.dispatch import Queued, spawn_request
+from tack_control.ingest.routing import route
+from tack_control.ingest.wire import parse_pipeline
 from tests.bench.workers import JsonDict, Link, run_worker
 
 

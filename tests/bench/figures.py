@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tack_control.db import open_db
-from tack_control.eventlog import STATUS_NSID, EventLog
-from tack_control.statuses import status_record
-from tack_provider_kit import sqlite as kit_sqlite
-from tack_provider_kit.status import TERMINAL_NAMES
-from tack_provider_kit.timefmt import NS_PER_SECOND
+from tack_common import sqlite as kit_sqlite
+from tack_common.status import TERMINAL_NAMES
+from tack_common.timefmt import NS_PER_SECOND
+from tack_control.engine.db import open_db
+from tack_control.engine.eventlog import STATUS_NSID, EventLog
+from tack_control.engine.statuses import status_record
 from tests.bench.limits import write_frames, write_messages
 from tests.bench.report import Floor, Row, percentile
 from tests.bench.stack import (

@@ -4,7 +4,7 @@
 
 * ``ws``: a bare aiohttp server with tack's socket shape (a writer task per
   socket, the handler reading), writing frames the way tack writes them
-  (``wsutil.frame_texts``: ~64 KB chunks of whole frames, one transport write
+  (``sender.frame_texts``: ~64 KB chunks of whole frames, one transport write
   each, then aiohttp's drain). The frames file is encoded and framed once at
   start: ``/events`` broadcasts it to every subscriber on each ``go`` command;
   ``/logs`` sends it and closes with 1000; ``/backfill?cursor=``
@@ -34,13 +34,13 @@ import grpc
 from aiohttp import web
 from websockets.asyncio.client import connect
 
-from tack_control.eventlog import STATUS_NSID
-from tack_control.statuses import status_record
-from tack_control.tid import TidClock
-from tack_control.wsutil import Framed, frame_texts, read_until_closed
-from tack_provider_kit.pb import provider_pb2 as pb, provider_pb2_grpc as pb_grpc
+from tack_common.pb import provider_pb2 as pb, provider_pb2_grpc as pb_grpc
+from tack_common.tid import TidClock
+from tack_common.timefmt import NS_PER_SECOND, timestamp_from_ns
+from tack_control.engine.eventlog import STATUS_NSID
+from tack_control.engine.statuses import status_record
+from tack_control.web.sender import Framed, frame_texts, read_until_closed
 from tack_provider_kit.server import SERVER_OPTIONS
-from tack_provider_kit.timefmt import NS_PER_SECOND, timestamp_from_ns
 from tests.bench.workers import JsonDict, Link, run_worker
 from tests.fakes.provider import accept_all
 
@@ -75,7 +75,7 @@ def read_messages(path: str) -> list[bytes]:
 
 
 async def send_framed(request: web.Request, framed: Framed) -> None:
-    """Write frames framed as tack frames them (``wsutil.frame_texts``): one write per chunk, then drain."""
+    """Write frames framed as tack frames them (``sender.frame_texts``): one write per chunk, then drain."""
     transport, protocol = request.transport, request.protocol
     assert transport is not None
     for chunk, _ in framed.chunks:

@@ -15,8 +15,8 @@ from typing import Any
 
 from aiohttp import web
 
-from tack_provider_kit.loglines import tangled_frames
-from tack_provider_kit.pb import provider_pb2 as pb
+from tack_common.pb import provider_pb2 as pb
+from tack_control.web.tangled_json import tangled_frames
 from tack_provider_kit.servicer import split_batches
 from tack_sandbox.jetstream import SimulatedJetstream
 from tack_sandbox.knot import (

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from tack_provider_kit import status as st
+from tack_common import status as st
 from tests.stack import TERMINAL
 
 

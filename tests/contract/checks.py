@@ -17,9 +17,9 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from tack_provider_kit import status as st
-from tack_provider_kit.client import provider_stub
-from tack_provider_kit.pb import provider_pb2 as pb, provider_pb2_grpc as pb_grpc
+from tack_common import status as st
+from tack_common.client import provider_stub
+from tack_common.pb import provider_pb2 as pb, provider_pb2_grpc as pb_grpc
 
 
 Flavour = Literal["quick", "long", "queued"]

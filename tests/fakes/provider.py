@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 import grpc
 from grpc_health.v1 import health, health_pb2_grpc
 
-from tack_provider_kit.pb import provider_pb2 as pb
+from tack_common.pb import provider_pb2 as pb
 
 
 SERVICE = pb.DESCRIPTOR.services_by_name["Provider"].full_name

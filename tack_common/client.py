@@ -6,10 +6,12 @@ from typing import cast
 
 import grpc
 
-from tack_provider_kit.pb import provider_pb2_grpc as pb_grpc
+from tack_common.pb import provider_pb2_grpc as pb_grpc
 
 
 MAX_MESSAGE_BYTES = 8 << 20
+# WatchStatus initial metadata: the id of the provider's status log that ``seq`` counts in.
+OUTBOX_ID_HEADER = "tack-outbox-id"
 CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),

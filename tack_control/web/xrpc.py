@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from tack_control.web import keys
 
-OWNER = web.AppKey("owner", str)
 
 SECRETS_ELSEWHERE = (
     "tack keeps no secrets: this spindle hands workflows to a CI provider,"
@@ -25,7 +25,7 @@ def xrpc_error(status: int, tag: str, message: str) -> web.Response:
 
 async def owner(request: web.Request) -> web.Response:
     """``GET /xrpc/sh.tangled.owner``."""
-    return web.json_response({"owner": request.app[OWNER]})
+    return web.json_response({"owner": request.app[keys.OWNER]})
 
 
 async def list_secrets(request: web.Request) -> web.Response:

@@ -13,10 +13,10 @@ import time
 from collections.abc import Callable, Sequence
 
 from tack_control import metrics
-from tack_control.records import BadRecord, parse_knot_frame, parse_pipeline
-from tack_control.registry import Registry
-from tack_control.routing import route
-from tack_control.statuses import StatusBook
+from tack_control.engine.statuses import StatusBook
+from tack_control.ingest.registry import Registry
+from tack_control.ingest.routing import route
+from tack_control.ingest.wire import BadRecord, parse_knot_frame, parse_pipeline
 
 
 log = logging.getLogger(__name__)

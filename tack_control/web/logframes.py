@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+from tack_common.pb import provider_pb2 as pb
 from tack_control import metrics
-from tack_control.wsutil import Framed, frame_texts
-from tack_provider_kit.loglines import tangled_frames
-from tack_provider_kit.pb import provider_pb2 as pb
+from tack_control.web.sender import Framed, frame_texts
+from tack_control.web.tangled_json import tangled_frames
 
 
 # Enough for the recent messages of the logs being followed live (a message is at most 1 MiB,

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 import time
 
 import grpc
@@ -20,19 +19,17 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from google.protobuf.message import DecodeError
 
-from tack_control import metrics, wsutil
-from tack_control.logframes import LogFrames
-from tack_control.providers import ProviderClient
-from tack_control.records import is_host, is_rkey
-from tack_provider_kit.loglines import synthetic_log, tangled_frames
-from tack_provider_kit.pb import provider_pb2 as pb
+from tack_common.loglines import synthetic_log
+from tack_common.pb import provider_pb2 as pb
+from tack_control import metrics
+from tack_control.ingest.wire import is_host, is_rkey
+from tack_control.web import keys
+from tack_control.web.sender import Pump, Sender, serve
+from tack_control.web.tangled_json import tangled_frames
 
 
 log = logging.getLogger(__name__)
 
-DB = web.AppKey("db", sqlite3.Connection)
-PROVIDERS = web.AppKey("providers", dict[str, ProviderClient])
-FRAMES = web.AppKey("log_frames", LogFrames)
 CLOSE_DONE = b"log stream complete"
 
 
@@ -48,7 +45,7 @@ def make_handler(ping_interval: float, send_timeout: float, connect_timeout: flo
         knot, rkey, name = (request.match_info[k] for k in ("knot", "rkey", "workflow"))
         if not (is_host(knot) and is_rkey(rkey) and name and "/" not in name and name not in (".", "..")):
             return _error(404, "NotFound", "no such workflow")
-        conn = request.app[DB]
+        conn = request.app[keys.DB]
         row = conn.execute(
             "SELECT provider, dispatch, error FROM workflows WHERE knot=? AND rkey=? AND name=?",
             (knot, rkey, name),
@@ -61,7 +58,7 @@ def make_handler(ping_interval: float, send_timeout: float, connect_timeout: flo
             return _error(400, "NotWebSocket", "/logs is a WebSocket endpoint")
         if dispatch == "failed":
             metrics.LOGS_REQUESTS.labels("synthetic").inc()
-            return await wsutil.serve(request, ws, "logs", _synthetic(request, error, send_timeout))
+            return await serve(request, ws, "logs", _synthetic(request, error, send_timeout))
         started = time.monotonic()
         while dispatch == "queued":
             # Not yet with its provider (which would not know it): hold the request briefly.
@@ -72,8 +69,8 @@ def make_handler(ping_interval: float, send_timeout: float, connect_timeout: flo
                 "SELECT dispatch, error FROM workflows WHERE knot=? AND rkey=? AND name=?", (knot, rkey, name)
             ).fetchone()
             if dispatch == "failed":
-                return await wsutil.serve(request, ws, "logs", _synthetic(request, error, send_timeout))
-        provider = request.app[PROVIDERS].get(provider_name)
+                return await serve(request, ws, "logs", _synthetic(request, error, send_timeout))
+        provider = request.app[keys.PROVIDERS].get(provider_name)
         if provider is None:
             return _error(503, "Unavailable", f"provider {provider_name!r} is not configured")
         key = pb.WorkflowKey(knot=knot, pipeline_rkey=rkey, workflow=name)
@@ -101,9 +98,9 @@ def make_handler(ping_interval: float, send_timeout: float, connect_timeout: flo
         metrics.LOGS_REQUESTS.labels("streamed").inc()
 
         async def pump(ws: web.WebSocketResponse) -> None:
-            sender = wsutil.Sender(ws, "logs", send_timeout, request)
+            sender = Sender(ws, "logs", send_timeout, request)
             pinger = asyncio.create_task(sender.ping_when_idle(ping_interval))
-            frames = request.app[FRAMES]
+            frames = request.app[keys.LOG_FRAMES]
             try:
                 async for message in call:
                     await sender.send_framed(frames.get(message))
@@ -123,7 +120,7 @@ def make_handler(ping_interval: float, send_timeout: float, connect_timeout: flo
                 call.cancel()
             await ws.close(code=1000, message=CLOSE_DONE)
 
-        return await wsutil.serve(request, ws, "logs", pump)
+        return await serve(request, ws, "logs", pump)
 
     return handler
 
@@ -135,9 +132,9 @@ class _RpcFailed(Exception):
         self.detail = detail
 
 
-def _synthetic(request: web.Request, error: str, send_timeout: float) -> wsutil.Pump:
+def _synthetic(request: web.Request, error: str, send_timeout: float) -> Pump:
     async def pump(ws: web.WebSocketResponse) -> None:
-        sender = wsutil.Sender(ws, "logs", send_timeout, request)
+        sender = Sender(ws, "logs", send_timeout, request)
         lines = synthetic_log("tack", error or "the workflow failed before it started")
         await sender.send_all(tangled_frames(lines))
         await ws.close(code=1000, message=CLOSE_DONE)

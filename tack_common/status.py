@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TypeAlias
 
-from tack_provider_kit.pb import provider_pb2 as pb
+from tack_common.pb import provider_pb2 as pb
 
 
 Status: TypeAlias = pb.Status.ValueType

@@ -1,4 +1,4 @@
-"""Tangled LogLine framing: building a run's log lines and encoding them as Tangled JSON.
+"""Building a run's log lines (the contract's ``LogLine``) in the only order Tangled can show.
 
 Tangled shows a step only after a control ``start`` line for its ``step_id``;
 data lines without one are invisible. :class:`StepLog` makes the start / data /
@@ -7,12 +7,10 @@ end order the only order a provider can produce.
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 
-from tack_provider_kit.pb import provider_pb2 as pb
-from tack_provider_kit.timefmt import utc_second_text
+from tack_common.pb import provider_pb2 as pb
 
 
 STDOUT = pb.LOG_STREAM_STDOUT
@@ -113,92 +111,6 @@ class StepLog:
         step_id, name, kind = self.open_step
         self.open_step = None
         return [control_end(step_id, name, kind, ns)]
-
-
-def tangled_dict(line: pb.LogLine) -> dict[str, object]:
-    """The Tangled LogLine object for ``line``, parsed from its frame (:func:`tangled_frames` is the one encoder)."""
-    out: dict[str, object] = json.loads(tangled_frames((line,))[0])
-    return out
-
-
-_json_string = json.encoder.encode_basestring
-_STREAM_FIELDS = {pb.LOG_STREAM_STDOUT: ',"stream":"stdout"', pb.LOG_STREAM_STDERR: ',"stream":"stderr"'}
-_STEP_STATUS_FIELDS = {
-    pb.STEP_STATUS_START: ',"step_status":"start"',
-    pb.STEP_STATUS_END: ',"step_status":"end"',
-}
-
-
-def _first_second_stamp(digits: str) -> str:
-    """The frame time (without ``Z``) of a time within 1970's first second; 0 is unset, Go's zero time."""
-    if digits == "0":
-        return "0001-01-01T00:00:00"
-    return ("1970-01-01T00:00:00." + digits.rjust(9, "0")).rstrip("0")
-
-
-def tangled_frames(lines: Iterable[pb.LogLine]) -> list[str]:
-    """Each line as the compact JSON text of one Tangled /logs frame, in order.
-
-    Empty optional fields are omitted, ``step_kind`` is an integer, ``time`` is
-    Go's RFC3339Nano in UTC (an unset time is Go's zero time, as stock
-    spindles send it), and fields that do not apply to a line's kind are
-    not sent (``stream`` on control lines, ``step_*`` on data lines); a line of
-    unspecified kind is data. This runs once per log line served: the text is
-    built with one f-string per line, and the whole-second prefix of the time
-    is computed once per second, because a dict and ``json.dumps`` per line
-    cost more than everything else the control plane does with it.
-    """
-    frames: list[str] = []
-    add = frames.append
-    second, prefix = "", ""
-    for line in lines:
-        # The decimal digits of the nanoseconds are the whole seconds then the nine fraction digits.
-        digits = str(line.time_unix_nano)
-        if len(digits) < 10:
-            stamp = _first_second_stamp(digits)
-        else:
-            if digits[:-9] != second:
-                second = digits[:-9]
-                prefix = utc_second_text(int(second)) + "."
-            stamp = (prefix + digits[-9:]).rstrip("0").rstrip(".")
-        if line.kind != pb.LOG_KIND_CONTROL:
-            add(
-                f'{{"kind":"data","content":{_json_string(line.content)},"time":"{stamp}Z",'
-                f'"step_id":{line.step_id}{_STREAM_FIELDS.get(line.stream, "")}}}'
-            )
-            continue
-        step_kind = ',"step_kind":1' if line.step_kind == pb.STEP_KIND_USER else ""
-        command = line.step_command
-        add(
-            f'{{"kind":"control","content":{_json_string(line.content)},"time":"{stamp}Z",'
-            f'"step_id":{line.step_id}{_STEP_STATUS_FIELDS.get(line.step_status, "")}{step_kind}'
-            + (f',"step_command":{_json_string(command)}}}' if command else "}")
-        )
-    return frames
-
-
-_VARINT_BYTE = [bytes((i,)) for i in range(0x80)]
-
-
-def _length_prefix(size: int) -> bytes:
-    if size < 0x80:
-        return _VARINT_BYTE[size]
-    out = bytearray()
-    while size >= 0x80:
-        out.append((size & 0x7F) | 0x80)
-        size >>= 7
-    out.append(size)
-    return bytes(out)
-
-
-def logs_response(serialized: Iterable[bytes]) -> pb.LogsResponse:
-    """A LogsResponse of lines stored serialized (``LogLine.SerializeToString()``), parsed in one call.
-
-    For providers that keep lines serialized: far cheaper than parsing each
-    line and copying it into a message.
-    """
-    # Field 1 (lines), wire type 2 (length-delimited): tag byte 0x0A, then the length.
-    return pb.LogsResponse.FromString(b"".join([b"\n" + _length_prefix(len(s)) + s for s in serialized]))
 
 
 def synthetic_log(step_name: str, message: str, ns: int | None = None) -> list[pb.LogLine]:

@@ -4,7 +4,7 @@
 import grpc
 import warnings
 
-from tack_provider_kit.pb import provider_pb2 as tack_dot_provider_dot_v1_dot_provider__pb2
+from tack_common.pb import provider_pb2 as tack_dot_provider_dot_v1_dot_provider__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__

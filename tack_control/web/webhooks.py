@@ -14,9 +14,9 @@ import grpc
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from tack_common.pb import provider_pb2 as pb
 from tack_control import metrics
-from tack_control.logs_ws import PROVIDERS
-from tack_provider_kit.pb import provider_pb2 as pb
+from tack_control.web import keys
 
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ def make_handler(max_bytes: int, timeout: float = 10.0, body_timeout: float = 10
 
     async def handler(request: web.Request) -> web.StreamResponse:
         name = request.match_info["provider"]
-        provider = request.app[PROVIDERS].get(name)
+        provider = request.app[keys.PROVIDERS].get(name)
         label = name if provider is not None else "unknown"
         if provider is None:
             return _answer(label, 404, "NotFound", f"no provider named {name!r}")

@@ -15,8 +15,8 @@ import sqlite3
 import time
 from typing import Any
 
-from tack_control.tid import TidClock, is_tid, parse_tid
-from tack_provider_kit.notify import Notifier
+from tack_common.notify import Notifier
+from tack_common.tid import TidClock, is_tid, parse_tid
 
 
 STATUS_NSID = "sh.tangled.pipeline.status"

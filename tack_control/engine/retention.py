@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tack_control.eventlog import EventLog
-from tack_control.statuses import StatusBook
+from tack_control.engine.eventlog import EventLog
+from tack_control.engine.statuses import StatusBook
 
 
 @dataclass(frozen=True)

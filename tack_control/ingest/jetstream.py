@@ -18,11 +18,12 @@ from urllib.parse import urlencode
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
-from tack_control import backoff, metrics
-from tack_control.db import get_meta, set_meta
-from tack_control.records import MAX_FRAME_BYTES, BadRecord, parse_jetstream
-from tack_control.registry import COLLECTIONS, Registry
-from tack_control.statuses import StatusBook
+from tack_common import backoff
+from tack_control import metrics
+from tack_control.engine.db import get_meta, set_meta
+from tack_control.engine.statuses import StatusBook
+from tack_control.ingest.registry import COLLECTIONS, Registry
+from tack_control.ingest.wire import MAX_FRAME_BYTES, BadRecord, parse_jetstream
 
 
 log = logging.getLogger(__name__)

@@ -13,9 +13,9 @@ from typing import NamedTuple
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from tack_control import metrics
+from tack_control.web import keys
 
 
-SOCKETS: web.AppKey[weakref.WeakSet[web.WebSocketResponse]] = web.AppKey("sockets")
 Pump = Callable[[web.WebSocketResponse], Awaitable[None]]
 _TEXT_FIN = 0x81  # FIN + text opcode; a server's frames are unmasked (RFC 6455 §5.2).
 _LEN16 = struct.Struct("!BBH")
@@ -168,7 +168,7 @@ async def serve(
     finishes it closes the socket itself; a slow reader is closed with 1008.
     """
     await ws.prepare(request)
-    request.app[SOCKETS].add(ws)
+    request.app[keys.SOCKETS].add(ws)
     gauge = metrics.WS_CLIENTS.labels(endpoint)
     gauge.inc()
 
@@ -205,7 +205,7 @@ async def read_until_closed(ws: web.WebSocketResponse, writer: asyncio.Task[None
 
 async def close_all(app: web.Application) -> None:
     """on_shutdown: close every open socket with 1001 (going away), all at once, waiting at most 5 s."""
-    sockets: weakref.WeakSet[web.WebSocketResponse] = app[SOCKETS]
+    sockets: weakref.WeakSet[web.WebSocketResponse] = app[keys.SOCKETS]
 
     async def close(ws: web.WebSocketResponse) -> None:
         with contextlib.suppress(Exception):

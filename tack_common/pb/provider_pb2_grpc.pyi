@@ -19,7 +19,7 @@ key for Spawn.
 
 from collections import abc as _abc
 from grpc import aio as _aio
-from tack_provider_kit.pb import provider_pb2 as _provider_pb2
+from tack_common.pb import provider_pb2 as _provider_pb2
 import abc as _abc_1
 import grpc as _grpc
 import sys

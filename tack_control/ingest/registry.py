@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 
-from tack_control.records import (
+from tack_control.ingest.wire import (
     BadRecord,
     JetstreamEvent,
     Trigger,

@@ -20,10 +20,10 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from tack_control.eventlog import STATUS_NSID, EventLog
-from tack_provider_kit import sqlite as kit_sqlite, status as st
-from tack_provider_kit.notify import Notifier
-from tack_provider_kit.timefmt import NS_PER_SECOND, rfc3339_seconds
+from tack_common import sqlite as kit_sqlite, status as st
+from tack_common.notify import Notifier
+from tack_common.timefmt import NS_PER_SECOND, rfc3339_seconds
+from tack_control.engine.eventlog import STATUS_NSID, EventLog
 
 
 def pipeline_uri(knot: str, rkey: str) -> str:

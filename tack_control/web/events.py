@@ -14,11 +14,8 @@ import re
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from tack_control import wsutil
-from tack_control.eventlog import EventLog
-
-
-EVENTS = web.AppKey("events", EventLog)
+from tack_control.web import keys
+from tack_control.web.sender import Sender, serve
 
 
 _INT64 = re.compile(r"^[+-]?[0-9]{1,19}$")
@@ -40,14 +37,14 @@ def make_handler(ping_interval: float, send_timeout: float, rewind_ns: int) -> H
     """The /events handler with these timings."""
 
     async def handler(request: web.Request) -> web.StreamResponse:
-        events = request.app[EVENTS]
+        events = request.app[keys.EVENTS]
         cursor = start_cursor(request.query.get("cursor"), events.head(), rewind_ns)
         ws = web.WebSocketResponse(autoping=True, max_msg_size=64 << 10, compress=False)
         if not ws.can_prepare(request).ok:
             raise web.HTTPBadRequest(text="/events is a WebSocket endpoint\n")
 
         async def pump(ws: web.WebSocketResponse) -> None:
-            sender = wsutil.Sender(ws, "events", send_timeout, request)
+            sender = Sender(ws, "events", send_timeout, request)
             position = cursor
             while not ws.closed:
                 batch = events.after(position, 500)
@@ -58,6 +55,6 @@ def make_handler(ping_interval: float, send_timeout: float, rewind_ns: int) -> H
                 if not await events.changed.wait(ping_interval):
                     await ws.ping()
 
-        return await wsutil.serve(request, ws, "events", pump)
+        return await serve(request, ws, "events", pump)
 
     return handler

@@ -17,8 +17,9 @@ from collections.abc import Callable
 import websockets
 from websockets.asyncio.client import connect
 
-from tack_control import backoff, metrics
-from tack_control.records import MAX_FRAME_BYTES
+from tack_common import backoff
+from tack_control import metrics
+from tack_control.ingest.wire import MAX_FRAME_BYTES
 
 
 log = logging.getLogger(__name__)

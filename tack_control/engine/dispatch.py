@@ -20,13 +20,13 @@ from dataclasses import dataclass
 
 import grpc
 
-from tack_control import backoff, metrics
-from tack_control.providers import RETRYABLE, ProviderClient
-from tack_control.records import Pipeline, parse_pipeline
-from tack_control.statuses import StatusBook
-from tack_provider_kit import status as st
-from tack_provider_kit.notify import Notifier
-from tack_provider_kit.pb import provider_pb2 as pb
+from tack_common import backoff, status as st
+from tack_common.notify import Notifier
+from tack_common.pb import provider_pb2 as pb
+from tack_control import metrics
+from tack_control.engine.providers import RETRYABLE, ProviderClient
+from tack_control.engine.statuses import StatusBook
+from tack_control.ingest.wire import Pipeline, parse_pipeline
 
 
 log = logging.getLogger(__name__)

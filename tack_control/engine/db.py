@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from tack_provider_kit import sqlite as kit_sqlite
+from tack_common import sqlite as kit_sqlite
 
 
 SCHEMA = """

@@ -15,11 +15,11 @@ from collections.abc import Iterable
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tack_control import backoff, metrics
-from tack_control.statuses import StatusBook
-from tack_provider_kit import client, status as st
-from tack_provider_kit.pb import provider_pb2 as pb
-from tack_provider_kit.servicer import OUTBOX_ID_HEADER
+from tack_common import backoff, client, status as st
+from tack_common.client import OUTBOX_ID_HEADER
+from tack_common.pb import provider_pb2 as pb
+from tack_control import metrics
+from tack_control.engine.statuses import StatusBook
 
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,99 @@
+"""The control plane's composition root: every long-lived part, wired together, and its background loops."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+
+from tack_common.sqlite import BackgroundCheckpoints
+from tack_control import metrics
+from tack_control.config import Settings
+from tack_control.engine import retention
+from tack_control.engine.db import open_db
+from tack_control.engine.dispatch import Dispatcher
+from tack_control.engine.eventlog import EventLog
+from tack_control.engine.providers import ProviderClient, StatusWatcher
+from tack_control.engine.statuses import StatusBook
+from tack_control.ingest.intake import Intake
+from tack_control.ingest.jetstream import JetstreamIngest
+from tack_control.ingest.knots import KnotConsumers
+from tack_control.ingest.registry import Registry
+
+
+log = logging.getLogger(__name__)
+
+
+class Core:
+    """Every long-lived part of the control plane, wired together."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.conn = open_db(settings.db_path)
+        self.checkpoints = BackgroundCheckpoints(self.conn, settings.db_path)
+        self.events = EventLog(self.conn)
+        self.book = StatusBook(self.conn, self.events)
+        self.registry = Registry(self.conn, settings.hostname, settings.owner_did)
+        self.providers = {
+            name: ProviderClient(name, addr, settings.provider_tls_ca)
+            for name, addr in settings.providers.items()
+        }
+        self.dispatcher = Dispatcher(
+            self.book,
+            self.providers,
+            spawn_timeout_s=settings.spawn_timeout_s,
+            give_up_s=settings.dispatch_give_up_s,
+            reconcile_after_s=settings.reconcile_after_s,
+        )
+        self.watchers = [StatusWatcher(p, self.book) for p in self.providers.values()]
+        self.intake = Intake(
+            self.registry, self.book, list(self.providers), settings.default_provider, self.dispatcher.poke
+        )
+        self.knots = KnotConsumers(self.conn, settings.dev, self.intake.handle, settings.knot_rewind_s)
+        self.jetstream = JetstreamIngest(
+            settings.jetstream_url,
+            self.registry,
+            self.book,
+            lambda: self.knots.sync(self.registry.knots()),
+            settings.jetstream_rewind_s,
+        )
+
+    async def release_held_statuses(self) -> None:
+        """Publish statuses held for their createdAt second, as their seconds begin.
+
+        A status is only held for a second that has not begun, so the queue is
+        read once per second boundary, not again for every status held
+        meanwhile (with thousands held, that rereading was most of the work).
+        """
+        while True:
+            due = self.book.release_due()
+            metrics.STATUSES_HELD.set(self.book.held())
+            if due is None:
+                await self.book.held_changed.wait(5.0)
+                due = math.floor(time.time()) + 1
+            await asyncio.sleep(max(0.0, due - time.time()))
+
+    async def check_providers(self) -> None:
+        """Keep each provider's health fresh for /readyz and the metrics."""
+        while True:
+            await asyncio.gather(*(p.check() for p in self.providers.values()))
+            await asyncio.sleep(5)
+
+    async def prune(self) -> None:
+        """Drop events and finished workflows older than the retention window, hourly."""
+        while True:
+            cutoff = time.time_ns() - int(self.settings.retention_days * 86400 * 1e9)
+            pruned = retention.prune(self.book, self.events, cutoff)
+            if pruned.events or pruned.workflows:
+                log.info("pruned", extra=vars(pruned))
+            await asyncio.sleep(3600)
+
+    async def close(self) -> None:
+        """Stop consumers and close channels and the database."""
+        await self.knots.close()
+        await self.dispatcher.close()
+        for provider in self.providers.values():
+            await provider.close()
+        self.checkpoints.close()
+        self.conn.close()
