@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import cast
-
 import grpc
 
 from tack_common.pb import provider_pb2_grpc as pb_grpc
@@ -34,4 +32,4 @@ def channel(address: str, tls_ca: bytes | None = None) -> grpc.aio.Channel:
 
 def provider_stub(chan: grpc.aio.Channel) -> pb_grpc.ProviderAsyncStub:
     """The typed asyncio stub for the Provider service on ``chan``."""
-    return cast("pb_grpc.ProviderAsyncStub", pb_grpc.ProviderStub(chan))
+    return pb_grpc.ProviderStub(chan)

@@ -15,10 +15,9 @@ from dataclasses import dataclass
 import aiohttp
 import grpc
 import websockets
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from websockets.asyncio.client import connect
 
-from tack_common import client
+from tack_common import client, health
 from tack_common.env import ConfigError
 from tack_common.pb import provider_pb2 as pb
 from tack_control.config import Settings
@@ -75,9 +74,7 @@ async def check_provider(name: str, address: str, tls_ca: bytes | None = None) -
     label = f"provider {name} ({address})"
     async with client.channel(address, tls_ca) as channel:
         try:
-            health = await health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=""), timeout=TIMEOUT_S
-            )
+            status = await health.check(channel, timeout=TIMEOUT_S)
             describe = await client.provider_stub(channel).Describe(pb.DescribeRequest(), timeout=TIMEOUT_S)
         except grpc.aio.AioRpcError as exc:
             why = "timed out" if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED else exc.code().name
@@ -86,7 +83,7 @@ async def check_provider(name: str, address: str, tls_ca: bytes | None = None) -
                 f"unreachable ({why} after at most {TIMEOUT_S:g}s)",
                 f"start the {name} provider or fix its address in TACK_PROVIDERS",
             )
-    if health.status != health_pb2.HealthCheckResponse.SERVING:
+    if status != health.SERVING:
         return fail(
             label,
             "reachable but NOT_SERVING",

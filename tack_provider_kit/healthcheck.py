@@ -10,22 +10,13 @@ import asyncio
 import sys
 from pathlib import Path
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-from tack_common import client
+from tack_common import client, health
 
 
 async def serving(address: str, timeout: float = 3.0, tls_ca: bytes | None = None) -> bool:
     """Whether the health service at ``address`` answers SERVING within ``timeout`` seconds."""
     async with client.channel(address, tls_ca) as channel:
-        try:
-            reply = await health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=""), timeout=timeout
-            )
-        except grpc.aio.AioRpcError:
-            return False
-    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+        return await health.serving(channel, timeout=timeout)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import grpc
 
@@ -18,7 +18,7 @@ from tack_provider_kit.store import RunKey
 log = logging.getLogger(__name__)
 
 
-async def abort(context: grpc.aio.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:
+async def abort(context: grpc.aio.ServicerContext[Any, Any], code: grpc.StatusCode, message: str) -> NoReturn:
     """End the call with ``code``; never returns."""
     await context.abort(code, message)
     raise AssertionError("unreachable: abort raises")
@@ -101,7 +101,9 @@ class ProviderServicer(pb_grpc.ProviderServicer):
         self.provider = provider
         self.store = provider.store
 
-    async def Spawn(self, request: pb.SpawnRequest, context: grpc.aio.ServicerContext) -> pb.SpawnResponse:
+    async def Spawn(
+        self, request: pb.SpawnRequest, context: grpc.aio.ServicerContext[pb.SpawnRequest, pb.SpawnResponse]
+    ) -> pb.SpawnResponse:
         """Accept the workflows durably (all or none), then start the new ones."""
         name = self.provider.name
         try:
@@ -132,7 +134,9 @@ class ProviderServicer(pb_grpc.ProviderServicer):
         return pb.SpawnResponse(acceptances=acceptances)
 
     async def WatchStatus(
-        self, request: pb.WatchStatusRequest, context: grpc.aio.ServicerContext
+        self,
+        request: pb.WatchStatusRequest,
+        context: grpc.aio.ServicerContext[pb.WatchStatusRequest, pb.WatchStatusResponse],
     ) -> AsyncIterator[pb.WatchStatusResponse]:
         """Replay the outbox after ``after_seq``, then follow it.
 
@@ -151,7 +155,7 @@ class ProviderServicer(pb_grpc.ProviderServicer):
             metrics.STREAMS_ACTIVE.labels("WatchStatus").dec()
 
     async def Logs(
-        self, request: pb.LogsRequest, context: grpc.aio.ServicerContext
+        self, request: pb.LogsRequest, context: grpc.aio.ServicerContext[pb.LogsRequest, pb.LogsResponse]
     ) -> AsyncIterator[pb.LogsResponse]:
         """NOT_FOUND before any message for unknown runs; otherwise metadata at once, then the log."""
         run = self.store.get(RunKey.from_pb(request.key))
@@ -166,7 +170,11 @@ class ProviderServicer(pb_grpc.ProviderServicer):
         finally:
             metrics.STREAMS_ACTIVE.labels("Logs").dec()
 
-    async def Cancel(self, request: pb.CancelRequest, context: grpc.aio.ServicerContext) -> pb.CancelResponse:
+    async def Cancel(
+        self,
+        request: pb.CancelRequest,
+        context: grpc.aio.ServicerContext[pb.CancelRequest, pb.CancelResponse],
+    ) -> pb.CancelResponse:
         """Cancel the run; finished runs keep their status."""
         run = self.store.get(RunKey.from_pb(request.key))
         if run is None:
@@ -179,13 +187,17 @@ class ProviderServicer(pb_grpc.ProviderServicer):
             await abort(context, grpc.StatusCode.UNAVAILABLE, str(exc))
 
     async def HandleWebhook(
-        self, request: pb.HandleWebhookRequest, context: grpc.aio.ServicerContext
+        self,
+        request: pb.HandleWebhookRequest,
+        context: grpc.aio.ServicerContext[pb.HandleWebhookRequest, pb.HandleWebhookResponse],
     ) -> pb.HandleWebhookResponse:
         """Let the provider answer the forwarded HTTP request."""
         return await self.provider.handle_webhook(request)
 
     async def Describe(
-        self, request: pb.DescribeRequest, context: grpc.aio.ServicerContext
+        self,
+        request: pb.DescribeRequest,
+        context: grpc.aio.ServicerContext[pb.DescribeRequest, pb.DescribeResponse],
     ) -> pb.DescribeResponse:
         """Name, version and capabilities."""
         return self.provider.describe()

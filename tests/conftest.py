@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from tests.fakes.appview import AppviewClient
-from tests.stack import Stack
+from tests.support.stack import Stack
 
 
 @pytest.fixture

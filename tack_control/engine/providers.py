@@ -13,9 +13,8 @@ import time
 from collections.abc import Iterable
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tack_common import backoff, client, status as st
+from tack_common import backoff, client, health, status as st
 from tack_common.client import OUTBOX_ID_HEADER
 from tack_common.pb import provider_pb2 as pb
 from tack_control import metrics
@@ -45,10 +44,11 @@ class ProviderClient:
         self.address = address
         self.channel = client.channel(address, tls_ca)
         self.stub = client.provider_stub(self.channel)
-        self.health = health_pb2_grpc.HealthStub(self.channel)
         # Logs with the messages left serialized: /logs encodes each distinct message once (LogFrames).
-        self.logs_serialized = self.channel.unary_stream(
-            _LOGS_METHOD, request_serializer=pb.LogsRequest.SerializeToString, response_deserializer=None
+        self.logs_serialized: grpc.aio.UnaryStreamMultiCallable[pb.LogsRequest, bytes] = (
+            self.channel.unary_stream(
+                _LOGS_METHOD, request_serializer=pb.LogsRequest.SerializeToString, response_deserializer=None
+            )
         )
         self.up = False
         self.checked_at = 0.0
@@ -59,11 +59,7 @@ class ProviderClient:
 
     async def check(self, timeout: float = 2.0) -> bool:
         """Ask the health service; remembers and returns whether the provider is SERVING."""
-        try:
-            reply = await self.health.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
-            self.up = reply.status == health_pb2.HealthCheckResponse.SERVING
-        except grpc.aio.AioRpcError:
-            self.up = False
+        self.up = await health.serving(self.channel, timeout=timeout)
         self.checked_at = time.monotonic()
         metrics.PROVIDER_UP.labels(self.name).set(1 if self.up else 0)
         return self.up

@@ -18,7 +18,7 @@ from tests.bench import figures
 from tests.bench.figures import FULL, QUICK, Bench
 from tests.bench.report import Row, machine, table, write_results
 from tests.bench.stack import BenchStack
-from tests.procs import ROOT
+from tests.support.procs import ROOT
 
 
 FIGURES = ("1", "2", "3", "4", "5", "6", "7")

@@ -31,8 +31,8 @@ from tests.bench.stack import (
     read_rss_mb,
 )
 from tests.bench.workers import JsonDict, Worker, close_all, start_all
-from tests.procs import StubProcess, wait_serving
-from tests.stack import OWNER, stub_workflow
+from tests.support.procs import StubProcess, wait_serving
+from tests.support.stack import OWNER, stub_workflow
 
 
 TERMINAL = TERMINAL_NAMES

@@ -28,7 +28,7 @@ import struct
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import grpc
 from aiohttp import web
@@ -218,7 +218,7 @@ async def relay(link: Link, args: JsonDict) -> None:
     await runner.cleanup()
 
 
-async def _unimplemented(context: grpc.aio.ServicerContext) -> NoReturn:
+async def _unimplemented(context: grpc.aio.ServicerContext[Any, Any]) -> NoReturn:
     await context.abort(grpc.StatusCode.UNIMPLEMENTED, "bare limit server")
     raise AssertionError("unreachable")
 
@@ -231,7 +231,9 @@ class BareProvider(pb_grpc.ProviderServicer):
         self.watchers: set[asyncio.Queue[pb.StatusUpdate]] = set()
         self.seq = 0
 
-    async def Spawn(self, request: pb.SpawnRequest, context: grpc.aio.ServicerContext) -> pb.SpawnResponse:
+    async def Spawn(
+        self, request: pb.SpawnRequest, context: grpc.aio.ServicerContext[pb.SpawnRequest, pb.SpawnResponse]
+    ) -> pb.SpawnResponse:
         """Accept everything; publish pending, running and success for each workflow."""
         for workflow in request.workflows:
             key = pb.WorkflowKey(
@@ -247,7 +249,9 @@ class BareProvider(pb_grpc.ProviderServicer):
         return accept_all(request)
 
     async def WatchStatus(
-        self, request: pb.WatchStatusRequest, context: grpc.aio.ServicerContext
+        self,
+        request: pb.WatchStatusRequest,
+        context: grpc.aio.ServicerContext[pb.WatchStatusRequest, pb.WatchStatusResponse],
     ) -> AsyncIterator[pb.WatchStatusResponse]:
         """Whatever Spawn publishes, in batches of what is queued."""
         queue: asyncio.Queue[pb.StatusUpdate] = asyncio.Queue()
@@ -262,25 +266,33 @@ class BareProvider(pb_grpc.ProviderServicer):
             self.watchers.discard(queue)
 
     async def Logs(
-        self, request: pb.LogsRequest, context: grpc.aio.ServicerContext
+        self, request: pb.LogsRequest, context: grpc.aio.ServicerContext[pb.LogsRequest, pb.LogsResponse]
     ) -> AsyncIterator[pb.LogsResponse]:
         """The pre-built messages."""
         await context.send_initial_metadata(())
         for message in self.log_messages:
             yield message
 
-    async def Cancel(self, request: pb.CancelRequest, context: grpc.aio.ServicerContext) -> pb.CancelResponse:
+    async def Cancel(
+        self,
+        request: pb.CancelRequest,
+        context: grpc.aio.ServicerContext[pb.CancelRequest, pb.CancelResponse],
+    ) -> pb.CancelResponse:
         """Not part of the limit."""
         await _unimplemented(context)
 
     async def HandleWebhook(
-        self, request: pb.HandleWebhookRequest, context: grpc.aio.ServicerContext
+        self,
+        request: pb.HandleWebhookRequest,
+        context: grpc.aio.ServicerContext[pb.HandleWebhookRequest, pb.HandleWebhookResponse],
     ) -> pb.HandleWebhookResponse:
         """Not part of the limit."""
         await _unimplemented(context)
 
     async def Describe(
-        self, request: pb.DescribeRequest, context: grpc.aio.ServicerContext
+        self,
+        request: pb.DescribeRequest,
+        context: grpc.aio.ServicerContext[pb.DescribeRequest, pb.DescribeResponse],
     ) -> pb.DescribeResponse:
         """Not part of the limit."""
         await _unimplemented(context)

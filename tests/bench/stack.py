@@ -26,8 +26,8 @@ from tack_sandbox.knot import (
     pipeline_record,
     workflow_entry,
 )
-from tests.procs import StubProcess
-from tests.stack import OWNER, ControlPlane, stub_workflow
+from tests.support.procs import StubProcess
+from tests.support.stack import OWNER, ControlPlane, stub_workflow
 
 
 REPO = "bench"

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from tests.procs import ROOT
+from tests.support.procs import ROOT
 
 
 JsonDict = dict[str, Any]

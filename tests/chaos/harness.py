@@ -23,8 +23,8 @@ from tack_sandbox.knot import pipeline_record
 from tests.chaos.invariants import Expected, check_single_start, check_statuses
 from tests.chaos.procstats import open_fds, rss_bytes
 from tests.fakes.appview import AppviewClient
-from tests.procs import Proc
-from tests.stack import OWNER, TERMINAL, Stack, buildkite_entry, stub_workflow
+from tests.support.procs import Proc
+from tests.support.stack import OWNER, TERMINAL, Stack, buildkite_entry, stub_workflow
 
 
 OUTCOMES = ("success", "success", "failed", "timeout")

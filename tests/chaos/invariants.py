@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from tack_common import status as st
-from tests.stack import TERMINAL
+from tests.support.stack import TERMINAL
 
 
 @dataclass(frozen=True)

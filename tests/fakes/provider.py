@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2_grpc
@@ -38,7 +39,7 @@ class RawLogsProvider:
         self.server = grpc.aio.server()
         self.port = self.server.add_insecure_port("127.0.0.1:0")
         health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), self.server)
-        handlers = {
+        handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
             "Spawn": grpc.unary_unary_rpc_method_handler(
                 self._spawn,
                 request_deserializer=pb.SpawnRequest.FromString,
@@ -69,17 +70,23 @@ class RawLogsProvider:
         """Stop at once."""
         await self.server.stop(None)
 
-    async def _spawn(self, request: pb.SpawnRequest, context: grpc.aio.ServicerContext) -> pb.SpawnResponse:
+    async def _spawn(
+        self, request: pb.SpawnRequest, context: grpc.aio.ServicerContext[pb.SpawnRequest, pb.SpawnResponse]
+    ) -> pb.SpawnResponse:
         return accept_all(request)
 
     async def _watch(
-        self, request: pb.WatchStatusRequest, context: grpc.aio.ServicerContext
+        self,
+        request: pb.WatchStatusRequest,
+        context: grpc.aio.ServicerContext[pb.WatchStatusRequest, pb.WatchStatusResponse],
     ) -> AsyncIterator[pb.WatchStatusResponse]:
         await context.send_initial_metadata(())
         await asyncio.Future()  # open and quiet until cancelled
         yield pb.WatchStatusResponse()  # pragma: no cover
 
-    async def _logs(self, request: pb.LogsRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+    async def _logs(
+        self, request: pb.LogsRequest, context: grpc.aio.ServicerContext[pb.LogsRequest, pb.LogsResponse]
+    ) -> AsyncIterator[bytes]:
         self.logs_calls += 1
         await context.send_initial_metadata(())
         for message in self.messages:

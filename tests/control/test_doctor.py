@@ -1,0 +1,136 @@
+"""`tack doctor`: a good configuration passes; each broken one fails with its own message and fix."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tack_control.doctor import Result, check_buildkite, run_checks
+from tests.fakes.buildkite import FakeBuildkite
+from tests.fakes.buildkite.config import ALL_SCOPES, TokenInfo
+from tests.support.codefacts import ROOT
+from tests.support.procs import free_port
+from tests.support.stack import OWNER, Stack
+
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
+    async with Stack(tmp_path) as s:
+        yield s
+
+
+def good_env(stack: Stack, tmp_path: Path) -> dict[str, str]:
+    """The environment the running control plane was started with (its own database file aside)."""
+    return {
+        "TACK_HOSTNAME": stack.cp.hostname,
+        "TACK_OWNER_DID": OWNER,
+        "TACK_DEV": "1",
+        "TACK_DB_PATH": str(tmp_path / "doctor.db"),
+        "TACK_JETSTREAM_URL": stack.jetstream.url,
+        "TACK_PROVIDERS": f"stub={stack.stub.address}",
+    }
+
+
+def failures(results: list[Result]) -> list[str]:
+    return [f"{r.name}: {r.detail}" for r in results if r.verdict == "FAIL"]
+
+
+async def test_good_configuration_passes_with_one_line_per_check(stack: Stack, tmp_path: Path) -> None:
+    """Against a running stack, every check passes (Buildkite skipped without a token) and the exit status is 0."""
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("TACK_")}, **good_env(stack, tmp_path)}
+    proc = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "tack_control", "doctor"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    assert sum(line.startswith("ok ") for line in lines) == 5
+    assert any(line.startswith("skip") and "buildkite" in line for line in lines)
+    assert "SERVING, stub" in proc.stdout
+    assert f"answers {OWNER}" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"TACK_HOSTNAME": ""}, "configuration: TACK_HOSTNAME is required"),
+        ({"TACK_OWNER_DID": "alice"}, "configuration: TACK_OWNER_DID must be a DID"),
+        ({"TACK_PROVIDERS": "stub"}, "configuration: TACK_PROVIDERS entries must look like name=host:port"),
+        ({"TACK_DB_PATH": "/proc/self/nope/tack.db"}, "not writable"),
+        ({"TACK_PROVIDERS": "stub=127.0.0.1:{free}"}, "provider stub (127.0.0.1:{free}): unreachable"),
+        ({"TACK_PROVIDERS": "buildkite={stub}"}, "answers as 'stub', not 'buildkite'"),
+        ({"TACK_PROVIDERS": ""}, "providers: TACK_PROVIDERS is empty"),
+        (
+            {"TACK_JETSTREAM_URL": "ws://127.0.0.1:{free}/subscribe"},
+            "jetstream ws://127.0.0.1:{free}/subscribe: unreachable",
+        ),
+        ({"TACK_OWNER_DID": "did:plc:someoneelse"}, "answers owner 'did:plc:owner0000000000000000000'"),
+        ({"TACK_HOSTNAME": "127.0.0.1:{free}"}, "no valid answer within 5s"),
+    ],
+)
+async def test_each_broken_configuration_fails_with_its_own_message(
+    stack: Stack, tmp_path: Path, change: dict[str, str], expected: str
+) -> None:
+    """A single broken setting fails exactly the check it concerns, saying what and how to fix it."""
+    free = str(free_port())
+    env = good_env(stack, tmp_path)
+    env.update({k: v.format(free=free, stub=stack.stub.address) for k, v in change.items()})
+    results = await run_checks(env)
+    failed = failures(results)
+    assert len(failed) == 1, failed
+    assert expected.format(free=free) in failed[0]
+    assert all(r.fix for r in results if r.verdict == "FAIL")
+
+
+@pytest.mark.parametrize(
+    ("token", "org", "expected"),
+    [
+        ("good", "acme", None),
+        ("unknown", "acme", "buildkite token: rejected (HTTP 401)"),
+        ("no-logs", "acme", "buildkite token: missing scopes: read_build_logs"),
+        ("good", "elsewhere", "buildkite org: 'elsewhere' not visible to this token"),
+        ("good", "", "buildkite org: TACK_BUILDKITE_ORG is not set"),
+    ],
+)
+async def test_buildkite_token_scopes_and_org_are_checked(token: str, org: str, expected: str | None) -> None:
+    """The Buildkite check accepts a good token and names a rejected token, missing scopes or an invisible org."""
+    tokens = {
+        "good": TokenInfo(),
+        "no-logs": TokenInfo(scopes=[s for s in ALL_SCOPES if s != "read_build_logs"]),
+    }
+    async with FakeBuildkite(tokens=tokens) as fake:
+        env = {"TACK_BUILDKITE_TOKEN": token, "TACK_BUILDKITE_ORG": org, "TACK_BUILDKITE_API_URL": fake.url}
+        result = await check_buildkite(env)
+    if expected is None:
+        assert (result.verdict, result.detail) == ("ok", "valid, scopes ok, org 'acme' visible")
+    else:
+        assert result.verdict == "FAIL"
+        assert result.fix
+        assert expected in f"{result.name}: {result.detail}"
+
+
+async def test_an_unreachable_buildkite_api_fails_quickly() -> None:
+    """An API URL nobody answers fails the check, saying so, within the timeout."""
+    env = {
+        "TACK_BUILDKITE_TOKEN": "x",
+        "TACK_BUILDKITE_ORG": "acme",
+        "TACK_BUILDKITE_API_URL": f"http://127.0.0.1:{free_port()}",
+    }
+    result = await check_buildkite(env)
+    assert result.verdict == "FAIL"
+    assert "unreachable" in result.detail

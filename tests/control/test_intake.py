@@ -1,0 +1,155 @@
+"""Pipeline intake: from a knot frame to durable, routed workflows (tack_control.ingest.intake)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pytest
+
+from tack_control.engine.statuses import pipeline_uri
+from tack_control.ingest.registry import MEMBER
+from tests.support.samples import (
+    KNOT,
+    MEMBER_DID,
+    OTHER_DID,
+    OWNER,
+    PIPELINE_RKEY,
+    PUSH_FRAME,
+    World,
+    apply,
+    commit,
+    envelope,
+    published,
+    push_event,
+    workflow_entry,
+)
+
+
+# intake
+
+
+def test_pipeline_frame_creates_routed_workflows(world: World) -> None:
+    """An authorized pipeline creates one workflow per entry, routed, pending or failed with the routing error."""
+    event = push_event()
+    event["workflows"] = [
+        workflow_entry("a.yml", "tack:\n  stub:\n    outcome: success\nenvironment: {X: 1}\n"),
+        workflow_entry("b.yml", "tack:\n  buildkite: {pipeline: p}\n"),
+        workflow_entry("c.yml", "engine: nixery\n"),
+        workflow_entry("d.yml", "tack: {jenkins: {}}\n"),
+        workflow_entry("e.yml", "tack: [unclosed\n"),
+    ]
+    assert world.intake.handle(KNOT, envelope(event)) == "pipeline"
+    assert world.queued == 1
+    rows = world.conn.execute(
+        "SELECT name, provider, config, status, error, dispatch, knot, rkey FROM workflows ORDER BY name"
+    ).fetchall()
+    by_name = {r[0]: r for r in rows}
+    assert by_name["a.yml"][1:6] == (
+        "stub",
+        json.dumps({"config": {"outcome": "success"}, "environment": {"X": "1"}}),
+        "pending",
+        "",
+        "queued",
+    )
+    assert by_name["b.yml"][1] == "buildkite" and by_name["b.yml"][3:6] == ("pending", "", "queued")
+    for name, message in (
+        ("c.yml", "no `tack:` block"),
+        ("d.yml", "unknown provider"),
+        ("e.yml", "invalid YAML"),
+    ):
+        provider, _, status, error, dispatch = by_name[name][1:6]
+        assert (provider, status, dispatch) == (None, "failed", "failed") and message in error
+    assert {r[6:] for r in rows} == {(KNOT, PIPELINE_RKEY)}
+    statuses = {r["workflow"]: r for r in published(world.events)}
+    assert {n: r["status"] for n, r in statuses.items()} == {
+        "a.yml": "pending",
+        "b.yml": "pending",
+        "c.yml": "failed",
+        "d.yml": "failed",
+        "e.yml": "failed",
+    }
+    assert statuses["d.yml"]["exitCode"] == -1 and "jenkins" in statuses["d.yml"]["error"]
+    assert "error" not in statuses["a.yml"]
+    assert {r["pipeline"] for r in statuses.values()} == {pipeline_uri(KNOT, PIPELINE_RKEY)}
+    [(stored,)] = world.conn.execute("SELECT record FROM pipelines").fetchall()
+    assert json.loads(stored) == event
+
+
+def test_pipeline_from_a_knot_with_port_uses_it_verbatim(world: World) -> None:
+    """A pipeline from a dev knot with a port keeps host:port in its statuses' AT-URI."""
+    event = push_event()
+    event["triggerMetadata"]["repo"] |= {"knot": "localhost:6444", "did": MEMBER_DID, "repo": "tool"}
+    assert world.intake.handle("localhost:6444", envelope(event, rkey="3m7zzz")) == "pipeline"
+    [record] = published(world.events)
+    assert record["pipeline"] == "at://did:web:localhost:6444/sh.tangled.pipeline/3m7zzz"
+
+
+def test_default_provider_routes_workflows_without_tack(conn: sqlite3.Connection) -> None:
+    """With a default provider, a workflow without `tack:` is queued for it."""
+    world = World(conn, default="buildkite")
+    assert world.intake.handle(KNOT, PUSH_FRAME) == "pipeline"
+    assert conn.execute("SELECT provider, status FROM workflows").fetchall() == [("buildkite", "pending")]
+
+
+def test_only_failed_workflows_do_not_wake_the_dispatcher(world: World) -> None:
+    """A pipeline whose workflows all fail routing is stored but does not wake the dispatcher."""
+    assert world.intake.handle(KNOT, PUSH_FRAME) == "pipeline"
+    assert world.queued == 0
+    assert world.counts() == (1, 1, 1, 0)
+
+
+def test_replayed_frame_changes_nothing(world: World) -> None:
+    """The same frame again (same knot and rkey) is a duplicate and writes nothing."""
+    event = push_event()
+    event["workflows"] = [workflow_entry("a.yml", "tack: {stub: {}}\n")]
+    assert world.intake.handle(KNOT, envelope(event)) == "pipeline"
+    before = world.counts()
+    frames = list(world.events.after(0))
+    event["workflows"].append(workflow_entry("b.yml", "tack: {stub: {}}\n"))
+    assert world.intake.handle(KNOT, envelope(event)) == "duplicate"
+    assert world.intake.handle(KNOT, envelope(push_event())) == "duplicate"
+    assert world.counts() == before and world.events.after(0) == frames
+    assert world.queued == 1
+
+
+@pytest.mark.parametrize(
+    ("source", "repo"),
+    [
+        ("evil.example", {}),
+        (KNOT, {"knot": "localhost:6444", "did": MEMBER_DID, "repo": "tool"}),
+        (KNOT, {"repo": "unknown"}),
+        (KNOT, {"did": OTHER_DID}),
+    ],
+)
+def test_unauthorized_triggers_write_nothing(world: World, source: str, repo: dict[str, str]) -> None:
+    """A trigger from the wrong knot or for an unregistered repo writes nothing."""
+    event = push_event()
+    event["triggerMetadata"]["repo"] |= repo
+    assert world.intake.handle(source, envelope(event)) == "unauthorized"
+    assert world.counts() == (0, 0, 0, 0) and world.queued == 0
+
+
+def test_trigger_of_a_removed_member_writes_nothing(world: World) -> None:
+    """Once its owner stops being a member, a registered repo's trigger is refused."""
+    apply(world.registry, commit(OWNER, MEMBER, "m1", "delete"))
+    event = push_event()
+    event["triggerMetadata"]["repo"] |= {"knot": "localhost:6444", "did": MEMBER_DID, "repo": "tool"}
+    assert world.intake.handle("localhost:6444", envelope(event)) == "unauthorized"
+    assert world.counts() == (0, 0, 0, 0)
+
+
+@pytest.mark.parametrize(
+    ("frame", "label"),
+    [
+        (envelope({"ref": "refs/heads/main"}, nsid="sh.tangled.git.refUpdate"), "ignored"),
+        (envelope(push_event(), nsid="sh.tangled.pipeline.status"), "ignored"),
+        (PUSH_FRAME.encode(), "binary"),
+        ("{", "malformed"),
+        (envelope({"triggerMetadata": {}}), "malformed"),
+    ],
+)
+def test_frames_that_are_not_pipelines_write_nothing(world: World, frame: str | bytes, label: str) -> None:
+    """Unknown nsids are ignored; binary and malformed frames are labelled and write nothing."""
+    assert world.intake.handle(KNOT, frame) == label
+    assert world.counts() == (0, 0, 0, 0)
