@@ -2,13 +2,15 @@
 FROM python:3.11-slim AS build
 WORKDIR /src
 RUN python -m venv /opt/tack
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md requirements-runtime.lock ./
+RUN /opt/tack/bin/pip install --no-cache-dir --require-hashes -r requirements-runtime.lock
+COPY tack_common ./tack_common
 COPY tack_provider_kit ./tack_provider_kit
 COPY tack_provider_stub ./tack_provider_stub
 COPY tack_provider_buildkite ./tack_provider_buildkite
 COPY tack_control ./tack_control
 COPY tack_sandbox ./tack_sandbox
-RUN /opt/tack/bin/pip install --no-cache-dir .
+RUN /opt/tack/bin/pip install --no-cache-dir --no-deps --no-build-isolation .
 
 FROM python:3.11-slim
 RUN useradd --system --uid 10001 --home-dir /data --shell /usr/sbin/nologin tack \

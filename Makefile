@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 .DEFAULT_GOAL := help
 TOOLS_STAMP := $(VENV)/.tools
 
-.PHONY: help venv tools proto proto-check lint fmt types unit test run trigger bench bench-smoke chaos soak clean
+.PHONY: help venv lock tools proto proto-check lint fmt types unit test run trigger bench bench-smoke chaos soak clean
 
 help:
 	@echo "make run      start tack (control plane + stub provider; a local sandbox without Tangled config)"
@@ -17,12 +17,24 @@ help:
 	@echo "make chaos    run the chaos harness (CHAOS_SECONDS, CHAOS_SEED)"
 	@echo "make soak     run the chaos harness at steady load for SOAK_SECONDS"
 	@echo "make proto    regenerate tack_common/pb from proto/"
+	@echo "make lock     re-resolve requirements.lock and requirements-runtime.lock from pyproject.toml"
 
-$(STAMP): pyproject.toml
+# Every package comes from requirements.lock, hash-checked; the project itself is installed without
+# resolving anything (its build requirement, setuptools, is in the lock too).
+$(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip==26.3
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet --require-hashes -r requirements.lock
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
+
+# Re-resolve the locks from pyproject.toml (uv: one universal lock with hashes for every platform):
+# requirements.lock (everything, for make run/test) and requirements-runtime.lock (the image).
+LOCK_FLAGS := --generate-hashes --universal --python-version 3.11 --custom-compile-command 'make lock' --quiet
+lock: $(STAMP)
+	$(PY) -m pip install --quiet uv==0.13.9
+	$(VENV)/bin/uv pip compile pyproject.toml tools/build-requirements.in --extra dev $(LOCK_FLAGS) -o requirements.lock
+	$(VENV)/bin/uv pip compile pyproject.toml tools/build-requirements.in $(LOCK_FLAGS) -o requirements-runtime.lock
 
 venv: $(STAMP)
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +21,7 @@ from urllib.parse import quote
 
 import aiohttp
 
+from tack_common import backoff
 from tack_provider_buildkite import metrics
 from tack_provider_buildkite.ratelimit import RateLimiter
 
@@ -84,10 +84,6 @@ class Reply:
 
 def _segment(value: str) -> str:
     return quote(value, safe="")
-
-
-def _backoff(attempt: int) -> float:
-    return float(min(8.0, 0.25 * 2**attempt) * (0.5 + random.random()))
 
 
 class BuildkiteClient:
@@ -163,7 +159,7 @@ class BuildkiteClient:
                     raise Unreachable(
                         f"{endpoint}: cannot connect to Buildkite ({exc.strerror or exc})"
                     ) from None
-                await asyncio.sleep(_backoff(attempt))
+                await asyncio.sleep(backoff.delay(attempt + 1, base=0.5, cap=8.0))
                 continue
             except (aiohttp.ClientError, TimeoutError) as exc:
                 metrics.API_REQUESTS.labels(endpoint, "error").inc()
@@ -173,7 +169,7 @@ class BuildkiteClient:
                 attempt += 1
                 if attempt >= ATTEMPTS:
                     raise Unreachable(f"{endpoint}: no answer from Buildkite ({detail})") from None
-                await asyncio.sleep(_backoff(attempt))
+                await asyncio.sleep(backoff.delay(attempt + 1, base=0.5, cap=8.0))
                 continue
             metrics.API_REQUESTS.labels(endpoint, str(reply.status)).inc()
             self.limiter.observe(reply.headers)
@@ -192,7 +188,7 @@ class BuildkiteClient:
                 attempt += 1
                 if attempt >= ATTEMPTS:
                     raise ApiError(endpoint, reply.status, reply.message())
-                await asyncio.sleep(_backoff(attempt))
+                await asyncio.sleep(backoff.delay(attempt + 1, base=0.5, cap=8.0))
                 continue
             return reply
 

@@ -17,7 +17,7 @@ import logging
 import time
 from typing import Any
 
-from tack_common import status as st
+from tack_common import backoff, status as st
 from tack_provider_buildkite import metrics
 from tack_provider_buildkite.api import ApiError, BuildkiteClient, OutcomeUnknown, Unreachable
 from tack_provider_buildkite.build_request import meta_data_for
@@ -133,7 +133,7 @@ class Creator:
     async def _create(self, run_id: int, search_first: bool) -> None:
         if search_first:
             self._must_search.add(run_id)
-        backoff = 1.0
+        attempt = 0
         while True:
             await self.ready.wait()
             run = self.store.get_by_id(run_id)
@@ -148,8 +148,8 @@ class Creator:
                 return
             if await self._attempt(run_id, data):
                 return
-            await asyncio.sleep(backoff)
-            backoff = min(MAX_BACKOFF, backoff * 2)
+            attempt += 1
+            await asyncio.sleep(backoff.delay(attempt, base=1.0, cap=MAX_BACKOFF))
 
     async def _attempt(self, run_id: int, data: dict[str, Any]) -> bool:
         """One try at giving the run a build; True when nothing more is to be done."""

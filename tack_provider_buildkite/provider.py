@@ -8,7 +8,7 @@ import os
 import signal
 from collections.abc import AsyncIterator, Sequence
 
-from tack_common import loglines, status as st
+from tack_common import backoff, loglines, status as st
 from tack_common.pb import provider_pb2 as pb
 from tack_provider_buildkite import build_request, workflow_config
 from tack_provider_buildkite.api import ApiError, BuildkiteClient, Unreachable
@@ -94,7 +94,7 @@ class BuildkiteProvider(Provider):
 
     async def _check_access(self) -> None:
         org = self.settings.org
-        backoff = 0.5
+        attempt = 0
         while True:
             try:
                 token = await self.client.access_token()
@@ -131,8 +131,8 @@ class BuildkiteProvider(Provider):
                 log.warning("Buildkite check inconclusive; retrying", extra={"status": token.status})
             except (ApiError, Unreachable) as exc:
                 log.warning("Buildkite unreachable; retrying", extra={"error": str(exc)})
-            await asyncio.sleep(backoff)
-            backoff = min(MAX_CHECK_BACKOFF, backoff * 2)
+            attempt += 1
+            await asyncio.sleep(backoff.delay(attempt, base=0.5, cap=MAX_CHECK_BACKOFF))
 
     async def _poll_when_ready(self) -> None:
         await self._ready.wait()

@@ -17,6 +17,7 @@ from typing import Any
 
 from tack_common.notify import Notifier
 from tack_common.tid import TidClock, is_tid, parse_tid
+from tack_control import metrics
 
 
 STATUS_NSID = "sh.tangled.pipeline.status"
@@ -64,6 +65,7 @@ class EventLog:
         for created, frame in self._uncommitted:
             self._created.append(created)
             self._frames.append(frame)
+        metrics.EVENTS_PUBLISHED.inc(len(self._uncommitted))
         self._uncommitted.clear()
         if len(self._created) > 2 * self.ring_size:
             cut = len(self._created) - self.ring_size

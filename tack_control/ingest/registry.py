@@ -29,10 +29,9 @@ COLLECTIONS = (MEMBER, REPO, COLLABORATOR)
 
 @dataclass(frozen=True)
 class Applied:
-    """What an applied event changed: the member set and/or the set of knots to follow."""
+    """What became of an applied event (a metric label), and whether the set of knots to follow changed."""
 
     outcome: str
-    members_changed: bool = False
     knots_changed: bool = False
 
 
@@ -86,7 +85,6 @@ class Registry:
         return Applied("collaborator_saved")
 
     def _apply_member(self, conn: sqlite3.Connection, event: JetstreamEvent, key: tuple[str, str]) -> Applied:
-        before = set(self.members)
         if event.operation == "delete":
             conn.execute("DELETE FROM members WHERE did=? AND rkey=?", key)
             outcome = "member_removed"
@@ -107,7 +105,7 @@ class Registry:
                 outcome = "member_saved"
         rows = conn.execute("SELECT subject FROM members WHERE did=?", (self.owner,)).fetchall()
         self.members = {r[0] for r in rows}
-        return Applied(outcome, members_changed=self.members != before)
+        return Applied(outcome)
 
     def _apply_repo(self, conn: sqlite3.Connection, event: JetstreamEvent, key: tuple[str, str]) -> Applied:
         before = self._knots_in(conn)

@@ -1,7 +1,8 @@
 """Every piece of state the control plane's aiohttp application holds, under one AppKey each.
 
 Handlers read their state only through these keys, so what a route depends on
-is visible in one place and no module reaches into another's keys.
+is visible in one place and no module reaches into another's keys. The types
+are imported for the type checker only, so any module may import this one.
 """
 
 from __future__ import annotations
@@ -12,21 +13,20 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from tack_control.config import Settings
-from tack_control.engine.eventlog import EventLog
-from tack_control.engine.providers import ProviderClient
-from tack_control.web.logframes import LogFrames
-
 
 if TYPE_CHECKING:
+    from tack_control.config import Settings
     from tack_control.core import Core
+    from tack_control.engine.eventlog import EventLog
+    from tack_control.engine.providers import ProviderClient
+    from tack_control.web.logframes import LogFrames
 
 
-SETTINGS = web.AppKey("settings", Settings)
+SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
 CORE: web.AppKey[Core] = web.AppKey("core")
-EVENTS = web.AppKey("events", EventLog)
-DB = web.AppKey("db", sqlite3.Connection)
-PROVIDERS = web.AppKey("providers", dict[str, ProviderClient])
-LOG_FRAMES = web.AppKey("log_frames", LogFrames)
-OWNER = web.AppKey("owner", str)
+EVENTS: web.AppKey[EventLog] = web.AppKey("events")
+DB: web.AppKey[sqlite3.Connection] = web.AppKey("db")
+PROVIDERS: web.AppKey[dict[str, ProviderClient]] = web.AppKey("providers")
+LOG_FRAMES: web.AppKey[LogFrames] = web.AppKey("log_frames")
+OWNER: web.AppKey[str] = web.AppKey("owner")
 SOCKETS: web.AppKey[weakref.WeakSet[web.WebSocketResponse]] = web.AppKey("sockets")

@@ -32,14 +32,12 @@ def test_owner_adds_updates_and_removes_members(registry: Registry) -> None:
     """Member records by the owner for this hostname add, update and remove members live."""
     assert not registry.wanted(MEMBER_DID)
     applied = apply(registry, commit(OWNER, MEMBER, "m1", record=member_record(MEMBER_DID)))
-    assert applied == Applied("member_saved", members_changed=True)
+    assert applied == Applied("member_saved")
     assert registry.wanted(MEMBER_DID) and registry.wanted(OWNER)
     applied = apply(registry, commit(OWNER, MEMBER, "m1", "update", member_record(OTHER_DID)))
-    assert applied.members_changed and registry.members == {OTHER_DID}
+    assert applied == Applied("member_saved") and registry.members == {OTHER_DID}
     assert not registry.wanted(MEMBER_DID)
-    assert apply(registry, commit(OWNER, MEMBER, "m1", "delete")) == Applied(
-        "member_removed", members_changed=True
-    )
+    assert apply(registry, commit(OWNER, MEMBER, "m1", "delete")) == Applied("member_removed")
     assert registry.members == set() and not registry.wanted(OTHER_DID)
 
 
@@ -72,7 +70,7 @@ def test_member_records_for_another_spindle_are_ignored_or_revoke(registry: Regi
     apply(registry, commit(OWNER, MEMBER, "m2", record=member_record(MEMBER_DID)))
     assert registry.wanted(MEMBER_DID)
     applied = apply(registry, commit(OWNER, MEMBER, "m2", "update", member_record(MEMBER_DID, HOST + ":1")))
-    assert applied == Applied("member_other_spindle", members_changed=True)
+    assert applied == Applied("member_other_spindle")
     assert not registry.wanted(MEMBER_DID)
 
 

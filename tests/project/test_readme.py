@@ -61,3 +61,33 @@ def test_every_metric_in_the_readme_is_defined() -> None:
     code = source_text()
     assert len(names) > 10
     assert sorted(n for n in names if not defines_metric(n, code)) == []
+
+
+def _registered_metrics() -> dict[str, str]:
+    """Exported name → Python name of every metric the shipped code registers."""
+    found = {}
+    for match in re.finditer(
+        r"^([A-Z_]+)(?::[^=]*)? = (Counter|Gauge|Histogram|Info)\(\s*\"(tack_[a-z_]+)\"", source_text(), re.M
+    ):
+        suffix = "_info" if match.group(2) == "Info" else ""
+        found[match.group(3) + suffix] = match.group(1)
+    return found
+
+
+def test_every_metric_the_code_registers_is_in_the_readme() -> None:
+    """No registered metric is left out of the README's metrics table."""
+    table = README[README.index("## Metrics") : README.index("## Troubleshooting")]
+    registered = _registered_metrics()
+    assert len(registered) > 10
+    assert sorted(n for n in registered if f"`{n}`" not in table) == []
+
+
+def test_every_registered_metric_is_updated_somewhere() -> None:
+    """A metric that is exported is also set or counted by some code outside its definition."""
+    code = source_text()
+    unused = [
+        name
+        for name, constant in _registered_metrics().items()
+        if len(re.findall(rf"\b{constant}\b", code)) < 2
+    ]
+    assert unused == []
