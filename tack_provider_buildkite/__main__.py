@@ -32,7 +32,7 @@ def run() -> None:
         listen="127.0.0.1:7101",
         metrics_addr="127.0.0.1:9101",
         db_path="tack-buildkite.db",
-        extra_schema=SCHEMA,
+        extension=SCHEMA,
     )
     if started and started[0].fatal:
         print(f"configuration error: {started[0].fatal}", file=sys.stderr)

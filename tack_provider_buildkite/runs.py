@@ -22,10 +22,11 @@ from typing import Any, Literal
 
 from tack_common import sqlite
 from tack_common.notify import Notifier
+from tack_common.sqlite import Schema
 from tack_provider_kit.store import JSONDict, ProviderStore
 
 
-SCHEMA = """
+V1 = """
 CREATE TABLE IF NOT EXISTS buildkite_builds (
     build_id TEXT PRIMARY KEY,
     run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
@@ -36,6 +37,8 @@ CREATE TABLE IF NOT EXISTS buildkite_builds (
 );
 CREATE INDEX IF NOT EXISTS buildkite_builds_by_run ON buildkite_builds (run_id);
 """
+
+SCHEMA = Schema("buildkite", (V1,))
 
 QUEUED, SENDING, CREATED, REJECTED = "queued", "sending", "created", "rejected"
 Attached = Literal["attached", "same", "other"]

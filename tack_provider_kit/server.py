@@ -22,6 +22,7 @@ from tack_common import env, logsetup
 from tack_common.client import MAX_MESSAGE_BYTES
 from tack_common.heap import freeze_startup_heap
 from tack_common.pb import provider_pb2 as pb, provider_pb2_grpc as pb_grpc
+from tack_common.sqlite import Schema
 from tack_provider_kit import metrics
 from tack_provider_kit.provider import Provider
 from tack_provider_kit.servicer import ProviderServicer
@@ -105,10 +106,10 @@ async def _prune(store: ProviderStore, retention_s: float) -> None:
 
 
 async def serve(
-    factory: ProviderFactory, settings: ProviderSettings, stop: asyncio.Event, extra_schema: str = ""
+    factory: ProviderFactory, settings: ProviderSettings, stop: asyncio.Event, extension: Schema | None = None
 ) -> None:
     """Serve until ``stop`` is set, then shut down gracefully (health NOT_SERVING first)."""
-    store = ProviderStore(settings.db_path, extra_schema=extra_schema)
+    store = ProviderStore(settings.db_path, extension=extension)
     provider = factory(store)
     store.provider = provider.name
     metrics.BUILD_INFO.info({"provider": provider.name, "version": provider.version})
@@ -173,7 +174,7 @@ def main(
     listen: str,
     metrics_addr: str,
     db_path: str,
-    extra_schema: str = "",
+    extension: Schema | None = None,
 ) -> None:
     """Entry point of ``python -m <provider>``: configure from the environment, serve until SIGTERM/SIGINT.
 
@@ -192,6 +193,6 @@ def main(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await serve(factory, settings, stop, extra_schema)
+        await serve(factory, settings, stop, extension)
 
     asyncio.run(run())

@@ -23,7 +23,8 @@ from tack_common.timefmt import timestamp_from_ns
 from tack_provider_kit import metrics
 
 
-SCHEMA = """
+# Version 1: the schema of the first release (IF NOT EXISTS: databases made before versioning were at it).
+V1 = """
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY,
     knot TEXT NOT NULL,
@@ -53,6 +54,8 @@ CREATE TABLE IF NOT EXISTS status_log (
     time_ns INTEGER NOT NULL
 );
 """
+
+SCHEMA = sqlite.Schema("", (V1,))
 
 JSONDict = dict[str, Any]
 
@@ -115,11 +118,14 @@ def _run(row: tuple[Any, ...]) -> Run:
 class ProviderStore:
     """Runs and status outbox in one SQLite file, used from one event loop."""
 
-    def __init__(self, path: str, provider: str = "", extra_schema: str = "") -> None:
+    def __init__(self, path: str, provider: str = "", extension: sqlite.Schema | None = None) -> None:
+        """Open (creating or migrating) the store; ``extension`` is the provider's own tables in the same file."""
         self.path = path
         self.provider = provider
         self.conn = sqlite.connect(path)
-        self.conn.executescript(SCHEMA + extra_schema)
+        sqlite.migrate(self.conn, SCHEMA)
+        if extension is not None:
+            sqlite.migrate(self.conn, extension)
         self.checkpoints = sqlite.BackgroundCheckpoints(self.conn, path)
         self.conn.execute(
             "INSERT OR IGNORE INTO outbox_meta (key, value) VALUES ('outbox_id', ?)", (uuid.uuid4().hex,)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from tack_provider_kit.server import ProviderFactory, main
-from tack_provider_stub.provider import LOG_SCHEMA, StubProvider
+from tack_provider_stub.provider import SCHEMA, StubProvider
 
 
 def _factory(env: Mapping[str, str]) -> ProviderFactory:
@@ -20,5 +20,5 @@ if __name__ == "__main__":
         listen="127.0.0.1:7102",
         metrics_addr="127.0.0.1:9102",
         db_path="tack-stub.db",
-        extra_schema=LOG_SCHEMA,
+        extension=SCHEMA,
     )

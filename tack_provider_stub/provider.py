@@ -13,6 +13,7 @@ from typing import Any
 from tack_common import loglines, sqlite, status as st
 from tack_common.notify import Notifier
 from tack_common.pb import provider_pb2 as pb
+from tack_common.sqlite import Schema
 from tack_provider_kit import logbatch
 from tack_provider_kit.provider import InvalidArgument, Provider
 from tack_provider_kit.servicer import MAX_LINES_PER_MESSAGE
@@ -23,7 +24,7 @@ from tack_provider_stub.script import Script
 
 log = logging.getLogger(__name__)
 
-LOG_SCHEMA = """
+LOG_V1 = """
 CREATE TABLE IF NOT EXISTS stub_log (
     run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
     idx INTEGER NOT NULL,
@@ -31,6 +32,7 @@ CREATE TABLE IF NOT EXISTS stub_log (
     PRIMARY KEY (run_id, idx)
 ) WITHOUT ROWID;
 """
+SCHEMA = Schema("stub", (LOG_V1,))
 TICK_SECONDS = 0.05
 WRITE_CHUNK = 5000
 READ_CHUNK = MAX_LINES_PER_MESSAGE  # one Logs message per read

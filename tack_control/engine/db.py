@@ -1,4 +1,4 @@
-"""The control plane's SQLite database: schema and opening."""
+"""The control plane's SQLite database: its versioned schema and opening it."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import sqlite3
 from tack_common import sqlite as kit_sqlite
 
 
-SCHEMA = """
+# Version 1: the schema of the first release (IF NOT EXISTS: databases made before versioning were at it).
+V1 = """
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -98,10 +99,17 @@ CREATE TABLE IF NOT EXISTS provider_cursors (
 """
 
 
+SCHEMA = kit_sqlite.Schema("", (V1,))
+
+
 def open_db(path: str) -> sqlite3.Connection:
-    """Open (creating and migrating) the control plane database."""
+    """Open the control plane database, creating it or migrating it to the current schema version."""
     conn = kit_sqlite.connect(path)
-    conn.executescript(SCHEMA)
+    try:
+        kit_sqlite.migrate(conn, SCHEMA)
+    except BaseException:
+        conn.close()
+        raise
     return conn
 
 

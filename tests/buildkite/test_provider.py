@@ -583,7 +583,7 @@ async def test_logs_one_step_per_job_live_and_clean(make_rig: RigFactory) -> Non
 async def test_polls_back_off_while_a_build_is_unchanged(tmp_path: Path) -> None:
     """An unchanged build is polled ever less often (down to 1/8 of the pace); a state change is still seen."""
     fake = await fake_buildkite({"ci": STEPS})
-    store = ProviderStore(str(tmp_path / "t.db"), extra_schema=SCHEMA)
+    store = ProviderStore(str(tmp_path / "t.db"), extension=SCHEMA)
     client = BuildkiteClient(fake.url, DEFAULT_TOKEN, RateLimiter(100_000))
     book = RunBook(store)
     tracker = Tracker(store, book, client, poll_interval=0.1)

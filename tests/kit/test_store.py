@@ -12,7 +12,8 @@ import pytest
 
 from tack_common import status as st
 from tack_common.pb import provider_pb2 as pb
-from tack_provider_kit.store import ProviderStore, RunKey
+from tack_common.sqlite import Schema, schema_version
+from tack_provider_kit.store import SCHEMA, V1, ProviderStore, RunKey
 
 
 # store
@@ -161,10 +162,12 @@ def test_store_prune_keeps_recent_terminal_runs(store: ProviderStore) -> None:
 
 
 def test_store_schema_is_extensible(tmp_path: Path) -> None:
-    """extra_schema is created alongside the store's own tables."""
-    store = ProviderStore(
-        str(tmp_path / "x.db"), extra_schema="CREATE TABLE IF NOT EXISTS extra (v INTEGER);"
-    )
+    """A provider's extension schema is migrated alongside the store's own tables, with its own version."""
+    extension = Schema("extra", ("CREATE TABLE extra (v INTEGER);", "ALTER TABLE extra ADD COLUMN w TEXT;"))
+    store = ProviderStore(str(tmp_path / "x.db"), extension=extension)
+    assert schema_version(store.conn, "extra") == 2 and schema_version(store.conn) == SCHEMA.version
+    store.close()
+    store = ProviderStore(str(tmp_path / "x.db"), extension=extension)
     try:
         store.conn.execute("INSERT INTO extra (v) VALUES (1)")
         with pytest.raises(sqlite3.IntegrityError):
@@ -197,3 +200,22 @@ async def test_store_watch_replays_then_follows(store: ProviderStore) -> None:
         assert await asyncio.wait_for(anext(watch), 2) == []
     finally:
         await watch.aclose()
+
+
+def test_a_database_of_the_first_release_opens_and_keeps_its_runs(tmp_path: Path) -> None:
+    """A store made before schema versions (user_version 0, tables present) is adopted at version 1, rows kept."""
+    path = str(tmp_path / "old.db")
+    old = sqlite3.connect(path)
+    old.executescript(V1)
+    old.execute(
+        "INSERT INTO runs (knot, pipeline_rkey, workflow, status, created_ns, updated_ns)"
+        " VALUES ('k', 'r', 'w.yml', 1, 5, 5)"
+    )
+    old.commit()
+    old.close()
+    store = ProviderStore(path)
+    try:
+        assert schema_version(store.conn) == SCHEMA.version
+        assert store.get(RunKey("k", "r", "w.yml")) is not None
+    finally:
+        store.close()
