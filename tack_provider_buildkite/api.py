@@ -1,4 +1,4 @@
-"""A thin aiohttp client for the Buildkite REST API v2 (buildkite-api.md §1-§4).
+"""A thin aiohttp client for the Buildkite REST API v2 (docs/buildkite-api.md §1-§4).
 
 One ClientSession (opened inside the running loop) per client. Every request
 passes the shared :class:`~tack_provider_buildkite.ratelimit.RateLimiter`; a

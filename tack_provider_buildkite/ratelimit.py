@@ -1,4 +1,4 @@
-"""Staying inside Buildkite's REST rate limits (buildkite-api.md §1, §9.1).
+"""Staying inside Buildkite's REST rate limits (docs/buildkite-api.md §1, §9.1).
 
 Buildkite allows 200 requests/minute per organization and 50 per token user,
 and says how much is left on every response. :class:`RateLimiter`

@@ -1,4 +1,4 @@
-"""Buildkite build and job states, and what they mean for Tangled (buildkite-api.md §5), free of I/O.
+"""Buildkite build and job states, and what they mean for Tangled (docs/buildkite-api.md §5), free of I/O.
 
 The build's state decides the workflow's status; the event name of a webhook
 never does. ``blocked`` builds read as ``pending`` (waiting on a person), a

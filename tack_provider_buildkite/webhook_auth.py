@@ -1,4 +1,4 @@
-"""Authenticating Buildkite webhooks (buildkite-api.md §6), free of I/O.
+"""Authenticating Buildkite webhooks (docs/buildkite-api.md §6), free of I/O.
 
 ``token`` mode: ``X-Buildkite-Token`` must equal the secret. ``signature`` mode:
 ``X-Buildkite-Signature: timestamp=<unix s>,signature=<hex>`` where the hex is

@@ -1,7 +1,7 @@
 """SimulatedJetstream: a loopback stand-in for Bluesky Jetstream's ``/subscribe`` websocket,
 used by the local sandbox and the tests.
 
-It behaves like the Jetstream server as a spindle sees it (protocol doc §2):
+It behaves like the Jetstream server as a spindle sees it (docs/tangled-protocol.md §2):
 uncompressed JSON text frames, one event per frame; ``wantedCollections``
 (NSIDs, or prefixes ending in ``.*``) filter commit events only, while account
 and identity events always pass; ``wantedDids`` filter every event; a

@@ -1,7 +1,7 @@
 """SimulatedKnot: a loopback stand-in for a Tangled knot's ``/events`` stream, used by the
 local sandbox and the tests.
 
-It reproduces the knot's stream semantics (protocol doc §4) including their
+It reproduces the knot's stream semantics (docs/tangled-protocol.md §4) including their
 sharp edges: the cursor is unix *nanoseconds*; a missing, unparsable or zero
 cursor means "now" (no backfill), a negative one means "from the beginning";
 every query returns at most 100 rows, and a backlog beyond that drains only as

@@ -242,6 +242,8 @@ class Repo(_message.Message):
     DID_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
     DEFAULT_BRANCH_FIELD_NUMBER: _builtins.int
+    REPO_DID_FIELD_NUMBER: _builtins.int
+    RKEY_FIELD_NUMBER: _builtins.int
     knot: _builtins.str
     """Knot hosting the repository."""
     did: _builtins.str
@@ -250,6 +252,14 @@ class Repo(_message.Message):
     """Repository name (not an AT-URI)."""
     default_branch: _builtins.str
     """Default branch; empty when the knot does not say."""
+    repo_did: _builtins.str
+    """DID of the repository itself (current Tangled, v1.13+); empty for repositories known only by
+    owner and name (the 2025 protocol). The repository's git URL is https://<knot>/<repo_did>.
+    """
+    rkey: _builtins.str
+    """Record key of the owner's sh.tangled.repo record (current Tangled; `name` may then be empty or
+    cosmetic).
+    """
     def __init__(
         self,
         *,
@@ -257,10 +267,12 @@ class Repo(_message.Message):
         did: _builtins.str = ...,
         name: _builtins.str = ...,
         default_branch: _builtins.str = ...,
+        repo_did: _builtins.str = ...,
+        rkey: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["default_branch", b"default_branch", "did", b"did", "knot", b"knot", "name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["default_branch", b"default_branch", "did", b"did", "knot", b"knot", "name", b"name", "repo_did", b"repo_did", "rkey", b"rkey"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -278,9 +290,9 @@ class PushTrigger(_message.Message):
     ref: _builtins.str
     """Full ref, e.g. "refs/heads/main" or "refs/tags/v1"."""
     old_sha: _builtins.str
-    """40-hex SHA before the push; all zeros for a new ref."""
+    """SHA before the push (40 hex, or 64 hex in a SHA-256 repository); all zeros for a new ref."""
     new_sha: _builtins.str
-    """40-hex SHA after the push: the commit to build."""
+    """SHA after the push: the commit to build (40 or 64 hex)."""
     def __init__(
         self,
         *,
@@ -306,14 +318,19 @@ class PullRequestTrigger(_message.Message):
     TARGET_BRANCH_FIELD_NUMBER: _builtins.int
     SOURCE_SHA_FIELD_NUMBER: _builtins.int
     ACTION_FIELD_NUMBER: _builtins.int
+    PULL_FIELD_NUMBER: _builtins.int
     source_branch: _builtins.str
     """Branch the change comes from."""
     target_branch: _builtins.str
     """Branch the change targets."""
     source_sha: _builtins.str
-    """40-hex SHA of the source branch head: the commit to build."""
+    """SHA of the source branch head: the commit to build (40 or 64 hex)."""
     action: _builtins.str
-    """What happened to the pull request, e.g. "create"."""
+    """What happened to the pull request: "opened", "synchronize", "reopened", "closed" or "merged"
+    (current Tangled); the 2025 protocol's knots sent "create".
+    """
+    pull: _builtins.str
+    """AT-URI of the sh.tangled.repo.pull record; empty when not known."""
     def __init__(
         self,
         *,
@@ -321,10 +338,11 @@ class PullRequestTrigger(_message.Message):
         target_branch: _builtins.str = ...,
         source_sha: _builtins.str = ...,
         action: _builtins.str = ...,
+        pull: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "source_branch", b"source_branch", "source_sha", b"source_sha", "target_branch", b"target_branch"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "pull", b"pull", "source_branch", b"source_branch", "source_sha", b"source_sha", "target_branch", b"target_branch"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -363,6 +381,12 @@ class ManualTrigger(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     INPUTS_FIELD_NUMBER: _builtins.int
+    SHA_FIELD_NUMBER: _builtins.int
+    REF_FIELD_NUMBER: _builtins.int
+    sha: _builtins.str
+    """The commit to build (current Tangled; empty from the 2025 protocol)."""
+    ref: _builtins.str
+    """The ref the commit is on, e.g. "refs/heads/main"; may be empty."""
     @_builtins.property
     def inputs(self) -> _containers.RepeatedCompositeFieldContainer[Global___ManualInput]:
         """Inputs given with the trigger, in order."""
@@ -371,10 +395,12 @@ class ManualTrigger(_message.Message):
         self,
         *,
         inputs: _abc.Iterable[Global___ManualInput] | None = ...,
+        sha: _builtins.str = ...,
+        ref: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["inputs", b"inputs"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["inputs", b"inputs", "ref", b"ref", "sha", b"sha"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -391,8 +417,16 @@ class Trigger(_message.Message):
     PUSH_FIELD_NUMBER: _builtins.int
     PULL_REQUEST_FIELD_NUMBER: _builtins.int
     MANUAL_FIELD_NUMBER: _builtins.int
+    SOURCE_REPO_DID_FIELD_NUMBER: _builtins.int
+    SOURCE_KNOT_FIELD_NUMBER: _builtins.int
     kind: Global___TriggerKind.ValueType
     """What caused the pipeline; says which of the details below is set."""
+    source_repo_did: _builtins.str
+    """DID of the repository the commit comes from when it is not `repo` (a fork's pull request);
+    empty when the commit is in `repo`. Its git URL is on its own knot.
+    """
+    source_knot: _builtins.str
+    """Knot hosting `source_repo_did`; empty when `source_repo_did` is."""
     @_builtins.property
     def repo(self) -> Global___Repo:
         """The repository."""
@@ -417,10 +451,12 @@ class Trigger(_message.Message):
         push: Global___PushTrigger | None = ...,
         pull_request: Global___PullRequestTrigger | None = ...,
         manual: Global___ManualTrigger | None = ...,
+        source_repo_did: _builtins.str = ...,
+        source_knot: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["detail", b"detail", "manual", b"manual", "pull_request", b"pull_request", "push", b"push", "repo", b"repo"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["detail", b"detail", "kind", b"kind", "manual", b"manual", "pull_request", b"pull_request", "push", b"push", "repo", b"repo"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["detail", b"detail", "kind", b"kind", "manual", b"manual", "pull_request", b"pull_request", "push", b"push", "repo", b"repo", "source_knot", b"source_knot", "source_repo_did", b"source_repo_did"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_detail: _TypeAlias = _typing.Literal["push", "pull_request", "manual"]  # noqa: Y015
     _WhichOneofArgType_detail: _TypeAlias = _typing.Literal["detail", b"detail"]  # noqa: Y015
@@ -437,22 +473,26 @@ class CloneOptions(_message.Message):
     SKIP_FIELD_NUMBER: _builtins.int
     DEPTH_FIELD_NUMBER: _builtins.int
     SUBMODULES_FIELD_NUMBER: _builtins.int
+    TAGS_FIELD_NUMBER: _builtins.int
     skip: _builtins.bool
     """Do not clone at all."""
     depth: _builtins.int
     """Fetch depth; 0 means the stock default of 1."""
     submodules: _builtins.bool
     """Also fetch submodules."""
+    tags: _builtins.bool
+    """Also fetch tags (current Tangled's default is true)."""
     def __init__(
         self,
         *,
         skip: _builtins.bool = ...,
         depth: _builtins.int = ...,
         submodules: _builtins.bool = ...,
+        tags: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["depth", b"depth", "skip", b"skip", "submodules", b"submodules"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["depth", b"depth", "skip", b"skip", "submodules", b"submodules", "tags", b"tags"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -539,12 +579,27 @@ class SpawnRequest(_message.Message):
     ACTOR_DID_FIELD_NUMBER: _builtins.int
     TRIGGER_FIELD_NUMBER: _builtins.int
     WORKFLOWS_FIELD_NUMBER: _builtins.int
+    UNTRUSTED_FIELD_NUMBER: _builtins.int
+    RECOVERED_FIELD_NUMBER: _builtins.int
+    PIPELINE_URI_FIELD_NUMBER: _builtins.int
     knot: _builtins.str
     """Knot that emitted the pipeline."""
     pipeline_rkey: _builtins.str
     """Record key of the pipeline on that knot."""
     actor_did: _builtins.str
     """DID on whose behalf the pipeline runs (the repository owner)."""
+    untrusted: _builtins.bool
+    """True when the code to build is not trusted by the repository: a fork's pull request run through
+    "Run CI". A provider must not expose secrets or privileged runners to an untrusted run; the
+    Buildkite provider refuses one unless the workflow opts in. False (trusted) for pushes and branch
+    pull requests of people with push rights, and for every request from an older control plane.
+    """
+    recovered: _builtins.bool
+    """True when tack started this pipeline on recovering a push it missed (its knot stream had a gap):
+    the commit is the ref's current head, and earlier commits of the gap were not built.
+    """
+    pipeline_uri: _builtins.str
+    """AT-URI of the pipeline, at://did:web:<knot>/sh.tangled.pipeline/<pipeline_rkey>."""
     @_builtins.property
     def trigger(self) -> Global___Trigger:
         """What triggered the pipeline."""
@@ -561,10 +616,13 @@ class SpawnRequest(_message.Message):
         actor_did: _builtins.str = ...,
         trigger: Global___Trigger | None = ...,
         workflows: _abc.Iterable[Global___Workflow] | None = ...,
+        untrusted: _builtins.bool = ...,
+        recovered: _builtins.bool = ...,
+        pipeline_uri: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["trigger", b"trigger"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor_did", b"actor_did", "knot", b"knot", "pipeline_rkey", b"pipeline_rkey", "trigger", b"trigger", "workflows", b"workflows"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor_did", b"actor_did", "knot", b"knot", "pipeline_rkey", b"pipeline_rkey", "pipeline_uri", b"pipeline_uri", "recovered", b"recovered", "trigger", b"trigger", "untrusted", b"untrusted", "workflows", b"workflows"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

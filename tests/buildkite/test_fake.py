@@ -1,4 +1,4 @@
-"""The fake Buildkite is faithful to buildkite-api.md §10: REST, logs, state rules and webhooks, on loopback."""
+"""The fake Buildkite is faithful to docs/buildkite-api.md §10: REST, logs, state rules and webhooks, on loopback."""
 
 from __future__ import annotations
 

@@ -82,7 +82,7 @@ def _job(state: str, **extra: Any) -> dict[str, Any]:
 def test_build_state_mapping(
     build: dict[str, Any], status: st.Status, error: str, exit_code: int | None
 ) -> None:
-    """Build states map to Tangled statuses per buildkite-api.md §5, with error and exit code."""
+    """Build states map to Tangled statuses per docs/buildkite-api.md §5, with error and exit code."""
     verdict = states.build_verdict(build)
     assert (verdict.status, verdict.error, verdict.exit_code, verdict.needs_jobs) == (
         status,

@@ -86,7 +86,7 @@ def _go_rfc3339_nano(ns: int) -> str:
 
 
 def _reference_frame(line: pb.LogLine) -> dict[str, object]:
-    """The Tangled LogLine object for ``line`` by tangled-protocol.md's table, built as a dict."""
+    """The Tangled LogLine object for ``line`` by docs/tangled-protocol.md's table, built as a dict."""
     control = line.kind == pb.LOG_KIND_CONTROL
     out: dict[str, object] = {
         "kind": "control" if control else "data",

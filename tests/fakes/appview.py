@@ -1,5 +1,5 @@
 """AppviewClient: reads a spindle's ``/events`` and ``/logs`` the way Tangled's Go appview
-does (protocol doc §6, §7), and records everything the appview would drop or mis-show.
+does (docs/tangled-protocol.md §6, §7), and records everything the appview would drop or mis-show.
 
 Differences from the real appview, all deliberate: frames are processed one at
 a time in arrival order (the appview uses 64 concurrent workers), statuses are

@@ -29,7 +29,7 @@ OTHER_DID = "did:plc:stranger3rnslshcvnkjbp"
 KNOT = "knot1.tangled.sh"
 PIPELINE_RKEY = "3m7abcxyz2k22"
 
-# The protocol doc's example frames, verbatim (tangled-protocol.md §2, §4, §5, §6).
+# The protocol doc's example frames, verbatim (docs/tangled-protocol.md §2, §4, §5, §6).
 PUSH_FRAME = r"""{"event":{"$type":"","triggerMetadata":{"kind":"push","push":{"newSha":"9f2c1e0d8b7a6f5e4d3c2b1a09f8e7d6c5b4a392","oldSha":"1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d","ref":"refs/heads/main"},"repo":{"defaultBranch":"","did":"did:plc:wshs7t2ige3rnslshcvnkjbp","knot":"knot1.tangled.sh","repo":"hello"}},"workflows":[{"clone":{"depth":0,"skip":false,"submodules":false},"engine":"nixery","name":"build.yml","raw":"when:\n  - event: [\"push\"]\n    branch: [\"main\"]\nengine: \"nixery\"\nsteps:\n  - name: build\n    command: go build ./...\n"}]},"nsid":"sh.tangled.pipeline","rkey":"3m7abcxyz2k22"}"""
 PR_TRIGGER = r"""{"kind":"pull_request","pullRequest":{"action":"create","sourceBranch":"feature-x","sourceSha":"<40 hex>","targetBranch":"main"},"repo":{"defaultBranch":"","did":"did:plc:...","knot":"knot1.tangled.sh","repo":"hello"}}"""
 JETSTREAM_COMMIT = """{

@@ -1,4 +1,4 @@
-"""A fake Buildkite for tests: REST API v2, job logs and signed webhooks on loopback (buildkite-api.md §10).
+"""A fake Buildkite for tests: REST API v2, job logs and signed webhooks on loopback (docs/buildkite-api.md §10).
 
 Modules: ``config`` (users, tokens, pipelines, knobs), ``state`` (the I/O-free
 model and its state rules), ``logs`` (agent-style log bytes), ``render``

@@ -1,4 +1,4 @@
-"""HTTP routes of the fake: the REST API v2 and job logs (buildkite-api.md §10.2, §10.3).
+"""HTTP routes of the fake: the REST API v2 and job logs (docs/buildkite-api.md §10.2, §10.3).
 
 A middleware applies what every API response shares: gateway-error
 injection, Bearer auth (401), the org and per-user rate limits (429) with

@@ -26,7 +26,7 @@ ALL_SCOPES = (
 )
 DEFAULT_TOKEN = "bkua_fake0000000000000000000000000000000000"
 DEFAULT_ORG_ID = "4a1a6c2e-0a8b-4b8e-9d57-2f3c2e1d9a10"
-# The documented ping test vector (buildkite-api.md §6) uses these ids for the webhook's creator.
+# The documented ping test vector (docs/buildkite-api.md §6) uses these ids for the webhook's creator.
 WEBHOOK_SENDER_ID = "3d3c3bf0-7d58-4afe-8fe7-b3017d5504de"
 WEBHOOK_SENDER_NAME = "Fake Admin"
 # 2025-01-01T00:00:00Z: creation time of everything that exists before the fake starts.
@@ -130,7 +130,7 @@ _CHOICES: dict[str, tuple[object, ...]] = {
 
 @dataclass
 class Knobs:
-    """Runtime switches (buildkite-api.md §10.1 plus fault injection); change them at any time."""
+    """Runtime switches (docs/buildkite-api.md §10.1 plus fault injection); change them at any time."""
 
     rate_limit_org: int = 200
     rate_limit_user: int = 50

@@ -1,4 +1,4 @@
-"""The fake-only control API under ``/__fake`` (buildkite-api.md §10.4), for tests in other processes.
+"""The fake-only control API under ``/__fake`` (docs/buildkite-api.md §10.4), for tests in other processes.
 
 No auth and no rate limits. Builds are addressed by UUID or by number when
 that is unique. Errors: 404 for unknown builds or jobs, 400 for bad input,

@@ -47,7 +47,7 @@ BuildRef = Build | str | int
 
 
 class FakeBuildkite:
-    """A fake Buildkite (REST API v2, job logs, webhooks) on 127.0.0.1, per buildkite-api.md §10.
+    """A fake Buildkite (REST API v2, job logs, webhooks) on 127.0.0.1, per docs/buildkite-api.md §10.
 
     ``pipelines`` maps slugs to a ``PipelineSpec`` or a bare list of job
     templates; ``tokens`` maps API tokens to ``TokenInfo`` (by default one

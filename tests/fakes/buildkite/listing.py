@@ -1,4 +1,4 @@
-"""List-builds filters and ``Link`` pagination (buildkite-api.md §1 "Pagination", §3 "List builds")."""
+"""List-builds filters and ``Link`` pagination (docs/buildkite-api.md §1 "Pagination", §3 "List builds")."""
 
 from __future__ import annotations
 

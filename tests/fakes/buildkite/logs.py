@@ -1,4 +1,4 @@
-"""Job log bytes as a Buildkite agent v4 uploads them (buildkite-api.md §4, §10.4).
+"""Job log bytes as a Buildkite agent v4 uploads them (docs/buildkite-api.md §4, §10.4).
 
 The agent's timestamper writes ``ESC _ bk;t=<unix ms> BEL`` at the start of
 every line, and again mid-line when a write arrives more than a second after

@@ -1,4 +1,4 @@
-"""Buildkite's two REST rate limits (buildkite-api.md §1): one org bucket and one bucket per token user.
+"""Buildkite's two REST rate limits (docs/buildkite-api.md §1): one org bucket and one bucket per token user.
 
 Each bucket is a fixed window that opens with its first request and lasts
 ``window_s``. Every request counts, rejected ones included, so a 429 body's

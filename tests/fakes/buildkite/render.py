@@ -1,6 +1,6 @@
 """JSON shapes of the fake's objects: REST Build, Job, Pipeline and Organization, and their webhook variants.
 
-Field names and order follow buildkite-api.md §2, §4 and §10.6. REST
+Field names and order follow docs/buildkite-api.md §2, §4 and §10.6. REST
 timestamps are ISO 8601 with milliseconds; webhooks use the format the
 ``webhook_timestamp_format`` knob picks (both formats are seen in the wild).
 """

@@ -1,7 +1,7 @@
 """The fake's world, free of I/O: pipelines, builds, jobs and the rules that move their states.
 
 Every mutation returns the webhook events it caused, in the natural order of
-buildkite-api.md §10.5, each carrying a snapshot of the build (and job) taken
+docs/buildkite-api.md §10.5, each carrying a snapshot of the build (and job) taken
 when the event happened. Rules (§5, §10.4):
 
 - the first job to run makes the build ``running``;

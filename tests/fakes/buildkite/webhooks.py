@@ -1,4 +1,4 @@
-"""The webhook emitter (buildkite-api.md §6, §10.5): signing, one ordered queue per target, fault knobs.
+"""The webhook emitter (docs/buildkite-api.md §6, §10.5): signing, one ordered queue per target, fault knobs.
 
 Each target gets its own worker, so deliveries to one target go out one at a
 time in event order, unless ``webhook_reorder`` shuffles what is queued.
