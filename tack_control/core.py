@@ -14,12 +14,16 @@ from tack_control.engine import retention
 from tack_control.engine.db import open_db
 from tack_control.engine.dispatch import Dispatcher
 from tack_control.engine.eventlog import EventLog
+from tack_control.engine.pipelines import Pipelines
 from tack_control.engine.providers import ProviderClient, StatusWatcher
 from tack_control.engine.statuses import StatusBook
 from tack_control.ingest.intake import Intake
 from tack_control.ingest.jetstream import JetstreamIngest
+from tack_control.ingest.knotapi import KnotApi
 from tack_control.ingest.knots import KnotConsumers
 from tack_control.ingest.registry import Registry
+from tack_control.ingest.verify import Verifier
+from tack_control.netguard import Fetcher
 
 
 log = logging.getLogger(__name__)
@@ -47,17 +51,35 @@ class Core:
             reconcile_after_s=settings.reconcile_after_s,
         )
         self.watchers = [StatusWatcher(p, self.book) for p in self.providers.values()]
+        self.pipelines = Pipelines(self.book, self.events)
+        self.fetcher = Fetcher(settings.dev)
+        self.knot_api = KnotApi(self.fetcher.get_json, settings.dev)
         self.intake = Intake(
-            self.registry, self.book, list(self.providers), settings.default_provider, self.dispatcher.poke
+            self.registry,
+            self.book,
+            self.pipelines,
+            list(self.providers),
+            settings.default_provider,
+            self.dispatcher.poke,
         )
-        self.knots = KnotConsumers(self.conn, settings.dev, self.intake.handle, settings.knot_rewind_s)
+        self.knots = KnotConsumers(self.conn, settings.dev, self.intake.handle_frame, settings.knot_rewind_s)
+        self.verifier = Verifier(self.registry, self.book, self.knot_api, self.follow_knots)
         self.jetstream = JetstreamIngest(
             settings.jetstream_url,
             self.registry,
             self.book,
-            lambda: self.knots.sync(self.registry.knots()),
+            self.registrations_changed,
             settings.jetstream_rewind_s,
         )
+
+    def follow_knots(self) -> None:
+        """Follow exactly the knots of the repositories registered now."""
+        self.knots.sync(self.registry.knots())
+
+    def registrations_changed(self) -> None:
+        """A repository record changed: follow its knot, or verify it first."""
+        self.follow_knots()
+        self.verifier.poke()
 
     async def release_held_statuses(self) -> None:
         """Publish statuses held for their createdAt second, as their seconds begin.
@@ -85,13 +107,14 @@ class Core:
         while True:
             cutoff = time.time_ns() - int(self.settings.retention_days * 86400 * 1e9)
             pruned = retention.prune(self.book, self.events, cutoff)
-            if pruned.events or pruned.workflows:
+            if pruned.events or pruned.workflows or pruned.pushes:
                 log.info("pruned", extra=vars(pruned))
             await asyncio.sleep(3600)
 
     async def close(self) -> None:
         """Stop consumers and close channels and the database."""
         await self.knots.close()
+        await self.fetcher.close()
         await self.dispatcher.close()
         for provider in self.providers.values():
             await provider.close()

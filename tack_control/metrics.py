@@ -14,6 +14,21 @@ KNOT_FRAMES = Counter("tack_knot_frames_total", "Knot /events frames by what bec
 KNOTS_CONNECTED = Gauge("tack_knots_connected", "Knot event streams currently open.")
 KNOTS_WANTED = Gauge("tack_knots_wanted", "Knots hosting a registered repo.")
 PIPELINES = Counter("tack_pipelines_total", "Pipeline triggers by decision.", ["decision"])
+PUSHES = Counter(
+    "tack_pushes_total",
+    "Pushes (refUpdate events and recovered pushes) by what became of them.",
+    ["outcome"],
+)
+WORKFLOW_LOAD_SECONDS = Histogram(
+    "tack_workflow_load_seconds",
+    "Time to load a commit's .tangled/workflows from its knot (git fetch and read).",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
+REGISTRATIONS_REFUSED = Counter(
+    "tack_registrations_refused_total",
+    "Repository records naming this spindle that were refused.",
+    ["reason"],
+)
 WORKFLOWS_ROUTED = Counter(
     "tack_workflows_routed_total",
     "Workflows of accepted pipelines by provider ('none' when unroutable).",

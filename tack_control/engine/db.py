@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 
 from tack_common import sqlite as kit_sqlite
@@ -99,7 +100,117 @@ CREATE TABLE IF NOT EXISTS provider_cursors (
 """
 
 
-SCHEMA = kit_sqlite.Schema("", (V1,))
+# Version 2: current Tangled (v1.16+). Repositories are identified by repo DIDs and verified against
+# their knot; tack mints the pipelines of pushes, pull requests and manual runs itself, and the CI API
+# reads pipelines by repo DID, commit and kind.
+V2 = """
+-- A repo record naming this spindle: 'legacy' (no repoDid: the 2025 protocol, authorized by knot,
+-- owner and name), 'pending' (repoDid not yet verified against the knot), 'verified' or 'refused'.
+ALTER TABLE repos ADD COLUMN repo_did TEXT NOT NULL DEFAULT '';
+ALTER TABLE repos ADD COLUMN state TEXT NOT NULL DEFAULT 'legacy';
+ALTER TABLE repos ADD COLUMN reason TEXT NOT NULL DEFAULT '';
+ALTER TABLE repos ADD COLUMN next_check_ns INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE repos ADD COLUMN checks INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX repos_by_repo_did ON repos (repo_did);
+-- Push rights granted by the knot itself (sh.tangled.repo.collaboratorUpdate).
+CREATE TABLE knot_collaborators (
+    repo_did TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    knot TEXT NOT NULL,
+    PRIMARY KEY (repo_did, subject)
+);
+-- Knot members (sh.tangled.knot.memberUpdate): recorded, grant nothing on their own.
+CREATE TABLE knot_members (
+    knot TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    PRIMARY KEY (knot, subject)
+);
+-- Which protocol a knot speaks ('legacy': sh.tangled.pipeline triggers; 'current': refUpdate with a
+-- repo DID), and whether the cursor is the knot's own `created` (else tack's clock, rewound on reconnect).
+ALTER TABLE knot_cursors ADD COLUMN speaks TEXT NOT NULL DEFAULT '';
+ALTER TABLE knot_cursors ADD COLUMN knot_clock INTEGER NOT NULL DEFAULT 0;
+-- Pipelines as the CI API reads them. created_ns is unique and increasing: the queryPipelines cursor.
+ALTER TABLE pipelines ADD COLUMN created_ns INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE pipelines ADD COLUMN repo_did TEXT NOT NULL DEFAULT '';
+ALTER TABLE pipelines ADD COLUMN source_repo TEXT NOT NULL DEFAULT '';
+-- The knot of source_repo (a fork's), where its commit is fetched from.
+ALTER TABLE pipelines ADD COLUMN source_knot TEXT NOT NULL DEFAULT '';
+ALTER TABLE pipelines ADD COLUMN kind TEXT NOT NULL DEFAULT '';
+ALTER TABLE pipelines ADD COLUMN commit_sha TEXT NOT NULL DEFAULT '';
+-- knot: a knot's sh.tangled.pipeline (2025 protocol); push, pull, manual: minted by tack; recovered:
+-- minted for a push tack missed.
+ALTER TABLE pipelines ADD COLUMN origin TEXT NOT NULL DEFAULT 'knot';
+ALTER TABLE pipelines ADD COLUMN untrusted INTEGER NOT NULL DEFAULT 0;
+-- Workflow times as the CI API reports them (whole seconds of the published statuses; 0 = not yet).
+ALTER TABLE workflows ADD COLUMN started_s INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE workflows ADD COLUMN finished_s INTEGER NOT NULL DEFAULT 0;
+-- Every push acted on, by repository and ref and commit, whichever way it arrived (a knot's
+-- sh.tangled.pipeline or refUpdate, or recovery), so none runs twice. repo is the repo DID, or
+-- "<knot>/<owner>/<name>" for a repository known only by name. state: queued (workflows not yet
+-- loaded), done, skipped or failed; event holds what the worker needs.
+CREATE TABLE pushes (
+    repo TEXT NOT NULL,
+    ref TEXT NOT NULL,
+    new_sha TEXT NOT NULL,
+    knot TEXT NOT NULL,
+    state TEXT NOT NULL,
+    event TEXT NOT NULL DEFAULT '{}',
+    pipeline_rkey TEXT NOT NULL DEFAULT '',
+    reason TEXT NOT NULL DEFAULT '',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_ns INTEGER NOT NULL DEFAULT 0,
+    received_ns INTEGER NOT NULL,
+    PRIMARY KEY (repo, ref, new_sha)
+);
+CREATE INDEX pushes_queued ON pushes (state, next_attempt_ns);
+-- The newest commit tack saw per ref of each repository, to find pushes it missed.
+CREATE TABLE repo_refs (
+    repo_did TEXT NOT NULL,
+    ref TEXT NOT NULL,
+    sha TEXT NOT NULL,
+    updated_ns INTEGER NOT NULL,
+    PRIMARY KEY (repo_did, ref)
+);
+"""
+
+
+def _v2_backfill(conn: sqlite3.Connection) -> None:
+    """Give pipelines of version 1 their query columns, and each a unique created_ns."""
+    last = 0
+    rows = conn.execute(
+        "SELECT rowid, received_ns, record FROM pipelines ORDER BY received_ns, rowid"
+    ).fetchall()
+    for rowid, received_ns, record in rows:
+        created = max(int(received_ns), last + 1)
+        last = created
+        kind, commit = _kind_and_commit(record)
+        conn.execute(
+            "UPDATE pipelines SET created_ns=?, kind=?, commit_sha=? WHERE rowid=?",
+            (created, kind, commit, rowid),
+        )
+    conn.execute("CREATE UNIQUE INDEX pipelines_by_created ON pipelines (created_ns)")
+    conn.execute("CREATE INDEX pipelines_by_repo ON pipelines (repo_did, created_ns)")
+    conn.execute("CREATE INDEX pipelines_by_commit ON pipelines (repo_did, commit_sha, created_ns)")
+    conn.execute("CREATE INDEX pipelines_by_rkey ON pipelines (rkey)")
+
+
+def _kind_and_commit(record: str) -> tuple[str, str]:
+    """The trigger kind and the commit built, from a stored sh.tangled.pipeline record ("" when unreadable)."""
+    try:
+        meta = json.loads(record).get("triggerMetadata") or {}
+        kind = str(meta.get("kind") or "")
+        detail = (
+            meta.get({"push": "push", "pull_request": "pullRequest", "manual": "manual"}.get(kind, "")) or {}
+        )
+        commit = (
+            detail.get({"push": "newSha", "pull_request": "sourceSha", "manual": "sha"}[kind]) if kind else ""
+        )
+    except (ValueError, AttributeError, KeyError, TypeError):
+        return "", ""
+    return kind, commit if isinstance(commit, str) else ""
+
+
+SCHEMA = kit_sqlite.Schema("", (V1, V2, _v2_backfill))
 
 
 def open_db(path: str) -> sqlite3.Connection:

@@ -25,7 +25,7 @@ from tack_common.notify import Notifier
 from tack_common.pb import provider_pb2 as pb
 from tack_control import metrics
 from tack_control.engine.providers import RETRYABLE, ProviderClient
-from tack_control.engine.statuses import StatusBook
+from tack_control.engine.statuses import StatusBook, pipeline_uri
 from tack_control.ingest.wire import Pipeline, parse_pipeline
 
 
@@ -53,14 +53,33 @@ class Queued:
     solo: bool
 
 
-def spawn_request(knot: str, rkey: str, pipeline: Pipeline, rows: list[Queued]) -> pb.SpawnRequest:
+@dataclass(frozen=True)
+class Provenance:
+    """What the pipeline row says beyond its record: whether the code is untrusted, and whether it was recovered."""
+
+    untrusted: bool = False
+    recovered: bool = False
+    source_knot: str = ""
+
+
+def spawn_request(
+    knot: str, rkey: str, pipeline: Pipeline, rows: list[Queued], provenance: Provenance | None = None
+) -> pb.SpawnRequest:
     """The Spawn request for some workflows of one pipeline."""
     t = pipeline.trigger
+    p = provenance or Provenance()
     trigger = pb.Trigger(
         kind=_KINDS[t.kind],
         repo=pb.Repo(
-            knot=t.repo.knot, did=t.repo.did, name=t.repo.name, default_branch=t.repo.default_branch
+            knot=t.repo.knot,
+            did=t.repo.did,
+            name=t.repo.name,
+            default_branch=t.repo.default_branch,
+            repo_did=t.repo.repo_did,
+            rkey=t.repo.name if t.repo.repo_did else "",
         ),
+        source_repo_did=t.source_repo,
+        source_knot=p.source_knot if t.source_repo else "",
     )
     if t.kind == "push":
         trigger.push.CopyFrom(pb.PushTrigger(ref=t.ref, old_sha=t.old_sha, new_sha=t.new_sha))
@@ -71,11 +90,14 @@ def spawn_request(knot: str, rkey: str, pipeline: Pipeline, rows: list[Queued]) 
                 target_branch=t.target_branch,
                 source_sha=t.source_sha,
                 action=t.action,
+                pull=t.pull,
             )
         )
     else:
         trigger.manual.CopyFrom(
-            pb.ManualTrigger(inputs=[pb.ManualInput(key=k, value=v) for k, v in t.inputs])
+            pb.ManualTrigger(
+                inputs=[pb.ManualInput(key=k, value=v) for k, v in t.inputs], sha=t.sha, ref=t.ref
+            )
         )
     by_name = {w.name: w for w in pipeline.workflows}
     workflows = []
@@ -88,14 +110,24 @@ def spawn_request(knot: str, rkey: str, pipeline: Pipeline, rows: list[Queued]) 
                 engine=wf.engine,
                 raw=wf.raw,
                 clone=pb.CloneOptions(
-                    skip=wf.clone.skip, depth=wf.clone.depth, submodules=wf.clone.submodules
+                    skip=wf.clone.skip,
+                    depth=wf.clone.depth,
+                    submodules=wf.clone.submodules,
+                    tags=wf.clone.tags,
                 ),
                 config_json=json.dumps(stored["config"]),
                 environment=stored["environment"],
             )
         )
     return pb.SpawnRequest(
-        knot=knot, pipeline_rkey=rkey, actor_did=t.repo.did, trigger=trigger, workflows=workflows
+        knot=knot,
+        pipeline_rkey=rkey,
+        actor_did=t.repo.did,
+        trigger=trigger,
+        workflows=workflows,
+        untrusted=p.untrusted,
+        recovered=p.recovered,
+        pipeline_uri=pipeline_uri(knot, rkey),
     )
 
 
@@ -203,10 +235,14 @@ class Dispatcher:
                 rows, f"provider {first.provider!r} is no longer configured (configured providers: {names})"
             )
             return
-        record = self.conn.execute(
-            "SELECT record FROM pipelines WHERE knot=? AND rkey=?", (first.knot, first.rkey)
+        record, untrusted, origin, source_knot = self.conn.execute(
+            "SELECT record, untrusted, origin, source_knot FROM pipelines WHERE knot=? AND rkey=?",
+            (first.knot, first.rkey),
         ).fetchone()
-        request = spawn_request(first.knot, first.rkey, parse_pipeline(json.loads(record[0])), rows)
+        provenance = Provenance(
+            untrusted=bool(untrusted), recovered=origin == "recovered", source_knot=source_knot
+        )
+        request = spawn_request(first.knot, first.rkey, parse_pipeline(json.loads(record)), rows, provenance)
         try:
             response = await provider.spawn(request, self.spawn_timeout_s)
         except grpc.aio.AioRpcError as exc:

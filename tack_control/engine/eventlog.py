@@ -40,13 +40,15 @@ class EventLog:
         self._frames: list[str] = []
         self._uncommitted: list[tuple[int, str]] = []
 
-    def insert(self, conn: sqlite3.Connection, nsid: str, record: dict[str, Any]) -> tuple[int, str]:
-        """Store a record under a fresh TID inside the caller's transaction; returns (created, rkey).
+    def insert(
+        self, conn: sqlite3.Connection, nsid: str, record: dict[str, Any], rkey: str | None = None
+    ) -> tuple[int, str]:
+        """Store a record inside the caller's transaction, under ``rkey`` or a fresh TID; returns (created, rkey).
 
         Call :meth:`flush` after the commit (or :meth:`discard` after a rollback).
         """
         created = max(time.time_ns(), self.last_created + 1)
-        rkey = self.tids.next()
+        rkey = rkey or self.tids.next()
         frame = json.dumps(
             {"event": record, "nsid": nsid, "rkey": rkey}, ensure_ascii=False, separators=(",", ":")
         )

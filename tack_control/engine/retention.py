@@ -2,8 +2,8 @@
 
 Events older than the window are deleted; a client whose cursor is inside the
 window resumes exactly as before, and one further back simply starts at the
-oldest event kept. Finished workflows and their pipelines go too; unfinished
-ones are kept whatever their age.
+oldest event kept. Finished workflows and their pipelines go too, and the
+record of pushes acted on; unfinished ones are kept whatever their age.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ class Pruned:
     events: int
     workflows: int
     pipelines: int
+    pushes: int
 
 
 def prune(book: StatusBook, events: EventLog, cutoff_ns: int) -> Pruned:
@@ -36,4 +37,8 @@ def prune(book: StatusBook, events: EventLog, cutoff_ns: int) -> Pruned:
             " AND NOT EXISTS (SELECT 1 FROM workflows w WHERE w.knot = pipelines.knot AND w.rkey = pipelines.rkey)",
             (cutoff_ns,),
         ).rowcount
-    return Pruned(removed_events, workflows, pipelines)
+        # A push is remembered (so it never runs twice) as long as the window; one still queued is kept.
+        pushes = conn.execute(
+            "DELETE FROM pushes WHERE received_ns < ? AND state <> 'queued'", (cutoff_ns,)
+        ).rowcount
+    return Pruned(removed_events, workflows, pipelines, pushes)

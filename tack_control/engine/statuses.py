@@ -116,7 +116,14 @@ class StatusBook:
         ).fetchone()
         record = status_record(knot, rkey, name, status, second, error, exit_code)
         self.events.insert(conn, STATUS_NSID, record)
-        conn.execute("UPDATE workflows SET last_event_s=? WHERE id=?", (second, workflow_id))
+        # The CI API's startedAt and finishedAt are the createdAt of these statuses, as stock spindles report.
+        conn.execute(
+            "UPDATE workflows SET last_event_s=?1,"
+            " started_s=CASE WHEN ?2 = 'running' AND started_s = 0 THEN ?1 ELSE started_s END,"
+            " finished_s=CASE WHEN ?2 IN ('success', 'failed', 'timeout', 'cancelled') THEN ?1 ELSE finished_s END"
+            " WHERE id=?3",
+            (second, status, workflow_id),
+        )
 
     def release_due(self) -> float | None:
         """Publish every held status whose second has come; returns when the next one is due (epoch s)."""

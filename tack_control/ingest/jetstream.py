@@ -156,6 +156,6 @@ class JetstreamIngest:
             "jetstream record applied",
             extra={"outcome": applied.outcome, "did": event.did, "rkey": event.rkey, "op": event.operation},
         )
-        if applied.knots_changed:
+        if applied.knots_changed or applied.outcome == "repo_pending":
             self.on_knots_changed()
         return applied.outcome, None

@@ -1,9 +1,13 @@
 """Knot consumers: one WebSocket per knot of a registered repo, added and removed as repos change.
 
-The cursor is tack's own clock (Unix ns) when it handled a frame, as stock
-spindles do; on reconnect it is rewound by a margin, because knots compare it
-with their own clock. Replays are harmless: triggers are de-duplicated by
-(knot, pipeline rkey).
+The cursor is the ``created`` of the last event handled (Unix ns, the knot's
+own clock), as current knots send it; knots of the 2025 protocol send none,
+and then it is tack's clock when the event was handled, rewound by a margin on
+reconnect because the knot compares it with its own. A subscription always
+sends a cursor: a current knot replays its whole history to a client without
+one, so a knot followed for the first time starts from "now". A close with
+1013 ("drain cap reached") means more is waiting: tack reconnects at once from
+the cursor. Replays are harmless: pipelines and pushes are de-duplicated.
 """
 
 from __future__ import annotations
@@ -24,7 +28,9 @@ from tack_control.ingest.wire import MAX_FRAME_BYTES
 
 log = logging.getLogger(__name__)
 
-FrameHandler = Callable[[str, str | bytes], str]
+FrameHandler = Callable[[str, str | bytes], tuple[str, int]]
+"""(knot, frame) → (outcome label, the envelope's created or 0)."""
+TRY_AGAIN_LATER = 1013
 
 
 class KnotConsumers:
@@ -61,23 +67,39 @@ class KnotConsumers:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     def cursor(self, knot: str) -> int | None:
-        """The saved cursor of a knot, rewound by the margin; None when never connected."""
-        row = self.conn.execute("SELECT cursor_ns FROM knot_cursors WHERE knot=?", (knot,)).fetchone()
-        return None if row is None else max(1, int(row[0]) - self.rewind_ns)
+        """Where to resume a knot: its saved cursor (rewound by the margin when it is tack's clock); None when new."""
+        row = self.conn.execute(
+            "SELECT cursor_ns, knot_clock FROM knot_cursors WHERE knot=?", (knot,)
+        ).fetchone()
+        if row is None:
+            return None
+        return int(row[0]) if row[1] else max(1, int(row[0]) - self.rewind_ns)
 
-    def save_cursor(self, knot: str, cursor_ns: int) -> None:
-        """Persist a knot's cursor."""
+    def save_cursor(self, knot: str, cursor_ns: int, knot_clock: bool = False) -> None:
+        """Persist a knot's cursor (``knot_clock``: it is an envelope's ``created``, not tack's clock)."""
         self.conn.execute(
-            "INSERT INTO knot_cursors (knot, cursor_ns) VALUES (?, ?)"
-            " ON CONFLICT (knot) DO UPDATE SET cursor_ns=MAX(cursor_ns, excluded.cursor_ns)",
-            (knot, cursor_ns),
+            "INSERT INTO knot_cursors (knot, cursor_ns, knot_clock) VALUES (?, ?, ?)"
+            " ON CONFLICT (knot) DO UPDATE SET cursor_ns=MAX(cursor_ns, excluded.cursor_ns),"
+            " knot_clock=excluded.knot_clock",
+            (knot, cursor_ns, int(knot_clock)),
         )
 
     def url(self, knot: str) -> str:
-        """The knot's /events URL with the resume cursor."""
+        """The knot's /events URL with the resume cursor; a knot never followed starts from now."""
         cursor = self.cursor(knot)
-        base = f"{self.scheme}://{knot}/events"
-        return base if cursor is None else f"{base}?cursor={cursor}"
+        if cursor is None:
+            cursor = time.time_ns()
+            self.save_cursor(knot, cursor)
+        return f"{self.scheme}://{knot}/events?cursor={cursor}"
+
+    def handle_frame(self, knot: str, frame: str | bytes) -> str:
+        """Parse and act on one frame, then advance the cursor past it; returns the outcome (a metric label)."""
+        outcome, created = self.handle(knot, frame)
+        if created:
+            self.save_cursor(knot, created, knot_clock=True)
+        else:
+            self.save_cursor(knot, time.time_ns())
+        return outcome
 
     async def _consume(self, knot: str) -> None:
         attempt = 0
@@ -96,15 +118,16 @@ class KnotConsumers:
                     self.connected.add(knot)
                     metrics.KNOTS_CONNECTED.set(len(self.connected))
                     log.info("knot connected", extra={"knot": knot, "url": url})
-                    if self.cursor(knot) is None:
-                        self.save_cursor(knot, time.time_ns())
                     async for frame in ws:
-                        outcome = self.handle(knot, frame)
-                        metrics.KNOT_FRAMES.labels(outcome).inc()
-                        self.save_cursor(knot, time.time_ns())
+                        metrics.KNOT_FRAMES.labels(self.handle_frame(knot, frame)).inc()
             except asyncio.CancelledError:
                 raise
             except websockets.exceptions.ConnectionClosedError as exc:
+                if exc.rcvd is not None and exc.rcvd.code == TRY_AGAIN_LATER:
+                    # The knot stopped its backlog drain at its cap: the rest is waiting, resume now.
+                    log.info("knot asked to reconnect for more", extra={"knot": knot})
+                    attempt = 0
+                    continue
                 if (exc.rcvd is not None and exc.rcvd.code == 1009) or (
                     exc.sent is not None and exc.sent.code == 1009
                 ):

@@ -21,6 +21,10 @@ _DID = re.compile(r"^did:[a-z]+:[a-zA-Z0-9._:%-]{1,2000}$")
 _RKEY = re.compile(r"^[a-zA-Z0-9._:~-]{1,512}$")
 _HOST = re.compile(r"^[a-zA-Z0-9.-]{1,253}(:[0-9]{1,5})?$")
 _FILE = re.compile(r"^[^/\x00\\]{1,255}$")
+_SHA = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
+MAX_CHANGED_FILES = 10_000
+MAX_PUSH_OPTIONS = 50
+SKIP_CI_OPTIONS = frozenset({"skip-ci", "ci-skip"})
 
 
 class BadRecord(ValueError):
@@ -65,6 +69,16 @@ def is_rkey(text: str) -> bool:
 def is_host(text: str) -> bool:
     """Whether ``text`` is a hostname, optionally with ``:port``."""
     return _HOST.fullmatch(text) is not None
+
+
+def is_sha(text: str) -> bool:
+    """Whether ``text`` is a lowercase commit id: 40 hex (SHA-1) or 64 hex (SHA-256 repositories)."""
+    return _SHA.fullmatch(text) is not None
+
+
+def is_zero_sha(text: str) -> bool:
+    """Whether ``text`` is the null commit id (a ref created or deleted), of either width."""
+    return is_sha(text) and text.strip("0") == ""
 
 
 def load_json(frame: str | bytes) -> dict[str, Any]:
@@ -132,16 +146,17 @@ class MemberRecord:
 
 @dataclass(frozen=True)
 class RepoRecord:
-    """``sh.tangled.repo``: the fields tack uses."""
+    """``sh.tangled.repo``: the fields tack uses. ``repo_did`` is empty for a repository of the 2025 protocol."""
 
     name: str
     knot: str
     spindle: str
+    repo_did: str = ""
 
 
 @dataclass(frozen=True)
 class CollaboratorRecord:
-    """``sh.tangled.repo.collaborator``."""
+    """``sh.tangled.repo.collaborator``: ``repo`` is a repo DID (current Tangled) or an AT-URI (2025)."""
 
     subject: str
     repo: str
@@ -156,12 +171,18 @@ def parse_member(record: dict[str, Any]) -> MemberRecord:
 
 
 def parse_repo(record: dict[str, Any]) -> RepoRecord:
-    """Parse a repo record (``spindle`` may be absent: empty string)."""
+    """Parse a repo record (``spindle``, ``repoDid`` and, when there is a ``repoDid``, ``name`` may be absent)."""
     knot = _str(record, "knot", "repo")
     if not is_host(knot):
         raise BadRecord("repo.knot: not a hostname")
+    repo_did = _str(record, "repoDid", "repo", required=False)
+    if repo_did and not is_did(repo_did):
+        raise BadRecord("repo.repoDid: not a DID")
     return RepoRecord(
-        name=_str(record, "name", "repo"), knot=knot, spindle=_str(record, "spindle", "repo", required=False)
+        name=_str(record, "name", "repo", required=not repo_did),
+        knot=knot,
+        spindle=_str(record, "spindle", "repo", required=False),
+        repo_did=repo_did,
     )
 
 
@@ -178,32 +199,139 @@ def parse_collaborator(record: dict[str, Any]) -> CollaboratorRecord:
 
 @dataclass(frozen=True)
 class KnotMessage:
-    """A knot /events envelope."""
+    """A knot /events envelope; ``created`` (Unix ns, the knot's clock) is 0 when the knot does not send one."""
 
     rkey: str
     nsid: str
     event: dict[str, Any]
+    created: int = 0
 
 
 def parse_knot_frame(frame: str | bytes) -> KnotMessage:
-    """Parse a knot /events envelope ``{rkey, nsid, event}``."""
+    """Parse a knot /events envelope ``{rkey, nsid, event, created?}``."""
     obj = load_json(frame)
     rkey = _str(obj, "rkey", "envelope")
     if not is_rkey(rkey):
         raise BadRecord("envelope.rkey: not a record key")
+    created = obj.get("created", 0)
+    if not isinstance(created, int) or isinstance(created, bool) or not 0 <= created < 2**63:
+        raise BadRecord("envelope.created: must be a non-negative integer (Unix nanoseconds)")
     return KnotMessage(
-        rkey=rkey, nsid=_str(obj, "nsid", "envelope"), event=_obj(obj.get("event"), "envelope.event")
+        rkey=rkey,
+        nsid=_str(obj, "nsid", "envelope"),
+        event=_obj(obj.get("event"), "envelope.event"),
+        created=created,
+    )
+
+
+def _str_list(
+    obj: dict[str, Any], key: str, where: str, limit: int, item_limit: int = MAX_FIELD
+) -> tuple[str, ...]:
+    """An optional list of strings (absent and null mean empty)."""
+    value = obj.get(key)
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise BadRecord(f"{where}.{key}: must be a list")
+    if len(value) > limit:
+        raise BadRecord(f"{where}.{key}: more than {limit} entries")
+    return tuple(_str({"v": v}, "v", f"{where}.{key}[{i}]", limit=item_limit) for i, v in enumerate(value))
+
+
+@dataclass(frozen=True)
+class RefUpdate:
+    """``sh.tangled.git.refUpdate`` as current knots (v1.14+, Knot2) send it."""
+
+    repo_did: str
+    ref: str
+    old_sha: str
+    new_sha: str
+    committer: str = ""
+    owner: str = ""
+    changed_files: tuple[str, ...] = ()
+    push_options: tuple[str, ...] = ()
+
+    @property
+    def deleted(self) -> bool:
+        """Whether the push deleted the ref."""
+        return is_zero_sha(self.new_sha)
+
+    @property
+    def skip_ci(self) -> bool:
+        """Whether the pusher asked for no CI (``git push -o skip-ci``)."""
+        return not SKIP_CI_OPTIONS.isdisjoint(self.push_options)
+
+
+def parse_ref_update(event: dict[str, Any]) -> RefUpdate | None:
+    """Parse a refUpdate; None for the older shape (``repoDid`` is the owner, ``repoName`` the name), which
+    knots of the 2025 protocol send beside their ``sh.tangled.pipeline`` triggers and tack does not act on."""
+    if "repo" not in event and "repoName" in event:
+        return None
+    where = "refUpdate"
+    repo_did = _str(event, "repo", where)
+    if not is_did(repo_did):
+        raise BadRecord("refUpdate.repo: not a DID")
+    ref = _str(event, "ref", where, required=False, limit=2560)
+    old_sha = _str(event, "oldSha", where, required=False)
+    new_sha = _str(event, "newSha", where, required=False)
+    if ref or new_sha or old_sha:
+        for key, value in (("oldSha", old_sha), ("newSha", new_sha)):
+            if not is_sha(value):
+                raise BadRecord(f"refUpdate.{key}: not a 40- or 64-hex commit id")
+        if len(old_sha) != len(new_sha):
+            raise BadRecord("refUpdate: oldSha and newSha are of different widths")
+        if not ref.startswith("refs/"):
+            raise BadRecord("refUpdate.ref: not a full ref (refs/...)")
+    committer = _str(event, "committerDid", where, required=False)
+    owner = _str(event, "ownerDid", where, required=False)
+    for key, value in (("committerDid", committer), ("ownerDid", owner)):
+        if value and not is_did(value):
+            raise BadRecord(f"refUpdate.{key}: not a DID")
+    return RefUpdate(
+        repo_did=repo_did,
+        ref=ref,
+        old_sha=old_sha,
+        new_sha=new_sha,
+        committer=committer,
+        owner=owner,
+        changed_files=_str_list(event, "changedFiles", where, MAX_CHANGED_FILES, item_limit=4096),
+        push_options=_str_list(event, "pushOptions", where, MAX_PUSH_OPTIONS),
     )
 
 
 @dataclass(frozen=True)
+class AclUpdate:
+    """A knot's ``sh.tangled.repo.collaboratorUpdate`` (``repo_did`` set) or ``sh.tangled.knot.memberUpdate``."""
+
+    op: str
+    subject: str
+    repo_did: str = ""
+
+
+def parse_acl_update(event: dict[str, Any], with_repo: bool) -> AclUpdate:
+    """Parse ``{op: add|remove, subject, repo?}``."""
+    where = "aclUpdate"
+    op = _str(event, "op", where)
+    if op not in ("add", "remove"):
+        raise BadRecord(f"aclUpdate.op: unknown op {op!r}")
+    subject = _str(event, "subject", where)
+    if not is_did(subject):
+        raise BadRecord("aclUpdate.subject: not a DID")
+    repo_did = _str(event, "repo", where) if with_repo else ""
+    if with_repo and not is_did(repo_did):
+        raise BadRecord("aclUpdate.repo: not a DID")
+    return AclUpdate(op=op, subject=subject, repo_did=repo_did)
+
+
+@dataclass(frozen=True)
 class TriggerRepo:
-    """``triggerMetadata.repo``."""
+    """``triggerMetadata.repo``: ``name`` is the repository name (2025) or its record key (current Tangled)."""
 
     knot: str
     did: str
     name: str
     default_branch: str
+    repo_did: str = ""
 
 
 @dataclass(frozen=True)
@@ -219,7 +347,17 @@ class Trigger:
     target_branch: str = ""
     source_sha: str = ""
     action: str = ""
+    pull: str = ""
     inputs: tuple[tuple[str, str], ...] = ()
+    sha: str = ""
+    """A manual trigger's commit (current Tangled)."""
+    source_repo: str = ""
+    """``triggerMetadata.sourceRepo``: the DID of the repository the commit comes from, when not ``repo``."""
+
+    @property
+    def commit(self) -> str:
+        """The commit this trigger builds ("" when the record does not say)."""
+        return {"push": self.new_sha, "pull_request": self.source_sha, "manual": self.sha}.get(self.kind, "")
 
 
 @dataclass(frozen=True)
@@ -229,6 +367,7 @@ class Clone:
     skip: bool = False
     depth: int = 0
     submodules: bool = False
+    tags: bool = False
 
 
 @dataclass(frozen=True)
@@ -257,7 +396,13 @@ def _trigger(obj: dict[str, Any]) -> Trigger:
         did=_str(repo_obj, "did", "triggerMetadata.repo"),
         name=_str(repo_obj, "repo", "triggerMetadata.repo"),
         default_branch=_str(repo_obj, "defaultBranch", "triggerMetadata.repo", required=False),
+        repo_did=_str(repo_obj, "repoDid", "triggerMetadata.repo", required=False),
     )
+    if repo.repo_did and not is_did(repo.repo_did):
+        raise BadRecord("triggerMetadata.repo.repoDid: not a DID")
+    source_repo = _str(meta, "sourceRepo", "triggerMetadata", required=False)
+    if source_repo and not is_did(source_repo):
+        raise BadRecord("triggerMetadata.sourceRepo: not a DID")
     kind = _str(meta, "kind", "triggerMetadata")
     if kind == "push":
         push = _obj(meta.get("push"), "triggerMetadata.push")
@@ -268,6 +413,7 @@ def _trigger(obj: dict[str, Any]) -> Trigger:
             ref=_str(push, "ref", where),
             old_sha=_str(push, "oldSha", where, required=False),
             new_sha=_str(push, "newSha", where),
+            source_repo=source_repo,
         )
     if kind == "pull_request":
         pr = _obj(meta.get("pullRequest"), "triggerMetadata.pullRequest")
@@ -279,6 +425,8 @@ def _trigger(obj: dict[str, Any]) -> Trigger:
             target_branch=_str(pr, "targetBranch", where),
             source_sha=_str(pr, "sourceSha", where),
             action=_str(pr, "action", where, required=False),
+            pull=_str(pr, "pull", where, required=False),
+            source_repo=source_repo,
         )
     if kind == "manual":
         manual = meta.get("manual") or {}
@@ -290,7 +438,15 @@ def _trigger(obj: dict[str, Any]) -> Trigger:
             pair = _obj(item, f"triggerMetadata.manual.inputs[{i}]")
             where = f"triggerMetadata.manual.inputs[{i}]"
             inputs.append((_str(pair, "key", where), _str(pair, "value", where, required=False)))
-        return Trigger(kind=kind, repo=repo, inputs=tuple(inputs))
+        manual_obj = _obj(manual, "triggerMetadata.manual")
+        return Trigger(
+            kind=kind,
+            repo=repo,
+            inputs=tuple(inputs),
+            sha=_str(manual_obj, "sha", "triggerMetadata.manual", required=False),
+            ref=_str(manual_obj, "ref", "triggerMetadata.manual", required=False),
+            source_repo=source_repo,
+        )
     raise BadRecord(f"triggerMetadata.kind: unknown kind {kind!r}")
 
 
@@ -309,7 +465,12 @@ def _workflow(obj: object, i: int) -> Workflow:
         name=name,
         engine=_str(wf, "engine", where, required=False),
         raw=_str(wf, "raw", where, required=False, limit=MAX_RAW_BYTES),
-        clone=Clone(skip=clone.get("skip") is True, depth=depth, submodules=clone.get("submodules") is True),
+        clone=Clone(
+            skip=clone.get("skip") is True,
+            depth=depth,
+            submodules=clone.get("submodules") is True,
+            tags=clone.get("tags") is True,
+        ),
     )
 
 

@@ -30,6 +30,7 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
         core.check_providers,
         core.prune,
         core.jetstream.run,
+        core.verifier.run,
         *(w.run for w in core.watchers),
     ]
     tasks = [asyncio.create_task(job(), name=getattr(job, "__qualname__", "job")) for job in jobs]

@@ -26,7 +26,7 @@ def test_spawn_request_carries_trigger_workflow_config_and_environment(world: Wo
     """The Spawn request built for a pipeline has the trigger, actor, workflow text, config and environment."""
     event = push_event()
     event["workflows"][0]["raw"] = "tack:\n  stub: {outcome: success}\nenvironment: {A: 1}\n"
-    world.intake.handle(KNOT, envelope(event))
+    world.intake.handle_frame(KNOT, envelope(event))
     [(wf_id, config)] = world.conn.execute("SELECT id, config FROM workflows").fetchall()
     queued = Queued(wf_id, KNOT, PIPELINE_RKEY, "build.yml", "stub", config, 0, 0, solo=False)
     request = spawn_request(KNOT, PIPELINE_RKEY, parse_pipeline(event), [queued])

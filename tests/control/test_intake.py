@@ -39,7 +39,7 @@ def test_pipeline_frame_creates_routed_workflows(world: World) -> None:
         workflow_entry("d.yml", "tack: {jenkins: {}}\n"),
         workflow_entry("e.yml", "tack: [unclosed\n"),
     ]
-    assert world.intake.handle(KNOT, envelope(event)) == "pipeline"
+    assert world.intake.handle_frame(KNOT, envelope(event))[0] == "pipeline"
     assert world.queued == 1
     rows = world.conn.execute(
         "SELECT name, provider, config, status, error, dispatch, knot, rkey FROM workflows ORDER BY name"
@@ -80,7 +80,7 @@ def test_pipeline_from_a_knot_with_port_uses_it_verbatim(world: World) -> None:
     """A pipeline from a dev knot with a port keeps host:port in its statuses' AT-URI."""
     event = push_event()
     event["triggerMetadata"]["repo"] |= {"knot": "localhost:6444", "did": MEMBER_DID, "repo": "tool"}
-    assert world.intake.handle("localhost:6444", envelope(event, rkey="3m7zzz")) == "pipeline"
+    assert world.intake.handle_frame("localhost:6444", envelope(event, rkey="3m7zzz"))[0] == "pipeline"
     [record] = published(world.events)
     assert record["pipeline"] == "at://did:web:localhost:6444/sh.tangled.pipeline/3m7zzz"
 
@@ -88,13 +88,13 @@ def test_pipeline_from_a_knot_with_port_uses_it_verbatim(world: World) -> None:
 def test_default_provider_routes_workflows_without_tack(conn: sqlite3.Connection) -> None:
     """With a default provider, a workflow without `tack:` is queued for it."""
     world = World(conn, default="buildkite")
-    assert world.intake.handle(KNOT, PUSH_FRAME) == "pipeline"
+    assert world.intake.handle_frame(KNOT, PUSH_FRAME)[0] == "pipeline"
     assert conn.execute("SELECT provider, status FROM workflows").fetchall() == [("buildkite", "pending")]
 
 
 def test_only_failed_workflows_do_not_wake_the_dispatcher(world: World) -> None:
     """A pipeline whose workflows all fail routing is stored but does not wake the dispatcher."""
-    assert world.intake.handle(KNOT, PUSH_FRAME) == "pipeline"
+    assert world.intake.handle_frame(KNOT, PUSH_FRAME)[0] == "pipeline"
     assert world.queued == 0
     assert world.counts() == (1, 1, 1, 0)
 
@@ -103,12 +103,12 @@ def test_replayed_frame_changes_nothing(world: World) -> None:
     """The same frame again (same knot and rkey) is a duplicate and writes nothing."""
     event = push_event()
     event["workflows"] = [workflow_entry("a.yml", "tack: {stub: {}}\n")]
-    assert world.intake.handle(KNOT, envelope(event)) == "pipeline"
+    assert world.intake.handle_frame(KNOT, envelope(event))[0] == "pipeline"
     before = world.counts()
     frames = list(world.events.after(0))
     event["workflows"].append(workflow_entry("b.yml", "tack: {stub: {}}\n"))
-    assert world.intake.handle(KNOT, envelope(event)) == "duplicate"
-    assert world.intake.handle(KNOT, envelope(push_event())) == "duplicate"
+    assert world.intake.handle_frame(KNOT, envelope(event))[0] == "duplicate"
+    assert world.intake.handle_frame(KNOT, envelope(push_event()))[0] == "duplicate"
     assert world.counts() == before and world.events.after(0) == frames
     assert world.queued == 1
 
@@ -126,7 +126,7 @@ def test_unauthorized_triggers_write_nothing(world: World, source: str, repo: di
     """A trigger from the wrong knot or for an unregistered repo writes nothing."""
     event = push_event()
     event["triggerMetadata"]["repo"] |= repo
-    assert world.intake.handle(source, envelope(event)) == "unauthorized"
+    assert world.intake.handle_frame(source, envelope(event))[0] == "unauthorized"
     assert world.counts() == (0, 0, 0, 0) and world.queued == 0
 
 
@@ -135,14 +135,14 @@ def test_trigger_of_a_removed_member_writes_nothing(world: World) -> None:
     apply(world.registry, commit(OWNER, MEMBER, "m1", "delete"))
     event = push_event()
     event["triggerMetadata"]["repo"] |= {"knot": "localhost:6444", "did": MEMBER_DID, "repo": "tool"}
-    assert world.intake.handle("localhost:6444", envelope(event)) == "unauthorized"
+    assert world.intake.handle_frame("localhost:6444", envelope(event))[0] == "unauthorized"
     assert world.counts() == (0, 0, 0, 0)
 
 
 @pytest.mark.parametrize(
     ("frame", "label"),
     [
-        (envelope({"ref": "refs/heads/main"}, nsid="sh.tangled.git.refUpdate"), "ignored"),
+        (envelope({"ref": "refs/heads/main"}, nsid="sh.tangled.git.refUpdate"), "malformed"),
         (envelope(push_event(), nsid="sh.tangled.pipeline.status"), "ignored"),
         (PUSH_FRAME.encode(), "binary"),
         ("{", "malformed"),
@@ -151,5 +151,5 @@ def test_trigger_of_a_removed_member_writes_nothing(world: World) -> None:
 )
 def test_frames_that_are_not_pipelines_write_nothing(world: World, frame: str | bytes, label: str) -> None:
     """Unknown nsids are ignored; binary and malformed frames are labelled and write nothing."""
-    assert world.intake.handle(KNOT, frame) == label
+    assert world.intake.handle_frame(KNOT, frame)[0] == label
     assert world.counts() == (0, 0, 0, 0)

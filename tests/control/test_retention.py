@@ -36,18 +36,26 @@ def test_prune_forgets_finished_workflows_but_keeps_unfinished_ones(tmp_path: Pa
     book = StatusBook(conn, events)
     old = time.time_ns() - 10**12
     with book.transaction() as tx:
-        for rkey, status in (("a", "success"), ("b", "running"), ("c", "pending"), ("d", "failed")):
+        for i, (rkey, status) in enumerate(
+            (("a", "success"), ("b", "running"), ("c", "pending"), ("d", "failed"))
+        ):
             tx.execute(
-                "INSERT INTO pipelines (knot, rkey, record, received_ns) VALUES ('k', ?, '{}', ?)",
-                (rkey, old),
+                "INSERT INTO pipelines (knot, rkey, record, received_ns, created_ns) VALUES ('k', ?, '{}', ?, ?)",
+                (rkey, old, old + i),
             )
             tx.execute(
                 "INSERT INTO workflows (knot, rkey, name, status, dispatch, created_ns, updated_ns)"
                 " VALUES ('k', ?, 'w.yml', ?, 'accepted', ?, ?)",
                 (rkey, status, old, old),
             )
+        for state in ("done", "queued", "skipped"):
+            tx.execute(
+                "INSERT INTO pushes (repo, ref, new_sha, knot, state, received_ns) VALUES ('r', 'refs/heads/x', ?, 'k', ?, ?)",
+                (state, state, old),
+            )
     pruned = prune(book, events, old + 1)
-    assert (pruned.workflows, pruned.pipelines) == (2, 2)
+    assert (pruned.workflows, pruned.pipelines, pruned.pushes) == (2, 2, 2)
+    assert [r[0] for r in conn.execute("SELECT state FROM pushes")] == ["queued"]
     left = {r[0] for r in conn.execute("SELECT rkey FROM workflows")}
     assert left == {"b", "c"}
     assert {r[0] for r in conn.execute("SELECT rkey FROM pipelines")} == {"b", "c"}

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tack_control.ingest.intake import PIPELINE_NSID
+from tack_control.engine.pipelines import PIPELINE_NSID
 from tack_control.ingest.registry import REPO
 from tack_control.ingest.wire import (
     MAX_FIELD,

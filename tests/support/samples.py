@@ -11,8 +11,9 @@ from typing import Any
 
 from tack_common.sqlite import Transaction
 from tack_control.engine.eventlog import EventLog
+from tack_control.engine.pipelines import PIPELINE_NSID, Pipelines
 from tack_control.engine.statuses import StatusBook
-from tack_control.ingest.intake import PIPELINE_NSID, Intake
+from tack_control.ingest.intake import Intake
 from tack_control.ingest.registry import MEMBER, REPO, Applied, Registry
 from tack_control.ingest.routing import Route, route
 from tack_control.ingest.wire import (
@@ -156,7 +157,9 @@ class World:
         apply(self.registry, commit(OWNER, REPO, "r1", record=repo_record()))
         apply(self.registry, commit(MEMBER_DID, REPO, "r2", record=repo_record("tool", "localhost:6444")))
         self.queued = 0
-        self.intake = Intake(self.registry, self.book, PROVIDERS, default, self._on_queued)
+        self.intake = Intake(
+            self.registry, self.book, Pipelines(self.book, self.events), PROVIDERS, default, self._on_queued
+        )
 
     def _on_queued(self) -> None:
         self.queued += 1

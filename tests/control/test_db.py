@@ -1,0 +1,75 @@
+"""The control plane database: a database of the first release migrates to the current schema without loss."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from tack_common.sqlite import SchemaTooNew, schema_version
+from tack_control.engine.db import SCHEMA, V1, open_db
+from tests.support.samples import PUSH_FRAME
+
+
+def _first_release_database(path: Path) -> None:
+    """A database as the first release left it: no schema version, two pipelines received in the same ns."""
+    conn = sqlite3.connect(path)
+    conn.executescript(V1)
+    push = json.loads(PUSH_FRAME)["event"]
+    manual = {"triggerMetadata": {"kind": "manual", "manual": {}, "repo": push["triggerMetadata"]["repo"]}}
+    rows = [
+        ("knot1.tangled.sh", "3m7a", json.dumps(push), 1_000),
+        ("knot1.tangled.sh", "3m7b", json.dumps(manual), 1_000),
+    ]
+    conn.executemany("INSERT INTO pipelines (knot, rkey, record, received_ns) VALUES (?, ?, ?, ?)", rows)
+    conn.execute(
+        "INSERT INTO workflows (knot, rkey, name, status, dispatch, created_ns, updated_ns)"
+        " VALUES ('knot1.tangled.sh', '3m7a', 'build.yml', 'success', 'accepted', 1, 2)"
+    )
+    conn.execute(
+        "INSERT INTO events (created, rkey, nsid, frame) VALUES (5, '3m7c', 'sh.tangled.pipeline.status', '{}')"
+    )
+    conn.execute(
+        "INSERT INTO repos (did, rkey, name, knot, spindle) VALUES ('did:plc:o', 'r', 'hello', 'k', 's')"
+    )
+    conn.commit()
+    conn.close()
+
+
+def test_a_first_release_database_migrates_without_loss(tmp_path: Path) -> None:
+    """Every row survives; pipelines get unique increasing created_ns, their kind and commit; repos stay legacy."""
+    path = tmp_path / "tack.db"
+    _first_release_database(path)
+    conn = open_db(str(path))
+    try:
+        assert schema_version(conn) == SCHEMA.version
+        pipelines = conn.execute(
+            "SELECT rkey, created_ns, kind, commit_sha, origin FROM pipelines ORDER BY rkey"
+        ).fetchall()
+        assert pipelines == [
+            ("3m7a", 1_000, "push", "9f2c1e0d8b7a6f5e4d3c2b1a09f8e7d6c5b4a392", "knot"),
+            ("3m7b", 1_001, "manual", "", "knot"),
+        ]
+        assert conn.execute("SELECT name, status, started_s, finished_s FROM workflows").fetchall() == [
+            ("build.yml", "success", 0, 0)
+        ]
+        assert conn.execute("SELECT created, rkey FROM events").fetchall() == [(5, "3m7c")]
+        assert conn.execute("SELECT name, repo_did, state FROM repos").fetchall() == [("hello", "", "legacy")]
+    finally:
+        conn.close()
+    reopened = open_db(str(path))
+    assert reopened.execute("SELECT COUNT(*) FROM pipelines").fetchone() == (2,)
+    reopened.close()
+
+
+def test_a_database_from_a_newer_tack_is_refused(tmp_path: Path) -> None:
+    """A database migrated past this code's schema is not opened (and not touched)."""
+    path = tmp_path / "tack.db"
+    open_db(str(path)).close()
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version={SCHEMA.version + 1}")
+    conn.close()
+    with pytest.raises(SchemaTooNew):
+        open_db(str(path))
