@@ -24,6 +24,9 @@ WORKFLOW_LOAD_SECONDS = Histogram(
     "Time to load a commit's .tangled/workflows from its knot (git fetch and read).",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
 )
+RECOVERY_SCANS = Counter(
+    "tack_recovery_scans_total", "Ref listings of repositories, looking for missed pushes, by result.", ["result"]
+)
 REGISTRATIONS_REFUSED = Counter(
     "tack_registrations_refused_total",
     "Repository records naming this spindle that were refused.",

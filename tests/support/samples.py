@@ -99,11 +99,15 @@ def member_record(subject: str, instance: str = HOST) -> dict[str, Any]:
     return {"$type": MEMBER, "subject": subject, "instance": instance, "createdAt": "2025-12-01T10:00:00Z"}
 
 
-def repo_record(name: str = "hello", knot: str = KNOT, spindle: str | None = HOST) -> dict[str, Any]:
-    """A ``sh.tangled.repo`` record."""
+def repo_record(
+    name: str = "hello", knot: str = KNOT, spindle: str | None = HOST, repo_did: str | None = None
+) -> dict[str, Any]:
+    """A ``sh.tangled.repo`` record (with ``repoDid``: a current-Tangled repository)."""
     record: dict[str, Any] = {"$type": REPO, "name": name, "knot": knot, "createdAt": "2025-12-01T10:00:00Z"}
     if spindle is not None:
         record["spindle"] = spindle
+    if repo_did is not None:
+        record["repoDid"] = repo_did
     return record
 
 
