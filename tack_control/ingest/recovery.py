@@ -130,7 +130,7 @@ class Recovery:
                 )
                 if not baseline:
                     continue
-                event = {"oldSha": old or "0" * len(sha), "recovered": True, "changedFiles": []}
+                event: dict[str, object] = {"oldSha": old or "0" * len(sha), "recovered": True, "changedFiles": []}
                 inserted = conn.execute(
                     "INSERT OR IGNORE INTO pushes (repo, ref, new_sha, knot, state, event, received_ns)"
                     " VALUES (?, ?, ?, ?, 'queued', ?, ?)",
