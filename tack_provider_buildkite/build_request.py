@@ -6,7 +6,12 @@
   explicitly to the steps.
 - pull request: commit ``sourceSha``, branch ``sourceBranch``, ``pull_request_base_branch`` =
   ``targetBranch``. Tangled pull requests have no number, so no ``pull_request_id`` is sent.
-- manual: commit ``HEAD`` on ``tack.buildkite.branch`` or the repository's default branch.
+- manual: the trigger's commit (current Tangled) on the branch of its ref, else ``HEAD`` on
+  ``tack.buildkite.branch`` or the repository's default branch.
+
+Untrusted runs (a fork's pull request run through "Run CI": the code is not the repository's) are
+refused unless the workflow sets ``tack.buildkite.allow_untrusted: true``: a Buildkite build runs on
+your agents with your pipeline's secrets, so building a stranger's code must be a decision.
 
 Every build carries ``meta_data`` ``tack:knot``, ``tack:pipeline_rkey`` and ``tack:workflow``: the
 run's key, by which an existing build is found again instead of creating a second one.
@@ -112,13 +117,13 @@ def _trigger_facts(trigger: pb.Trigger) -> tuple[dict[str, str], str, str, str]:
         )
         message = "tangled: pull request {source_branch} → {target_branch} in {repo} ({workflow})"
         return values, pr.source_sha, pr.source_branch, message
-    values.update(branch=trigger.repo.default_branch)
-    return (
-        values,
-        "HEAD",
-        trigger.repo.default_branch,
-        "tangled: manual run on {branch} in {repo} ({workflow})",
-    )
+    manual = trigger.manual
+    branch = manual.ref.removeprefix("refs/heads/") if manual.ref.startswith("refs/heads/") else ""
+    if manual.ref.startswith("refs/tags/"):
+        values["tag"] = branch = manual.ref.removeprefix("refs/tags/")
+    branch = branch or trigger.repo.default_branch
+    values.update(branch=branch, ref=manual.ref, sha=manual.sha)
+    return (values, manual.sha or "HEAD", branch, "tangled: manual run on {branch} in {repo} ({workflow})")
 
 
 def _tangled_env(
@@ -134,13 +139,26 @@ def _tangled_env(
         "TANGLED_REPO_KNOT": repo.knot,
         "TANGLED_REPO_DID": repo.did,
         "TANGLED_REPO_NAME": repo.name,
-        "TANGLED_REPO_URL": f"https://{repo.knot}/{repo.did}/{repo.name}",
+        "TANGLED_REPO_URL": repo_url(repo.knot, repo.repo_did)
+        if repo.repo_did
+        else f"https://{repo.knot}/{repo.did}/{repo.name}",
         "TANGLED_TRIGGER_KIND": values["kind"],
         "TANGLED_COMMIT": commit,
         "TANGLED_BRANCH": branch,
     }
     if repo.default_branch:
         env["TANGLED_REPO_DEFAULT_BRANCH"] = repo.default_branch
+    if repo.repo_did:
+        env["TANGLED_REPO_REPO_DID"] = repo.repo_did
+    if request.pipeline_uri:
+        env["TANGLED_PIPELINE_ID"] = request.pipeline_uri
+    if trigger.source_repo_did:
+        env["TANGLED_SOURCE_REPO_DID"] = trigger.source_repo_did
+        env["TANGLED_SOURCE_REPO_URL"] = repo_url(trigger.source_knot or repo.knot, trigger.source_repo_did)
+    if request.untrusted:
+        env["TANGLED_UNTRUSTED"] = "true"
+    if request.recovered:
+        env["TANGLED_RECOVERED"] = "true"
     kind = values["kind"]
     if kind == "push":
         env.update(
@@ -158,16 +176,30 @@ def _tangled_env(
             TANGLED_PR_SOURCE_SHA=pr.source_sha,
             TANGLED_PR_ACTION=pr.action,
         )
+        if pr.pull:
+            env["TANGLED_PR_PULL"] = pr.pull
     else:
+        if trigger.manual.ref:
+            env["TANGLED_REF"] = trigger.manual.ref
         for item in trigger.manual.inputs:
             env[f"TANGLED_INPUT_{_env_name(item.key)}"] = item.value
     return env
+
+
+def repo_url(knot: str, repo_did: str) -> str:
+    """Where a current-Tangled repository is cloned from."""
+    return f"https://{knot}/{repo_did}"
 
 
 def plan(
     request: pb.SpawnRequest, workflow: pb.Workflow, config: BuildkiteConfig, default_org: str
 ) -> BuildPlan:
     """The create-build call for one workflow; InvalidArgument when the trigger cannot be built."""
+    if request.untrusted and not config.allow_untrusted:
+        raise InvalidArgument(
+            f"{WHERE}.allow_untrusted: this run builds code from outside the repository (a fork's pull request);"
+            " set it to true to let Buildkite build untrusted code with this pipeline's agents and secrets"
+        )
     values, commit, branch, default_message = _trigger_facts(request.trigger)
     commit = config.commit or commit
     branch = config.branch or branch

@@ -151,3 +151,49 @@ def test_meta_data_round_trips_to_run_key() -> None:
     assert build_request.key_from_meta_data(build_request.meta_data_for(key)) == key
     assert build_request.key_from_meta_data({"tack:knot": "k"}) is None
     assert build_request.key_from_meta_data(None) is None
+
+
+def test_an_untrusted_run_is_refused_unless_the_workflow_opts_in() -> None:
+    """A fork's pull request (untrusted) is refused naming tack.buildkite.allow_untrusted; allowed when it is true."""
+    request = _request(_pr())
+    request.untrusted = True
+    with pytest.raises(InvalidArgument, match=r"tack\.buildkite\.allow_untrusted"):
+        build_request.plan(request, WORKFLOW, workflow_config.parse({"pipeline": "app"}), "acme")
+    allowed = build_request.plan(
+        request, WORKFLOW, workflow_config.parse({"pipeline": "app", "allow_untrusted": True}), "acme"
+    )
+    assert allowed.body["env"]["TANGLED_UNTRUSTED"] == "true"
+
+
+def test_a_current_tangled_run_carries_the_repo_did_and_its_clone_url() -> None:
+    """With a repo DID the clone URL is https://<knot>/<repo DID>, and the pipeline URI and pull AT-URI are passed on."""
+    trigger = _pr()
+    trigger.repo.repo_did = "did:plc:repo7"
+    trigger.pull_request.pull = "at://did:plc:author/sh.tangled.repo.pull/3mr"
+    trigger.source_repo_did = "did:plc:fork1"
+    trigger.source_knot = "fork.knot.example"
+    request = _request(trigger)
+    request.pipeline_uri = "at://did:web:knot1.tangled.sh/sh.tangled.pipeline/3m7abc"
+    env = build_request.plan(request, WORKFLOW, workflow_config.parse({"pipeline": "app"}), "acme").body[
+        "env"
+    ]
+    assert env["TANGLED_REPO_URL"] == "https://knot.test/did:plc:repo7"
+    assert env["TANGLED_REPO_REPO_DID"] == "did:plc:repo7"
+    assert env["TANGLED_PIPELINE_ID"] == request.pipeline_uri
+    assert env["TANGLED_PR_PULL"] == trigger.pull_request.pull
+    assert env["TANGLED_SOURCE_REPO_URL"] == "https://fork.knot.example/did:plc:fork1"
+
+
+def test_a_manual_run_builds_its_commit_on_the_branch_of_its_ref() -> None:
+    """A current manual trigger builds its sha on the branch its ref names, not HEAD of the default branch."""
+    trigger = pb.Trigger(
+        kind=pb.TRIGGER_KIND_MANUAL,
+        repo=_repo(default_branch="main"),
+        manual=pb.ManualTrigger(
+            sha=SHA, ref="refs/heads/release", inputs=[pb.ManualInput(key="mode", value="fast")]
+        ),
+    )
+    request = _request(trigger)
+    body = build_request.plan(request, WORKFLOW, workflow_config.parse({"pipeline": "app"}), "acme").body
+    assert (body["commit"], body["branch"]) == (SHA, "release")
+    assert body["env"]["TANGLED_INPUT_MODE"] == "fast" and body["env"]["TANGLED_REF"] == "refs/heads/release"
