@@ -62,18 +62,35 @@ async def ready_channel(address: str) -> AsyncIterator[grpc.aio.Channel]:
 
 
 def spawn_request(workflows: list[pb.Workflow], rkey: str | None = None) -> pb.SpawnRequest:
-    """A push-triggered Spawn for ``workflows`` on a fresh pipeline rkey."""
+    """A push-triggered Spawn for ``workflows`` on a fresh pipeline rkey, as current Tangled's pipelines carry it."""
+    pipeline_rkey = rkey or uuid.uuid4().hex[:13]
     return pb.SpawnRequest(
         knot="knot.test",
-        pipeline_rkey=rkey or uuid.uuid4().hex[:13],
+        pipeline_rkey=pipeline_rkey,
         actor_did="did:plc:owner",
         trigger=pb.Trigger(
             kind=pb.TRIGGER_KIND_PUSH,
-            repo=pb.Repo(knot="knot.test", did="did:plc:owner", name="hello"),
+            repo=pb.Repo(
+                knot="knot.test",
+                did="did:plc:owner",
+                name="hello",
+                repo_did="did:plc:repohello",
+                rkey="hello",
+            ),
             push=pb.PushTrigger(ref="refs/heads/main", old_sha="0" * 40, new_sha="a" * 40),
         ),
         workflows=workflows,
+        pipeline_uri=f"at://did:web:knot.test/sh.tangled.pipeline/{pipeline_rkey}",
     )
+
+
+def legacy_spawn_request(workflows: list[pb.Workflow]) -> pb.SpawnRequest:
+    """A Spawn as a control plane of the 2025 protocol sends it: no repo DID, no pipeline URI."""
+    request = spawn_request(workflows)
+    request.trigger.repo.ClearField("repo_did")
+    request.trigger.repo.ClearField("rkey")
+    request.ClearField("pipeline_uri")
+    return request
 
 
 def key(request: pb.SpawnRequest, workflow: str) -> pb.WorkflowKey:
@@ -136,6 +153,16 @@ async def spawn_is_prompt_and_idempotent(target: ProviderTarget) -> None:
             mine = [u.status for u in updates if u.key == k]
             assert mine.count(st.PENDING) == 1, mine
             assert sum(st.is_terminal(s) for s in mine) == 1, mine
+
+
+async def spawn_takes_both_protocols_requests(target: ProviderTarget) -> None:
+    """A Spawn without the current-Tangled fields (an older control plane) is accepted like one with them."""
+    async with ready_channel(target.address) as channel:
+        stub = provider_stub(channel)
+        request = legacy_spawn_request([target.workflow("old.yml", "quick")])
+        reply = await stub.Spawn(request, timeout=10)
+        assert [(a.workflow, a.created) for a in reply.acceptances] == [("old.yml", True)]
+        await collect(stub, 0, terminal_for([key(request, "old.yml")]))
 
 
 async def watch_replays_exactly_after_seq_across_kill9(target: ProviderTarget) -> None:
@@ -235,6 +262,7 @@ async def health_serves_and_reflection_lists_the_service(target: ProviderTarget)
 
 CHECKS: list[Callable[[ProviderTarget], Awaitable[None]]] = [
     spawn_is_prompt_and_idempotent,
+    spawn_takes_both_protocols_requests,
     watch_replays_exactly_after_seq_across_kill9,
     logs_of_unknown_run_fail_not_found_before_any_message,
     logs_of_known_unstarted_run_send_metadata_at_once,
