@@ -11,6 +11,7 @@ from tack_common.sqlite import BackgroundCheckpoints
 from tack_control import metrics
 from tack_control.config import Settings
 from tack_control.engine import retention
+from tack_control.engine.cancel import Cancellations
 from tack_control.engine.db import open_db
 from tack_control.engine.dispatch import Dispatcher
 from tack_control.engine.eventlog import EventLog
@@ -51,6 +52,7 @@ class Core:
             reconcile_after_s=settings.reconcile_after_s,
         )
         self.watchers = [StatusWatcher(p, self.book) for p in self.providers.values()]
+        self.cancels = Cancellations(self.book, self.providers, timeout_s=settings.spawn_timeout_s)
         self.pipelines = Pipelines(self.book, self.events)
         self.fetcher = Fetcher(settings.dev)
         self.knot_api = KnotApi(self.fetcher.get_json, settings.dev)

@@ -25,7 +25,14 @@ WORKFLOW_LOAD_SECONDS = Histogram(
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
 )
 RECOVERY_SCANS = Counter(
-    "tack_recovery_scans_total", "Ref listings of repositories, looking for missed pushes, by result.", ["result"]
+    "tack_recovery_scans_total",
+    "Ref listings of repositories, looking for missed pushes, by result.",
+    ["result"],
+)
+CANCELS = Counter(
+    "tack_cancels_total",
+    "Cancel requests delivered to providers, by outcome (done, retry: asked again later, dropped).",
+    ["outcome"],
 )
 REGISTRATIONS_REFUSED = Counter(
     "tack_registrations_refused_total",

@@ -210,7 +210,16 @@ def _kind_and_commit(record: str) -> tuple[str, str]:
     return kind, commit if isinstance(commit, str) else ""
 
 
-SCHEMA = kit_sqlite.Schema("", (V1, V2, _v2_backfill))
+# Cancels asked of tack: 'requested' until the workflow's provider has been told ('done', or 'dropped'
+# when it cannot be: no such provider or run).
+V_CANCEL = """
+ALTER TABLE workflows ADD COLUMN cancel TEXT NOT NULL DEFAULT '';
+ALTER TABLE workflows ADD COLUMN cancel_attempts INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE workflows ADD COLUMN next_cancel_ns INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX workflows_to_cancel ON workflows (cancel, next_cancel_ns);
+"""
+
+SCHEMA = kit_sqlite.Schema("", (V1, V2, _v2_backfill, V_CANCEL))
 
 
 def open_db(path: str) -> sqlite3.Connection:

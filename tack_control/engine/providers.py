@@ -78,6 +78,15 @@ class ProviderClient:
             metrics.SPAWN_CALLS.labels(self.name, code).inc()
             metrics.PROVIDER_RPC_SECONDS.labels(self.name, "Spawn").observe(time.monotonic() - start)
 
+    async def cancel(self, key: pb.WorkflowKey, timeout: float) -> pb.CancelResponse:
+        """Cancel one run, with a deadline; timed like Spawn."""
+        start = time.monotonic()
+        try:
+            response: pb.CancelResponse = await self.stub.Cancel(pb.CancelRequest(key=key), timeout=timeout)
+            return response
+        finally:
+            metrics.PROVIDER_RPC_SECONDS.labels(self.name, "Cancel").observe(time.monotonic() - start)
+
 
 class StatusWatcher:
     """Follows one provider's WatchStatus stream and applies it to the state machine."""

@@ -130,7 +130,11 @@ class Recovery:
                 )
                 if not baseline:
                     continue
-                event: dict[str, object] = {"oldSha": old or "0" * len(sha), "recovered": True, "changedFiles": []}
+                event: dict[str, object] = {
+                    "oldSha": old or "0" * len(sha),
+                    "recovered": True,
+                    "changedFiles": [],
+                }
                 inserted = conn.execute(
                     "INSERT OR IGNORE INTO pushes (repo, ref, new_sha, knot, state, event, received_ns)"
                     " VALUES (?, ?, ?, ?, 'queued', ?, ?)",
@@ -141,12 +145,20 @@ class Recovery:
                     metrics.PUSHES.labels("recovered").inc()
                     log.warning(
                         "recovering a push the knot stream did not deliver",
-                        extra={"knot": repo.knot, "repo_did": repo.repo_did, "ref": ref, "sha": sha, "was": old or ""},
+                        extra={
+                            "knot": repo.knot,
+                            "repo_did": repo.repo_did,
+                            "ref": ref,
+                            "sha": sha,
+                            "was": old or "",
+                        },
                     )
             if not baseline:
                 conn.execute(
                     "INSERT OR IGNORE INTO repo_refs (repo_did, ref, sha, updated_ns) VALUES (?, '', '', ?)",
                     (repo.repo_did, now),
                 )
-                log.info("recorded refs of a repository", extra={"repo_did": repo.repo_did, "refs": len(refs)})
+                log.info(
+                    "recorded refs of a repository", extra={"repo_did": repo.repo_did, "refs": len(refs)}
+                )
         return queued

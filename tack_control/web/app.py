@@ -31,6 +31,7 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
         core.prune,
         core.jetstream.run,
         core.verifier.run,
+        core.cancels.run,
         *(w.run for w in core.watchers),
     ]
     tasks = [asyncio.create_task(job(), name=getattr(job, "__qualname__", "job")) for job in jobs]

@@ -36,6 +36,9 @@ class RawLogsProvider:
     def __init__(self, messages: list[bytes]) -> None:
         self.messages = messages
         self.logs_calls = 0
+        self.cancels: list[pb.WorkflowKey] = []
+        self.cancel_failures = 0
+        """Answer this many Cancel calls UNAVAILABLE before accepting."""
         self.server = grpc.aio.server()
         self.port = self.server.add_insecure_port("127.0.0.1:0")
         health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), self.server)
@@ -49,6 +52,11 @@ class RawLogsProvider:
                 self._watch,
                 request_deserializer=pb.WatchStatusRequest.FromString,
                 response_serializer=pb.WatchStatusResponse.SerializeToString,
+            ),
+            "Cancel": grpc.unary_unary_rpc_method_handler(
+                self._cancel,
+                request_deserializer=pb.CancelRequest.FromString,
+                response_serializer=pb.CancelResponse.SerializeToString,
             ),
             # No response_serializer: the bytes go out as they are.
             "Logs": grpc.unary_stream_rpc_method_handler(
@@ -74,6 +82,17 @@ class RawLogsProvider:
         self, request: pb.SpawnRequest, context: grpc.aio.ServicerContext[pb.SpawnRequest, pb.SpawnResponse]
     ) -> pb.SpawnResponse:
         return accept_all(request)
+
+    async def _cancel(
+        self,
+        request: pb.CancelRequest,
+        context: grpc.aio.ServicerContext[pb.CancelRequest, pb.CancelResponse],
+    ) -> pb.CancelResponse:
+        self.cancels.append(request.key)
+        if self.cancel_failures > 0:
+            self.cancel_failures -= 1
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "stopping the build failed; try again")
+        return pb.CancelResponse(status=pb.STATUS_CANCELLED)
 
     async def _watch(
         self,

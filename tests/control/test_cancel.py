@@ -1,0 +1,118 @@
+"""Cancelling: cancelled in Tangled's view at once; the provider told over real gRPC until it has taken it."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import AsyncIterator
+
+import pytest
+
+from tack_control.engine.cancel import CANCELLED_ERROR, Cancellations
+from tack_control.engine.eventlog import EventLog
+from tack_control.engine.providers import ProviderClient
+from tack_control.engine.statuses import StatusBook
+from tests.fakes.provider import RawLogsProvider
+from tests.support.samples import KNOT, PIPELINE_RKEY, add_workflow, published
+
+
+@pytest.fixture
+async def provider() -> AsyncIterator[RawLogsProvider]:
+    """A real gRPC provider on loopback that records Cancel calls."""
+    fake = RawLogsProvider([])
+    await fake.start()
+    try:
+        yield fake
+    finally:
+        await fake.stop()
+
+
+def _workflows(conn: sqlite3.Connection, book: StatusBook) -> dict[str, int]:
+    """Three workflows of one pipeline: running with the provider, pending with it, still waiting for Spawn."""
+    ids = {}
+    with book.transaction() as tx:
+        for name, dispatch, status in (
+            ("a.yml", "accepted", "running"),
+            ("b.yml", "accepted", "pending"),
+            ("c.yml", "queued", "pending"),
+        ):
+            ids[name] = add_workflow(tx, name)
+            tx.execute("UPDATE workflows SET dispatch=? WHERE id=?", (dispatch, ids[name]))
+            book.record(tx, ids[name], status)
+    return ids
+
+
+async def test_cancel_publishes_cancelled_at_once_and_tells_the_provider_once(
+    conn: sqlite3.Connection, provider: RawLogsProvider
+) -> None:
+    """Every unfinished workflow is cancelled with the stock error; spawned ones are cancelled at the provider once."""
+    book = StatusBook(conn, EventLog(conn))
+    _workflows(conn, book)
+    client = ProviderClient("stub", provider.address)
+    cancels = Cancellations(book, {"stub": client})
+    try:
+        with book.transaction() as tx:
+            assert cancels.request(tx, KNOT, PIPELINE_RKEY, None) == ["a.yml", "b.yml", "c.yml"]
+        rows = conn.execute(
+            "SELECT name, status, error, dispatch, cancel FROM workflows ORDER BY name"
+        ).fetchall()
+        assert rows == [
+            ("a.yml", "cancelled", CANCELLED_ERROR, "accepted", "requested"),
+            ("b.yml", "cancelled", CANCELLED_ERROR, "accepted", "requested"),
+            ("c.yml", "cancelled", CANCELLED_ERROR, "cancelled", "requested"),
+        ]
+        assert await cancels.deliver_due() == 2
+        assert sorted(k.workflow for k in provider.cancels) == ["a.yml", "b.yml"]
+        assert await cancels.deliver_due() == 0
+        with book.transaction() as tx:
+            assert cancels.request(tx, KNOT, PIPELINE_RKEY, None) == []
+        assert len(provider.cancels) == 2
+    finally:
+        await client.close()
+
+
+async def test_a_provider_that_cannot_cancel_is_asked_again_and_the_workflow_stays_cancelled(
+    conn: sqlite3.Connection, provider: RawLogsProvider
+) -> None:
+    """An UNAVAILABLE Cancel is retried later; meanwhile and afterwards the workflow is cancelled, once."""
+    book = StatusBook(conn, EventLog(conn))
+    _workflows(conn, book)
+    provider.cancel_failures = 1
+    client = ProviderClient("stub", provider.address)
+    cancels = Cancellations(book, {"stub": client})
+    try:
+        with book.transaction() as tx:
+            cancels.request(tx, KNOT, PIPELINE_RKEY, ["a.yml"])
+        await cancels.deliver_due()
+        assert conn.execute(
+            "SELECT cancel, cancel_attempts FROM workflows WHERE name='a.yml'"
+        ).fetchone() == ("requested", 1)
+        conn.execute("UPDATE workflows SET next_cancel_ns=0")
+        await cancels.deliver_due()
+        assert conn.execute("SELECT cancel FROM workflows WHERE name='a.yml'").fetchone() == ("done",)
+        assert [k.workflow for k in provider.cancels] == ["a.yml", "a.yml"]
+        # Published once (it may still wait for its createdAt second, as every status does).
+        held = [r[0] for r in conn.execute("SELECT status FROM status_queue")]
+        statuses = [r["status"] for r in published(book.events) if r["workflow"] == "a.yml"] + held
+        assert statuses.count("cancelled") == 1
+        assert conn.execute("SELECT status FROM workflows WHERE name='a.yml'").fetchone() == ("cancelled",)
+        # b.yml was not named: untouched.
+        assert conn.execute("SELECT status FROM workflows WHERE name='b.yml'").fetchone() == ("pending",)
+    finally:
+        await client.close()
+
+
+def test_a_finished_workflow_is_not_cancelled(conn: sqlite3.Connection) -> None:
+    """A workflow already terminal keeps its status and nothing is sent to its provider."""
+    book = StatusBook(conn, EventLog(conn))
+    ids = _workflows(conn, book)
+    with book.transaction() as tx:
+        book.record(tx, ids["a.yml"], "success")
+    cancels = Cancellations(book, {})
+    with book.transaction() as tx:
+        assert cancels.request(tx, KNOT, PIPELINE_RKEY, ["a.yml"]) == []
+    assert conn.execute("SELECT status, cancel FROM workflows WHERE name='a.yml'").fetchone() == (
+        "success",
+        "",
+    )
+    assert json.dumps(published(book.events)).count("cancelled") == 0
