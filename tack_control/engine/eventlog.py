@@ -1,7 +1,8 @@
 """The /events log: every published record, its cursor, and who is waiting for more.
 
 ``created`` is wall-clock Unix nanoseconds, strictly increasing, and is the
-cursor of Tangled's event streams. Each row holds the frame exactly as it is
+cursor of Tangled's event streams; each envelope carries it, as current
+spindles' do (docs/tangled-current.md §2). Each row holds the frame exactly as it is
 sent, so serving a subscriber never re-encodes. Recent rows are also kept in
 memory, so a thousand live subscribers do not each query SQLite per event;
 a subscriber further behind reads SQLite in pages.
@@ -49,8 +50,11 @@ class EventLog:
         """
         created = max(time.time_ns(), self.last_created + 1)
         rkey = rkey or self.tids.next()
+        # Current spindles' envelope, in their order; `created` is the cursor (a 2025 appview ignores it).
         frame = json.dumps(
-            {"event": record, "nsid": nsid, "rkey": rkey}, ensure_ascii=False, separators=(",", ":")
+            {"rkey": rkey, "nsid": nsid, "event": record, "created": created},
+            ensure_ascii=False,
+            separators=(",", ":"),
         )
         conn.execute(
             "INSERT INTO events (created, rkey, nsid, frame) VALUES (?, ?, ?, ?)",

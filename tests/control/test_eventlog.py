@@ -39,10 +39,12 @@ def test_created_strictly_increases_and_rkeys_are_increasing_tids(
 
 
 def test_envelope_key_order_and_nsid(conn: sqlite3.Connection, events: EventLog) -> None:
-    """Each stored frame is {"event","nsid","rkey"} in that order, shaped like the doc's example."""
+    """Each stored frame has the 2025 keys plus created, in current spindles' order: {"rkey","nsid","event","created"}."""
     [(_, rkey)] = _insert(conn, events, 1)
     [(_, frame)] = events.after(0)
-    assert list(json.loads(frame)) == list(json.loads(EVENTS_FRAME)) == ["event", "nsid", "rkey"]
+    assert list(json.loads(EVENTS_FRAME)) == ["event", "nsid", "rkey"]
+    # The current envelope: the 2025 keys, and created (the cursor), in stock spindles' order.
+    assert list(json.loads(frame)) == ["rkey", "nsid", "event", "created"]
     assert json.loads(frame)["nsid"] == STATUS_NSID and json.loads(frame)["rkey"] == rkey
 
 
