@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from tack_common import env
 from tack_common.env import ConfigError
+from tack_control.identity.resolver import DEFAULT_PLC_URL
 from tack_control.ingest.wire import is_did, is_host
 
 
@@ -56,6 +57,8 @@ class Settings:
     retention_days: float = 21.0
     log_level: str = "info"
     provider_tls_ca: bytes | None = field(default=None, repr=False)
+    plc_url: str = DEFAULT_PLC_URL
+    did_cache_ttl_s: float = 3600.0
 
     @classmethod
     def from_env(cls, e: Mapping[str, str]) -> Settings:
@@ -77,13 +80,19 @@ class Settings:
             raise ConfigError(
                 f"TACK_DEFAULT_PROVIDER names {default!r}, which is not in TACK_PROVIDERS ({', '.join(providers) or 'empty'})"
             )
+        plc_url = env.text(e, "TACK_PLC_URL", DEFAULT_PLC_URL).rstrip("/")
+        dev = env.flag(e, "TACK_DEV")
+        if not plc_url.startswith(("https://", "http://") if dev else ("https://",)):
+            raise ConfigError(
+                f"TACK_PLC_URL must be an https:// URL (http:// only with TACK_DEV), got {plc_url!r}"
+            )
         return cls(
             hostname=hostname,
             owner_did=owner,
             listen=env.address(e, "TACK_LISTEN_ADDR", ":8080"),
             db_path=env.text(e, "TACK_DB_PATH", "tack.db"),
             jetstream_url=jetstream,
-            dev=env.flag(e, "TACK_DEV"),
+            dev=dev,
             providers=providers,
             default_provider=default,
             spawn_timeout_s=env.number(e, "TACK_SPAWN_TIMEOUT", 10.0, 0.1, 600),
@@ -100,4 +109,6 @@ class Settings:
             retention_days=env.number(e, "TACK_RETENTION_DAYS", 21.0, 0.001, 3650),
             log_level=env.choice(e, "TACK_LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
             provider_tls_ca=env.file_bytes(e, "TACK_PROVIDER_TLS_CA_FILE"),
+            plc_url=plc_url,
+            did_cache_ttl_s=env.number(e, "TACK_DID_CACHE_TTL", 3600.0, 1, 86400),
         )

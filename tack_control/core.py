@@ -18,6 +18,11 @@ from tack_control.engine.eventlog import EventLog
 from tack_control.engine.pipelines import Pipelines
 from tack_control.engine.providers import ProviderClient, StatusWatcher
 from tack_control.engine.statuses import StatusBook
+from tack_control.identity.fetch import FetchPolicy, SafeFetcher
+from tack_control.identity.pds import PdsReader
+from tack_control.identity.replay import ReplayStore
+from tack_control.identity.resolver import DidResolver
+from tack_control.identity.serviceauth import ServiceAuth
 from tack_control.ingest.intake import Intake
 from tack_control.ingest.jetstream import JetstreamIngest
 from tack_control.ingest.knotapi import KnotApi
@@ -73,6 +78,12 @@ class Core:
             self.registrations_changed,
             settings.jetstream_rewind_s,
         )
+        self.fetcher = SafeFetcher(FetchPolicy.for_dev(settings.dev))
+        resolver = DidResolver(
+            self.fetcher, settings.plc_url, dev=settings.dev, ttl_s=settings.did_cache_ttl_s
+        )
+        self.service_auth = ServiceAuth(resolver, ReplayStore(self.conn), settings.hostname)
+        self.pds = PdsReader(resolver, self.fetcher)
 
     def follow_knots(self) -> None:
         """Follow exactly the knots of the repositories registered now."""
@@ -118,6 +129,7 @@ class Core:
         await self.knots.close()
         await self.fetcher.close()
         await self.dispatcher.close()
+        await self.fetcher.close()
         for provider in self.providers.values():
             await provider.close()
         self.checkpoints.close()

@@ -83,3 +83,13 @@ WEBHOOKS = Counter(
     "tack_webhooks_total", "Webhook requests by provider and HTTP status.", ["provider", "code"]
 )
 HTTP_REJECTED = Counter("tack_http_rejected_total", "Requests refused before reaching a handler.", ["reason"])
+OUTBOUND_FETCHES = Counter(
+    "tack_outbound_fetches_total",
+    "Outbound HTTP fetches (DID documents, PDS records) by target and result.",
+    ["target", "result"],
+)
+SERVICE_AUTH = Counter(
+    "tack_service_auth_total",
+    "Service-auth checks of XRPC calls by result: ok, or the reason the token was refused.",
+    ["result"],
+)

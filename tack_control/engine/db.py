@@ -219,7 +219,19 @@ ALTER TABLE workflows ADD COLUMN next_cancel_ns INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX workflows_to_cancel ON workflows (cancel, next_cancel_ns);
 """
 
-SCHEMA = kit_sqlite.Schema("", (V1, V2, _v2_backfill, V_CANCEL))
+# Service-auth nonces (jti) consumed until their token expires (tack_control/identity/replay.py).
+V_SERVICE_AUTH_NONCES = """
+CREATE TABLE service_auth_nonces (
+    iss TEXT NOT NULL,
+    jti TEXT NOT NULL,
+    expires_s INTEGER NOT NULL,
+    PRIMARY KEY (iss, jti)
+) WITHOUT ROWID;
+CREATE INDEX service_auth_nonces_by_expiry ON service_auth_nonces (expires_s);
+"""
+
+
+SCHEMA = kit_sqlite.Schema("", (V1, V2, _v2_backfill, V_CANCEL, V_SERVICE_AUTH_NONCES))
 
 
 def open_db(path: str) -> sqlite3.Connection:

@@ -89,6 +89,8 @@ def build_app(settings: Settings) -> web.Application:
     app[keys.LOG_FRAMES] = LogFrames(BUDGET_BYTES)
     app[keys.OWNER] = settings.owner_did
     app[keys.SOCKETS] = weakref.WeakSet()
+    app[keys.SERVICE_AUTH] = core.service_auth
+    app[keys.PDS] = core.pds
     metrics.BUILD_INFO.info({"version": VERSION})
     rewind_ns = int(settings.events_rewind_s * 1e9)
     app.router.add_get("/", root)

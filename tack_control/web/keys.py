@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from tack_control.core import Core
     from tack_control.engine.eventlog import EventLog
     from tack_control.engine.providers import ProviderClient
+    from tack_control.identity.pds import PdsReader
+    from tack_control.identity.serviceauth import ServiceAuth
     from tack_control.web.logframes import LogFrames
 
 
@@ -29,4 +31,6 @@ DB: web.AppKey[sqlite3.Connection] = web.AppKey("db")
 PROVIDERS: web.AppKey[dict[str, ProviderClient]] = web.AppKey("providers")
 LOG_FRAMES: web.AppKey[LogFrames] = web.AppKey("log_frames")
 OWNER: web.AppKey[str] = web.AppKey("owner")
+SERVICE_AUTH: web.AppKey[ServiceAuth] = web.AppKey("service_auth")
+PDS: web.AppKey[PdsReader] = web.AppKey("pds")
 SOCKETS: web.AppKey[weakref.WeakSet[web.WebSocketResponse]] = web.AppKey("sockets")

@@ -1,0 +1,86 @@
+"""Reading records from their owner's PDS: ``com.atproto.repo.getRecord`` at the ``#atproto_pds`` of the DID document."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from tack_control.identity.did import BadDid, check_did
+from tack_control.identity.fetch import FetchError, SafeFetcher
+from tack_control.identity.resolver import DidResolver, ResolveError
+
+
+MAX_RECORD_BYTES = 256 << 10
+_RKEY = re.compile(r"^[a-zA-Z0-9._:~-]{1,512}$")
+
+
+class RecordError(Exception):
+    """No record: ``reason`` is ``bad_uri``, ``not_found`` or ``unavailable``; the message says why."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class RecordUri:
+    """``at://<did>/<collection>/<rkey>``."""
+
+    did: str
+    collection: str
+    rkey: str
+
+    def __str__(self) -> str:
+        return f"at://{self.did}/{self.collection}/{self.rkey}"
+
+
+def parse_record_uri(text: str, collection: str) -> RecordUri:
+    """The AT-URI of a record of ``collection`` whose authority is a DID; RecordError ``bad_uri`` otherwise."""
+    parts = text.removeprefix("at://").split("/") if text.startswith("at://") else []
+    if len(parts) != 3 or parts[1] != collection or not _RKEY.fullmatch(parts[2]) or parts[2] in (".", ".."):
+        raise RecordError("bad_uri", f"expected at://<did>/{collection}/<rkey>, got {text[:200]!r}")
+    try:
+        check_did(parts[0])
+    except BadDid as exc:
+        raise RecordError("bad_uri", f"the AT-URI's authority must be a DID: {exc}") from None
+    return RecordUri(parts[0], collection, parts[2])
+
+
+class PdsReader:
+    """Fetches records from their owner's PDS, found through the owner's DID document."""
+
+    def __init__(self, resolver: DidResolver, fetcher: SafeFetcher) -> None:
+        self.resolver = resolver
+        self.fetcher = fetcher
+
+    async def get_record(self, uri: RecordUri) -> dict[str, Any]:
+        """The record's ``value``; RecordError when the owner, their PDS or the record cannot be found."""
+        try:
+            doc = await self.resolver.resolve(uri.did)
+        except ResolveError as exc:
+            reason = "not_found" if exc.reason in ("not_found", "bad_did") else "unavailable"
+            raise RecordError(reason, f"cannot resolve {uri.did}: {exc}") from None
+        if doc.pds is None:
+            raise RecordError("not_found", f"{uri.did} names no PDS (#atproto_pds) in its DID document")
+        params = {"repo": uri.did, "collection": uri.collection, "rkey": uri.rkey}
+        try:
+            fetched = await self.fetcher.get(
+                f"{doc.pds}/xrpc/com.atproto.repo.getRecord", "pds", params=params, max_bytes=MAX_RECORD_BYTES
+            )
+            body = fetched.json()
+        except FetchError as exc:
+            raise RecordError("unavailable", f"{uri} could not be read from {doc.pds}: {exc}") from None
+        error = body.get("error") if isinstance(body, dict) else None
+        if fetched.status in (400, 404) and error in ("RecordNotFound", "RepoNotFound", "NotFound"):
+            raise RecordError("not_found", f"{uri} does not exist ({error} from {doc.pds})")
+        value = body.get("value") if isinstance(body, dict) else None
+        if fetched.status != 200 or not isinstance(value, dict):
+            raise RecordError(
+                "unavailable",
+                f"{doc.pds} answered getRecord for {uri} with HTTP {fetched.status} {str(error)[:60]}",
+            )
+        record_type = value.get("$type", uri.collection)
+        if record_type != uri.collection:
+            raise RecordError("not_found", f"{uri} is a {str(record_type)[:100]!r}, not a {uri.collection}")
+        return value
