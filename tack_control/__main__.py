@@ -1,4 +1,4 @@
-"""``python -m tack_control``: serve the spindle. ``python -m tack_control doctor``: check the configuration."""
+"""``python -m tack_control``: serve the spindle; ``doctor``: check the configuration; ``token``: sign a service-auth token."""
 
 from __future__ import annotations
 
@@ -57,8 +57,12 @@ def main(argv: list[str]) -> None:
         from tack_control.doctor import main as doctor
 
         raise SystemExit(doctor(argv[1:]))
+    if argv[:1] == ["token"]:
+        from tack_control.token import main as token
+
+        raise SystemExit(token(argv[1:]))
     if argv:
-        print("usage: python -m tack_control [doctor]", file=sys.stderr)
+        print("usage: python -m tack_control [doctor | token --lxm NSID]", file=sys.stderr)
         raise SystemExit(2)
     serve()
 

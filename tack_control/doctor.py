@@ -22,6 +22,7 @@ from tack_common.env import ConfigError
 from tack_common.pb import provider_pb2 as pb
 from tack_control.config import Settings
 from tack_control.engine.db import open_db
+from tack_control.identity.fetch import FetchError, FetchPolicy, SafeFetcher
 
 
 TIMEOUT_S = 5.0
@@ -165,6 +166,25 @@ async def check_jetstream(settings: Settings) -> Result:
     return ok(name, "reachable")
 
 
+async def check_plc(settings: Settings) -> Result:
+    """The PLC directory answers (through the same address checks as DID resolution)."""
+    name = f"plc directory {settings.plc_url}"
+    fetcher = SafeFetcher(FetchPolicy.for_dev(settings.dev, timeout_s=TIMEOUT_S))
+    try:
+        fetched = await fetcher.get(f"{settings.plc_url}/_health", "doctor", max_bytes=64 << 10)
+    except FetchError as exc:
+        return fail(
+            name,
+            f"unreachable ({exc})",
+            "check outbound network access or TACK_PLC_URL (DIDs of callers cannot be resolved meanwhile)",
+        )
+    finally:
+        await fetcher.close()
+    if fetched.status >= 500:
+        return fail(name, f"answers HTTP {fetched.status}", "the PLC directory is failing; check TACK_PLC_URL")
+    return ok(name, f"reachable (HTTP {fetched.status})")
+
+
 async def check_owner(settings: Settings) -> Result:
     """``/xrpc/sh.tangled.owner`` at the public hostname answers with this owner."""
     scheme = "http" if settings.dev else "https"
@@ -226,6 +246,7 @@ async def run_checks(environ: Mapping[str, str]) -> list[Result]:
         ),
         lambda: check_buildkite(environ),
         lambda: check_jetstream(settings),
+        lambda: check_plc(settings),
         lambda: check_owner(settings),
     ]
     results.extend(await asyncio.gather(*(c() for c in checks)))

@@ -24,7 +24,7 @@ Alg = Literal["ES256", "ES256K"]
 _PREFIX: dict[Alg, bytes] = {"ES256": b"\x80\x24", "ES256K": b"\xe7\x01"}
 _CURVE: dict[Alg, ec.EllipticCurve] = {"ES256": ec.SECP256R1(), "ES256K": ec.SECP256K1()}
 # Group orders: a signature's r and s must lie in [1, n).
-_ORDER: dict[Alg, int] = {
+ORDER: dict[Alg, int] = {
     "ES256": 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551,
     "ES256K": 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141,
 }
@@ -56,7 +56,7 @@ class PublicKey:
             return False
         r = int.from_bytes(signature[:32], "big")
         s = int.from_bytes(signature[32:], "big")
-        order = _ORDER[self.alg]
+        order = ORDER[self.alg]
         if not (0 < r < order and 0 < s < order):
             return False
         try:
