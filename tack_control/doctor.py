@@ -181,7 +181,9 @@ async def check_plc(settings: Settings) -> Result:
     finally:
         await fetcher.close()
     if fetched.status >= 500:
-        return fail(name, f"answers HTTP {fetched.status}", "the PLC directory is failing; check TACK_PLC_URL")
+        return fail(
+            name, f"answers HTTP {fetched.status}", "the PLC directory is failing; check TACK_PLC_URL"
+        )
     return ok(name, f"reachable (HTTP {fetched.status})")
 
 

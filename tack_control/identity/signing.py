@@ -32,7 +32,14 @@ def sign_service_token(
     alg = alg_of(key)
     iat = int(time.time()) if now is None else now
     header = {"typ": "JWT", "alg": alg}
-    claims = {"iat": iat, "iss": iss, "aud": aud, "exp": iat + lifetime_s, "lxm": lxm, "jti": secrets.token_hex(16)}
+    claims = {
+        "iat": iat,
+        "iss": iss,
+        "aud": aud,
+        "exp": iat + lifetime_s,
+        "lxm": lxm,
+        "jti": secrets.token_hex(16),
+    }
     signing_input = f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(claims).encode())}"
     r, s = decode_dss_signature(key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256())))
     s = min(s, ORDER[alg] - s)

@@ -1,9 +1,10 @@
-"""Fixtures of the control plane's unit tests: a real SQLite database under tmp_path and the parts over it."""
+"""Fixtures of the control plane's unit tests: a real SQLite database under tmp_path and the parts over it;
+a fake PLC directory and PDS on loopback for identity and service auth."""
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,9 @@ import pytest
 from tack_control.engine.db import open_db
 from tack_control.engine.eventlog import EventLog
 from tack_control.engine.statuses import StatusBook
+from tack_control.identity.fetch import FetchPolicy, SafeFetcher
 from tack_control.ingest.registry import Registry
+from tests.fakes.atproto import FakePds, FakePlc
 from tests.support.samples import (
     HOST,
     OWNER,
@@ -49,3 +52,29 @@ def registry(conn: sqlite3.Connection) -> Registry:
 def world(conn: sqlite3.Connection) -> World:
     """The intake world on the test database."""
     return World(conn)
+
+
+@pytest.fixture
+async def plc() -> AsyncIterator[FakePlc]:
+    """A fake PLC directory on loopback."""
+    fake = FakePlc()
+    await fake.start()
+    yield fake
+    await fake.stop()
+
+
+@pytest.fixture
+async def pds() -> AsyncIterator[FakePds]:
+    """A fake PDS on loopback."""
+    fake = FakePds()
+    await fake.start()
+    yield fake
+    await fake.stop()
+
+
+@pytest.fixture
+async def fetcher() -> AsyncIterator[SafeFetcher]:
+    """A fetcher with TACK_DEV's policy (http and loopback allowed), 1 s per fetch."""
+    f = SafeFetcher(FetchPolicy.for_dev(True, timeout_s=1.0))
+    yield f
+    await f.close()

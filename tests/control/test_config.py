@@ -96,3 +96,20 @@ def test_config_errors_name_the_variable(change: dict[str, str | None], variable
 def test_parse_providers_empty_is_no_providers() -> None:
     """An empty or comma-only TACK_PROVIDERS configures no provider."""
     assert parse_providers("") == parse_providers(" , ,") == {}
+
+
+def test_plc_url_and_did_cache_ttl() -> None:
+    """TACK_PLC_URL defaults to plc.directory and must be https (http only with TACK_DEV); the DID cache TTL is read."""
+    assert Settings.from_env(BASE_ENV).plc_url == "https://plc.directory"
+    assert Settings.from_env(BASE_ENV).did_cache_ttl_s == 3600
+    dev = Settings.from_env(
+        BASE_ENV | {"TACK_PLC_URL": "http://127.0.0.1:2582/", "TACK_DEV": "1", "TACK_DID_CACHE_TTL": "60"}
+    )
+    assert (dev.plc_url, dev.did_cache_ttl_s) == ("http://127.0.0.1:2582", 60)
+    for env in (
+        {"TACK_PLC_URL": "http://127.0.0.1:2582"},
+        {"TACK_PLC_URL": "plc.directory"},
+        {"TACK_DID_CACHE_TTL": "0"},
+    ):
+        with pytest.raises(ConfigError, match=next(iter(env))):
+            Settings.from_env(BASE_ENV | env)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tack_control.doctor import Result, check_buildkite, run_checks
+from tests.fakes.atproto import FakePlc
 from tests.fakes.buildkite import FakeBuildkite
 from tests.fakes.buildkite.config import ALL_SCOPES, TokenInfo
 from tests.support.codefacts import ROOT
@@ -28,9 +29,18 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
         yield s
 
 
-def good_env(stack: Stack, tmp_path: Path) -> dict[str, str]:
-    """The environment the running control plane was started with (its own database file aside)."""
+@pytest.fixture
+async def plc_url() -> AsyncIterator[str]:
+    """A fake PLC directory's URL."""
+    fake = FakePlc()
+    yield await fake.start()
+    await fake.stop()
+
+
+def good_env(stack: Stack, tmp_path: Path, plc_url: str) -> dict[str, str]:
+    """The environment the running control plane was started with (its own database file aside), and a PLC."""
     return {
+        "TACK_PLC_URL": plc_url,
         "TACK_HOSTNAME": stack.cp.hostname,
         "TACK_OWNER_DID": OWNER,
         "TACK_DEV": "1",
@@ -44,9 +54,14 @@ def failures(results: list[Result]) -> list[str]:
     return [f"{r.name}: {r.detail}" for r in results if r.verdict == "FAIL"]
 
 
-async def test_good_configuration_passes_with_one_line_per_check(stack: Stack, tmp_path: Path) -> None:
+async def test_good_configuration_passes_with_one_line_per_check(
+    stack: Stack, tmp_path: Path, plc_url: str
+) -> None:
     """Against a running stack, every check passes (Buildkite skipped without a token) and the exit status is 0."""
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("TACK_")}, **good_env(stack, tmp_path)}
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("TACK_")},
+        **good_env(stack, tmp_path, plc_url),
+    }
     proc = await asyncio.to_thread(
         subprocess.run,
         [sys.executable, "-m", "tack_control", "doctor"],
@@ -59,7 +74,8 @@ async def test_good_configuration_passes_with_one_line_per_check(stack: Stack, t
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     lines = proc.stdout.splitlines()
-    assert sum(line.startswith("ok ") for line in lines) == 5
+    assert sum(line.startswith("ok ") for line in lines) == 6
+    assert f"plc directory {plc_url}: reachable (HTTP 200)" in proc.stdout
     assert any(line.startswith("skip") and "buildkite" in line for line in lines)
     assert "SERVING, stub" in proc.stdout
     assert f"answers {OWNER}" in proc.stdout
@@ -81,14 +97,16 @@ async def test_good_configuration_passes_with_one_line_per_check(stack: Stack, t
         ),
         ({"TACK_OWNER_DID": "did:plc:someoneelse"}, "answers owner 'did:plc:owner0000000000000000000'"),
         ({"TACK_HOSTNAME": "127.0.0.1:{free}"}, "no valid answer within 5s"),
+        ({"TACK_PLC_URL": "http://127.0.0.1:{free}"}, "plc directory http://127.0.0.1:{free}: unreachable"),
+        ({"TACK_PLC_URL": "ftp://plc.example"}, "configuration: TACK_PLC_URL must be an https:// URL"),
     ],
 )
 async def test_each_broken_configuration_fails_with_its_own_message(
-    stack: Stack, tmp_path: Path, change: dict[str, str], expected: str
+    stack: Stack, tmp_path: Path, plc_url: str, change: dict[str, str], expected: str
 ) -> None:
     """A single broken setting fails exactly the check it concerns, saying what and how to fix it."""
     free = str(free_port())
-    env = good_env(stack, tmp_path)
+    env = good_env(stack, tmp_path, plc_url)
     env.update({k: v.format(free=free, stub=stack.stub.address) for k, v in change.items()})
     results = await run_checks(env)
     failed = failures(results)

@@ -236,7 +236,7 @@ async def test_bad_knot_frames_are_skipped_and_the_stream_continues(
 
 
 async def test_xrpc_owner_secrets_and_webhooks(stack: Stack) -> None:
-    """XRPC answers as a spindle that keeps no secrets; webhooks reach only known providers and within the size limit."""
+    """XRPC answers the owner; secrets methods refuse unauthenticated callers (401); webhooks reach only known providers and within the size limit."""
     base = stack.cp.http
     async with aiohttp.ClientSession() as session:
         async with session.get(f"{base}/xrpc/sh.tangled.owner") as resp:
@@ -244,14 +244,15 @@ async def test_xrpc_owner_secrets_and_webhooks(stack: Stack) -> None:
         async with session.get(
             f"{base}/xrpc/sh.tangled.repo.listSecrets", params={"repo": "at://x/y/z"}
         ) as resp:
-            assert (resp.status, await resp.json()) == (200, {"secrets": []})
+            assert (resp.status, (await resp.json())["error"]) == (401, "AuthRequired")
         async with session.post(
-            f"{base}/xrpc/sh.tangled.repo.addSecret", json={"key": "K", "value": "V"}
+            f"{base}/xrpc/sh.tangled.repo.addSecret",
+            json={"key": "K", "value": "V"},
+            headers={"Authorization": "Bearer e30.e30.AA"},
         ) as resp:
             body = await resp.json()
-            assert resp.status == 400
-            assert body["error"] == "SecretsUnsupported"
-            assert "provider" in body["message"]
+            assert resp.status == 401
+            assert body["message"].startswith("bad_alg")
         async with session.get(f"{base}/xrpc/sh.tangled.nope") as resp:
             assert resp.status == 404
             assert set(await resp.json()) == {"error", "message"}

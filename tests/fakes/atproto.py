@@ -99,12 +99,17 @@ class FakePds(_Loopback):
         repo, collection, rkey = (request.query.get(k, "") for k in ("repo", "collection", "rkey"))
         if not (repo and collection and rkey):
             return await self._answer(
-                path, 400, {"error": "InvalidRequest", "message": "Error: Params must have the property"}, "application/json"
+                path,
+                400,
+                {"error": "InvalidRequest", "message": "Error: Params must have the property"},
+                "application/json",
             )
         value = self.records.get((repo, collection, rkey))
         if value is None:
             message = f"Could not locate record: at://{repo}/{collection}/{rkey}"
-            return await self._answer(path, 400, {"error": "RecordNotFound", "message": message}, "application/json")
+            return await self._answer(
+                path, 400, {"error": "RecordNotFound", "message": message}, "application/json"
+            )
         body = {
             "uri": f"at://{repo}/{collection}/{rkey}",
             "cid": "bafyreie5737gdxlw5i64vzichcalba3z2v5n6icifvx5xytvske7mr3hpm",

@@ -6,7 +6,15 @@ from typing import Any
 
 import pytest
 
-from tack_control.identity.did import BadDid, BadDocument, check_did, did_web_host, document_url, parse_document, web_did
+from tack_control.identity.did import (
+    BadDid,
+    BadDocument,
+    check_did,
+    did_web_host,
+    document_url,
+    parse_document,
+    web_did,
+)
 from tack_control.identity.keys import b58encode
 from tests.support.atproto import Account
 
@@ -16,7 +24,12 @@ PLC = "https://plc.example.com"
 
 @pytest.mark.parametrize(
     "did",
-    ["did:plc:ewvi7nxzyoun6zhxrhs64oiz", "did:web:example.com", "did:web:localhost%3A8080", "did:web:a.b-c.example"],
+    [
+        "did:plc:ewvi7nxzyoun6zhxrhs64oiz",
+        "did:web:example.com",
+        "did:web:localhost%3A8080",
+        "did:web:a.b-c.example",
+    ],
 )
 def test_atproto_dids_are_accepted(did: str) -> None:
     """did:plc with 24 base32 characters and hostname-level did:web pass."""
@@ -58,7 +71,10 @@ def test_document_urls() -> None:
     did = "did:plc:ewvi7nxzyoun6zhxrhs64oiz"
     assert document_url(did, PLC + "/", dev=False) == f"{PLC}/{did}"
     assert document_url("did:web:example.com", PLC, dev=False) == "https://example.com/.well-known/did.json"
-    assert document_url("did:web:localhost%3A8080", PLC, dev=True) == "http://localhost:8080/.well-known/did.json"
+    assert (
+        document_url("did:web:localhost%3A8080", PLC, dev=True)
+        == "http://localhost:8080/.well-known/did.json"
+    )
     with pytest.raises(BadDid, match="TACK_DEV"):
         document_url("did:web:localhost%3A8080", PLC, dev=False)
 
@@ -82,7 +98,12 @@ def test_first_usable_atproto_key_wins_and_problems_are_reported() -> None:
     good = raw["verificationMethod"][0]
     foreign = {**good, "controller": "did:plc:aaaaaaaaaaaaaaaaaaaaaaaa"}
     other_type = {**good, "type": "JsonWebKey2020"}
-    raw["verificationMethod"] = [{"id": "#other", "type": "Multikey"}, foreign, other_type, {**good, "id": "#atproto"}]
+    raw["verificationMethod"] = [
+        {"id": "#other", "type": "Multikey"},
+        foreign,
+        other_type,
+        {**good, "id": "#atproto"},
+    ]
     doc = parse_document(account.did, raw)
     assert doc.signing_key is not None and doc.signing_key.multikey() == account.multikey()
     raw["verificationMethod"] = [foreign]
@@ -116,7 +137,11 @@ def test_legacy_key_type_is_read() -> None:
 def test_knot_endpoint_of_a_repo_did() -> None:
     """A repo DID names its knot as #tangled_knot (preferred) or #atproto_pds; bad endpoints are ignored."""
     did = "did:plc:ewvi7nxzyoun6zhxrhs64oiz"
-    pds = {"id": "#atproto_pds", "type": "AtprotoPersonalDataServer", "serviceEndpoint": "https://knot1.example/"}
+    pds = {
+        "id": "#atproto_pds",
+        "type": "AtprotoPersonalDataServer",
+        "serviceEndpoint": "https://knot1.example/",
+    }
     knot = {"id": f"{did}#tangled_knot", "type": "TangledKnot", "serviceEndpoint": "https://knot2.example"}
     assert parse_document(did, {"id": did, "service": [pds]}).knot == "https://knot1.example"
     assert parse_document(did, {"id": did, "service": [pds, knot]}).knot == "https://knot2.example"

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.abc import ResolveResult
+from prometheus_client import REGISTRY
 
-from tack_control import metrics
 from tack_control.identity.fetch import (
     FetchError,
     FetchPolicy,
@@ -50,7 +50,9 @@ async def server() -> AsyncIterator[str]:
     app.router.add_get("/ok", answer(web.json_response({"ok": True})))
     app.router.add_get("/big", answer(web.Response(body=b"x" * 5000)))
     app.router.add_get("/stream", stream)
-    app.router.add_get("/redirect", answer(web.Response(status=302, headers={"Location": "http://169.254.169.254/"})))
+    app.router.add_get(
+        "/redirect", answer(web.Response(status=302, headers={"Location": "http://169.254.169.254/"}))
+    )
     app.router.add_get("/missing", answer(web.json_response({"error": "NotFound"}, status=404)))
     app.router.add_get("/slow", slow)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
@@ -70,7 +72,9 @@ async def fetcher() -> AsyncIterator[SafeFetcher]:
 
 def count(target: str, result: str) -> float:
     """The current value of tack_outbound_fetches_total{target, result}."""
-    return metrics.OUTBOUND_FETCHES.labels(target, result)._value.get()
+    return (
+        REGISTRY.get_sample_value("tack_outbound_fetches_total", {"target": target, "result": result}) or 0.0
+    )
 
 
 async def test_an_answer_is_read_whole_and_counted(server: str, fetcher: SafeFetcher) -> None:
@@ -82,7 +86,10 @@ async def test_an_answer_is_read_whole_and_counted(server: str, fetcher: SafeFet
     assert (count("pds", "ok"), count("pds", "http_4xx")) == (before[0] + 1, before[1] + 1)
 
 
-@pytest.mark.parametrize(("path", "reason"), [("/big", "too_large"), ("/stream", "too_large"), ("/redirect", "redirect"), ("/slow", "timeout")])
+@pytest.mark.parametrize(
+    ("path", "reason"),
+    [("/big", "too_large"), ("/stream", "too_large"), ("/redirect", "redirect"), ("/slow", "timeout")],
+)
 async def test_limits(server: str, fetcher: SafeFetcher, path: str, reason: str) -> None:
     """Oversize (announced or streamed), a redirect (never followed) and a slow server each fail with their reason."""
     before = count("knot", reason)
@@ -99,7 +106,12 @@ async def test_private_addresses_and_http_are_refused_in_production(server: str)
     port = server.rsplit(":", 1)[1]
     strict = SafeFetcher(FetchPolicy(allow_http=True, allow_private=False, timeout_s=2))
     try:
-        for url in (server + "/ok", f"http://localhost:{port}/ok", f"http://[::1]:{port}/ok", f"http://[::ffff:127.0.0.1]:{port}/ok"):
+        for url in (
+            server + "/ok",
+            f"http://localhost:{port}/ok",
+            f"http://[::1]:{port}/ok",
+            f"http://[::ffff:127.0.0.1]:{port}/ok",
+        ):
             with pytest.raises(FetchError) as caught:
                 await strict.get(url, "did_web")
             assert caught.value.reason == "forbidden_address", url
@@ -151,9 +163,12 @@ async def test_vetting_resolver_keeps_only_allowed_answers() -> None:
         def __init__(self, hosts: list[str]) -> None:
             self.hosts = hosts
 
-        async def resolve(self, host: str, port: int = 0, family: Any = socket.AF_INET) -> list[ResolveResult]:
+        async def resolve(
+            self, host: str, port: int = 0, family: Any = socket.AF_INET
+        ) -> list[ResolveResult]:
             return [
-                {"hostname": host, "host": h, "port": port, "family": family, "proto": 0, "flags": 0} for h in self.hosts
+                {"hostname": host, "host": h, "port": port, "family": family, "proto": 0, "flags": 0}
+                for h in self.hosts
             ]
 
         async def close(self) -> None:
@@ -163,5 +178,5 @@ async def test_vetting_resolver_keeps_only_allowed_answers() -> None:
     resolver._inner = Inner(["93.184.215.14", "10.0.0.7"])  # type: ignore[assignment]
     assert [r["host"] for r in await resolver.resolve("mixed.example", 443)] == ["93.184.215.14"]
     resolver._inner = Inner(["127.0.0.1", "::1"])  # type: ignore[assignment]
-    with pytest.raises(ForbiddenAddress, match="127.0.0.1"):
+    with pytest.raises(ForbiddenAddress, match=r"127\.0\.0\.1"):
         await resolver.resolve("rebind.example", 443)

@@ -37,8 +37,14 @@ FIXTURES = [
 MESSAGE = base64.b64decode("oWVoZWxsb2V3b3JsZA==")
 # W3C did:key secp256k1 vectors (private seed → did:key), as used by the same test suite.
 SECP_SEEDS = [
-    ("9085d2bef69286a6cbb51623c8fa258629945cd55ca705cc4e66700396894e0c", "zQ3shokFTS3brHcDQrn82RUDfCZESWL1ZdCEJwekUDPQiYBme"),
-    ("f0f4df55a2b3ff13051ea814a8f24ad00f2e469af73c363ac7e9fb999a9072ed", "zQ3shtxV1FrJfhqE1dvxYRcCknWNjHc3c5X1y3ZSoPDi2aur2"),
+    (
+        "9085d2bef69286a6cbb51623c8fa258629945cd55ca705cc4e66700396894e0c",
+        "zQ3shokFTS3brHcDQrn82RUDfCZESWL1ZdCEJwekUDPQiYBme",
+    ),
+    (
+        "f0f4df55a2b3ff13051ea814a8f24ad00f2e469af73c363ac7e9fb999a9072ed",
+        "zQ3shtxV1FrJfhqE1dvxYRcCknWNjHc3c5X1y3ZSoPDi2aur2",
+    ),
 ]
 
 
@@ -50,7 +56,9 @@ def _raw(sig_b64: str) -> bytes:
 def test_reference_vectors_decode_and_verify(alg: str, multikey: str, legacy: str, sig: str) -> None:
     """Each fixture key decodes from both encodings to the same key of its curve, and its signature verifies."""
     key = parse_multikey(multikey)
-    legacy_type = "EcdsaSecp256r1VerificationKey2019" if alg == "ES256" else "EcdsaSecp256k1VerificationKey2019"
+    legacy_type = (
+        "EcdsaSecp256r1VerificationKey2019" if alg == "ES256" else "EcdsaSecp256k1VerificationKey2019"
+    )
     assert key.alg == alg
     assert parse_legacy(legacy_type, legacy) == key
     assert key.multikey() == multikey

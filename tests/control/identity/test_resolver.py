@@ -27,7 +27,9 @@ def resolver_for(plc: FakePlc, fetcher: SafeFetcher, clock: Clock | None = None,
 
 
 @pytest.mark.parametrize("curve", ["p256", "k256"])
-async def test_plc_document_is_resolved_and_cached_for_the_ttl(plc: FakePlc, fetcher: SafeFetcher, curve: str) -> None:
+async def test_plc_document_is_resolved_and_cached_for_the_ttl(
+    plc: FakePlc, fetcher: SafeFetcher, curve: str
+) -> None:
     """The PLC's did+ld+json document gives the key; it is fetched once per TTL."""
     account = plc.publish(Account(curve=curve))  # type: ignore[arg-type]
     clock = Clock()
@@ -44,7 +46,9 @@ async def test_plc_document_is_resolved_and_cached_for_the_ttl(plc: FakePlc, fet
     assert plc.hits[account.did] == 2
 
 
-async def test_unknown_and_tombstoned_dids_are_not_found_and_remembered(plc: FakePlc, fetcher: SafeFetcher) -> None:
+async def test_unknown_and_tombstoned_dids_are_not_found_and_remembered(
+    plc: FakePlc, fetcher: SafeFetcher
+) -> None:
     """404 and 410 are not_found; the answer is cached for the negative TTL, then asked again."""
     clock = Clock()
     resolver = resolver_for(plc, fetcher, clock, negative_ttl_s=60)
@@ -139,7 +143,9 @@ async def test_refresh_refetches_once_per_interval_and_keeps_a_fresh_document_on
     assert plc.hits[account.did] == 3
 
 
-async def test_concurrent_lookups_share_one_fetch_and_the_cache_is_bounded(plc: FakePlc, fetcher: SafeFetcher) -> None:
+async def test_concurrent_lookups_share_one_fetch_and_the_cache_is_bounded(
+    plc: FakePlc, fetcher: SafeFetcher
+) -> None:
     """Ten simultaneous lookups of one DID fetch once; with room for two entries, the oldest is evicted."""
     accounts = [plc.publish(Account()) for _ in range(3)]
     resolver = resolver_for(plc, fetcher, max_entries=2)
