@@ -18,7 +18,6 @@ from tack_control.engine.eventlog import EventLog
 from tack_control.engine.pipelines import Pipelines
 from tack_control.engine.providers import ProviderClient, StatusWatcher
 from tack_control.engine.statuses import StatusBook
-from tack_control.identity.fetch import FetchPolicy, SafeFetcher
 from tack_control.identity.pds import PdsReader
 from tack_control.identity.replay import ReplayStore
 from tack_control.identity.resolver import DidResolver
@@ -78,7 +77,6 @@ class Core:
             self.registrations_changed,
             settings.jetstream_rewind_s,
         )
-        self.fetcher = SafeFetcher(FetchPolicy.for_dev(settings.dev))
         resolver = DidResolver(
             self.fetcher, settings.plc_url, dev=settings.dev, ttl_s=settings.did_cache_ttl_s
         )
@@ -129,7 +127,6 @@ class Core:
         await self.knots.close()
         await self.fetcher.close()
         await self.dispatcher.close()
-        await self.fetcher.close()
         for provider in self.providers.values():
             await provider.close()
         self.checkpoints.close()

@@ -22,7 +22,7 @@ from tack_common.env import ConfigError
 from tack_common.pb import provider_pb2 as pb
 from tack_control.config import Settings
 from tack_control.engine.db import open_db
-from tack_control.identity.fetch import FetchError, FetchPolicy, SafeFetcher
+from tack_control.netguard import Fetcher
 
 
 TIMEOUT_S = 5.0
@@ -169,22 +169,20 @@ async def check_jetstream(settings: Settings) -> Result:
 async def check_plc(settings: Settings) -> Result:
     """The PLC directory answers (through the same address checks as DID resolution)."""
     name = f"plc directory {settings.plc_url}"
-    fetcher = SafeFetcher(FetchPolicy.for_dev(settings.dev, timeout_s=TIMEOUT_S))
+    fetcher = Fetcher(settings.dev, timeout_s=TIMEOUT_S, max_bytes=64 << 10)
     try:
-        fetched = await fetcher.get(f"{settings.plc_url}/_health", "doctor", max_bytes=64 << 10)
-    except FetchError as exc:
+        status, _, _ = await fetcher.get_bytes(f"{settings.plc_url}/_health", target="doctor")
+    except (OSError, ValueError) as exc:
         return fail(
             name,
-            f"unreachable ({exc})",
+            f"unreachable ({str(exc)[:160]})",
             "check outbound network access or TACK_PLC_URL (DIDs of callers cannot be resolved meanwhile)",
         )
     finally:
         await fetcher.close()
-    if fetched.status >= 500:
-        return fail(
-            name, f"answers HTTP {fetched.status}", "the PLC directory is failing; check TACK_PLC_URL"
-        )
-    return ok(name, f"reachable (HTTP {fetched.status})")
+    if status >= 500:
+        return fail(name, f"answers HTTP {status}", "the PLC directory is failing; check TACK_PLC_URL")
+    return ok(name, f"reachable (HTTP {status})")
 
 
 async def check_owner(settings: Settings) -> Result:

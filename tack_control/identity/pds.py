@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 from tack_control.identity.did import BadDid, check_did
-from tack_control.identity.fetch import FetchError, SafeFetcher
 from tack_control.identity.resolver import DidResolver, ResolveError
+from tack_control.netguard import Fetcher
 
 
 MAX_RECORD_BYTES = 256 << 10
@@ -50,7 +52,7 @@ def parse_record_uri(text: str, collection: str) -> RecordUri:
 class PdsReader:
     """Fetches records from their owner's PDS, found through the owner's DID document."""
 
-    def __init__(self, resolver: DidResolver, fetcher: SafeFetcher) -> None:
+    def __init__(self, resolver: DidResolver, fetcher: Fetcher) -> None:
         self.resolver = resolver
         self.fetcher = fetcher
 
@@ -63,22 +65,23 @@ class PdsReader:
             raise RecordError(reason, f"cannot resolve {uri.did}: {exc}") from None
         if doc.pds is None:
             raise RecordError("not_found", f"{uri.did} names no PDS (#atproto_pds) in its DID document")
-        params = {"repo": uri.did, "collection": uri.collection, "rkey": uri.rkey}
+        query = urlencode({"repo": uri.did, "collection": uri.collection, "rkey": uri.rkey})
         try:
-            fetched = await self.fetcher.get(
-                f"{doc.pds}/xrpc/com.atproto.repo.getRecord", "pds", params=params, max_bytes=MAX_RECORD_BYTES
+            status, _, raw = await self.fetcher.get_bytes(
+                f"{doc.pds}/xrpc/com.atproto.repo.getRecord?{query}", MAX_RECORD_BYTES, target="pds"
             )
-            body = fetched.json()
-        except FetchError as exc:
-            raise RecordError("unavailable", f"{uri} could not be read from {doc.pds}: {exc}") from None
+            body = json.loads(raw)
+        except (OSError, ValueError, RecursionError) as exc:
+            raise RecordError(
+                "unavailable", f"{uri} could not be read from {doc.pds}: {str(exc)[:200]}"
+            ) from None
         error = body.get("error") if isinstance(body, dict) else None
-        if fetched.status in (400, 404) and error in ("RecordNotFound", "RepoNotFound", "NotFound"):
+        if status in (400, 404) and error in ("RecordNotFound", "RepoNotFound", "NotFound"):
             raise RecordError("not_found", f"{uri} does not exist ({error} from {doc.pds})")
         value = body.get("value") if isinstance(body, dict) else None
-        if fetched.status != 200 or not isinstance(value, dict):
+        if status != 200 or not isinstance(value, dict):
             raise RecordError(
-                "unavailable",
-                f"{doc.pds} answered getRecord for {uri} with HTTP {fetched.status} {str(error)[:60]}",
+                "unavailable", f"{doc.pds} answered getRecord for {uri} with HTTP {status} {str(error)[:60]}"
             )
         record_type = value.get("$type", uri.collection)
         if record_type != uri.collection:

@@ -11,19 +11,18 @@ most once per DID per ``refresh_interval_s``.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from tack_control.identity.did import BadDid, BadDocument, DidDocument, document_url, parse_document
-from tack_control.identity.fetch import FetchError, SafeFetcher, Target
+from tack_control.identity.did import BadDid, DidDocument, document_url, parse_document
+from tack_control.netguard import Fetcher, Target
 
 
 DEFAULT_PLC_URL = "https://plc.directory"
 MAX_DOCUMENT_BYTES = 64 << 10
-# Documents served by a PLC directory or a did:web host; anything else is still parsed as JSON.
-ACCEPT = "application/did+ld+json, application/did+json, application/json;q=0.9, */*;q=0.1"
 
 
 class ResolveError(Exception):
@@ -42,11 +41,11 @@ class _Entry:
 
 
 class DidResolver:
-    """DID → :class:`DidDocument`, cached (LRU, ``max_entries``), through one :class:`SafeFetcher`."""
+    """DID → :class:`DidDocument`, cached (LRU, ``max_entries``), fetched through the control plane's :class:`Fetcher`."""
 
     def __init__(
         self,
-        fetcher: SafeFetcher,
+        fetcher: Fetcher,
         plc_url: str = DEFAULT_PLC_URL,
         *,
         dev: bool = False,
@@ -115,17 +114,18 @@ class DidResolver:
             raise ResolveError("bad_did", str(exc)) from None
         target: Target = "plc" if did.startswith("did:plc:") else "did_web"
         try:
-            fetched = await self.fetcher.get(url, target, accept=ACCEPT, max_bytes=MAX_DOCUMENT_BYTES)
-        except FetchError as exc:
+            # Served as application/did+ld+json (PLC), application/json or anything else: the body is JSON.
+            status, _, body = await self.fetcher.get_bytes(url, MAX_DOCUMENT_BYTES, target=target)
+        except (OSError, ValueError) as exc:
             raise self._fail(did, "unavailable", f"the DID document could not be fetched: {exc}") from None
-        if fetched.status in (404, 410):
-            raise self._fail(did, "not_found", f"no DID document (HTTP {fetched.status} from {url})")
-        if fetched.status != 200:
-            raise self._fail(did, "unavailable", f"the DID document fetch answered HTTP {fetched.status}")
+        if status in (404, 410):
+            raise self._fail(did, "not_found", f"no DID document (HTTP {status} from {url})")
+        if status != 200:
+            raise self._fail(did, "unavailable", f"the DID document fetch answered HTTP {status}")
         try:
-            doc = parse_document(did, fetched.json())
-        except (FetchError, BadDocument) as exc:
-            raise self._fail(did, "invalid", f"the DID document is invalid: {exc}") from None
+            doc = parse_document(did, json.loads(body))
+        except (ValueError, RecursionError) as exc:
+            raise self._fail(did, "invalid", f"the DID document is invalid: {str(exc)[:200]}") from None
         self._store(did, _Entry(self.clock() + self.ttl_s, doc, None))
         return doc
 

@@ -12,8 +12,8 @@ import pytest
 from tack_control.engine.db import open_db
 from tack_control.engine.eventlog import EventLog
 from tack_control.engine.statuses import StatusBook
-from tack_control.identity.fetch import FetchPolicy, SafeFetcher
 from tack_control.ingest.registry import Registry
+from tack_control.netguard import Fetcher
 from tests.fakes.atproto import FakePds, FakePlc
 from tests.support.samples import (
     HOST,
@@ -73,8 +73,8 @@ async def pds() -> AsyncIterator[FakePds]:
 
 
 @pytest.fixture
-async def fetcher() -> AsyncIterator[SafeFetcher]:
+async def fetcher() -> AsyncIterator[Fetcher]:
     """A fetcher with TACK_DEV's policy (http and loopback allowed), 1 s per fetch."""
-    f = SafeFetcher(FetchPolicy.for_dev(True, timeout_s=1.0))
+    f = Fetcher(dev=True, timeout_s=1.0)
     yield f
     await f.close()

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from tack_control.__main__ import main
-from tack_control.identity.fetch import SafeFetcher
 from tack_control.identity.replay import ReplayStore
 from tack_control.identity.resolver import DidResolver
 from tack_control.identity.serviceauth import ServiceAuth
 from tack_control.identity.signing import load_or_create_key
+from tack_control.netguard import Fetcher
 from tests.fakes.atproto import FakePlc
 from tests.support.atproto import Account, claims_of
 
@@ -34,7 +34,7 @@ def run(argv: list[str], env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -
 
 async def test_a_signed_token_verifies_against_the_published_key(
     plc: FakePlc,
-    fetcher: SafeFetcher,
+    fetcher: Fetcher,
     conn: sqlite3.Connection,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,

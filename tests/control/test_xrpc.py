@@ -10,11 +10,11 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tack_control.identity.fetch import SafeFetcher
 from tack_control.identity.pds import PdsReader
 from tack_control.identity.replay import ReplayStore
 from tack_control.identity.resolver import DidResolver
 from tack_control.identity.serviceauth import ServiceAuth
+from tack_control.netguard import Fetcher
 from tack_control.web import keys, xrpc
 from tests.fakes.atproto import FakePds, FakePlc
 from tests.support.atproto import HOSTNAME, Account
@@ -25,9 +25,7 @@ REPO_DID = "did:plc:repo2ige3rnslshcvnkjbpaa"
 
 
 @pytest.fixture
-async def base(
-    plc: FakePlc, pds: FakePds, fetcher: SafeFetcher, conn: sqlite3.Connection
-) -> AsyncIterator[str]:
+async def base(plc: FakePlc, pds: FakePds, fetcher: Fetcher, conn: sqlite3.Connection) -> AsyncIterator[str]:
     """The XRPC routes of the control plane on loopback, resolving DIDs through the fake PLC."""
     resolver = DidResolver(fetcher, plc.url, dev=True)
     app = web.Application()

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from tack_control.identity.fetch import FetchPolicy, SafeFetcher
 from tack_control.identity.resolver import DidResolver, ResolveError
+from tack_control.netguard import Fetcher
 from tests.fakes.atproto import FakePds, FakePlc
 from tests.support.atproto import Account
 
@@ -22,13 +22,13 @@ class Clock:
         return self.now
 
 
-def resolver_for(plc: FakePlc, fetcher: SafeFetcher, clock: Clock | None = None, **kw: float) -> DidResolver:
+def resolver_for(plc: FakePlc, fetcher: Fetcher, clock: Clock | None = None, **kw: float) -> DidResolver:
     return DidResolver(fetcher, plc.url, dev=True, clock=clock or Clock(), **kw)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("curve", ["p256", "k256"])
 async def test_plc_document_is_resolved_and_cached_for_the_ttl(
-    plc: FakePlc, fetcher: SafeFetcher, curve: str
+    plc: FakePlc, fetcher: Fetcher, curve: str
 ) -> None:
     """The PLC's did+ld+json document gives the key; it is fetched once per TTL."""
     account = plc.publish(Account(curve=curve))  # type: ignore[arg-type]
@@ -47,7 +47,7 @@ async def test_plc_document_is_resolved_and_cached_for_the_ttl(
 
 
 async def test_unknown_and_tombstoned_dids_are_not_found_and_remembered(
-    plc: FakePlc, fetcher: SafeFetcher
+    plc: FakePlc, fetcher: Fetcher
 ) -> None:
     """404 and 410 are not_found; the answer is cached for the negative TTL, then asked again."""
     clock = Clock()
@@ -67,14 +67,14 @@ async def test_unknown_and_tombstoned_dids_are_not_found_and_remembered(
     assert plc.hits[unknown] == 2
 
 
-async def test_did_web_with_port_is_fetched_over_http_in_dev_only(pds: FakePds, fetcher: SafeFetcher) -> None:
+async def test_did_web_with_port_is_fetched_over_http_in_dev_only(pds: FakePds, fetcher: Fetcher) -> None:
     """did:web:127.0.0.1%3A<port> resolves through http://…/.well-known/did.json with TACK_DEV; without it, it is refused unfetched."""
     account = Account(did=f"did:web:127.0.0.1%3A{pds.port}", curve="p256")
     pds.did_json = account.document()
     dev = DidResolver(fetcher, "https://plc.invalid", dev=True)
     doc = await dev.resolve(account.did)
     assert doc.signing_key is not None and doc.signing_key.alg == "ES256"
-    production = DidResolver(SafeFetcher(FetchPolicy()), "https://plc.invalid", dev=False)
+    production = DidResolver(Fetcher(dev=False), "https://plc.invalid", dev=False)
     with pytest.raises(ResolveError, match="TACK_DEV") as caught:
         await production.resolve(account.did)
     assert caught.value.reason == "bad_did"
@@ -82,20 +82,24 @@ async def test_did_web_with_port_is_fetched_over_http_in_dev_only(pds: FakePds, 
 
 
 async def test_private_address_is_refused_without_dev(plc: FakePlc) -> None:
-    """A PLC URL on loopback is refused by the fetcher's address check when private addresses are not allowed."""
+    """A PLC URL on loopback (by name or address) is refused by the fetcher's address check outside dev mode."""
     account = plc.publish(Account())
-    strict = SafeFetcher(FetchPolicy(allow_http=True, allow_private=False))
+    strict = Fetcher(dev=False, timeout_s=2)
     try:
-        resolver = DidResolver(strict, plc.url.replace("127.0.0.1", "localhost"))
-        with pytest.raises(ResolveError, match="does not connect to") as caught:
-            await resolver.resolve(account.did)
-        assert caught.value.reason == "unavailable"
+        for plc_url in (
+            plc.url.replace("http://127.0.0.1", "https://localhost"),
+            plc.url.replace("http:", "https:"),
+        ):
+            resolver = DidResolver(strict, plc_url)
+            with pytest.raises(ResolveError, match=r"private or reserved|not a public address") as caught:
+                await resolver.resolve(account.did)
+            assert caught.value.reason == "unavailable"
         assert plc.hits[account.did] == 0
     finally:
         await strict.close()
 
 
-async def test_oversize_and_slow_documents_fail_in_bounded_time(plc: FakePlc, fetcher: SafeFetcher) -> None:
+async def test_oversize_and_slow_documents_fail_in_bounded_time(plc: FakePlc, fetcher: Fetcher) -> None:
     """A document over 64 KiB, or one that takes longer than the timeout, is unavailable (not hung on)."""
     big, slow = plc.publish(Account()), plc.publish(Account())
     resolver = resolver_for(plc, fetcher)
@@ -106,12 +110,12 @@ async def test_oversize_and_slow_documents_fail_in_bounded_time(plc: FakePlc, fe
     plc.pad_bytes = 0
     plc.delay_s = 3
     started = asyncio.get_running_loop().time()
-    with pytest.raises(ResolveError, match="did not answer within 1s"):
+    with pytest.raises(ResolveError, match="no complete answer within 1s"):
         await resolver.resolve(slow.did)
     assert asyncio.get_running_loop().time() - started < 2
 
 
-async def test_a_document_for_another_did_is_invalid(plc: FakePlc, fetcher: SafeFetcher) -> None:
+async def test_a_document_for_another_did_is_invalid(plc: FakePlc, fetcher: Fetcher) -> None:
     """The PLC answering with someone else's document is refused as invalid."""
     account = plc.publish(Account())
     impostor = Account()
@@ -122,7 +126,7 @@ async def test_a_document_for_another_did_is_invalid(plc: FakePlc, fetcher: Safe
 
 
 async def test_refresh_refetches_once_per_interval_and_keeps_a_fresh_document_on_failure(
-    plc: FakePlc, fetcher: SafeFetcher
+    plc: FakePlc, fetcher: Fetcher
 ) -> None:
     """A forced refresh fetches at once, then not again within the interval; a failed refresh leaves the cached document."""
     account = plc.publish(Account())
@@ -144,7 +148,7 @@ async def test_refresh_refetches_once_per_interval_and_keeps_a_fresh_document_on
 
 
 async def test_concurrent_lookups_share_one_fetch_and_the_cache_is_bounded(
-    plc: FakePlc, fetcher: SafeFetcher
+    plc: FakePlc, fetcher: Fetcher
 ) -> None:
     """Ten simultaneous lookups of one DID fetch once; with room for two entries, the oldest is evicted."""
     accounts = [plc.publish(Account()) for _ in range(3)]

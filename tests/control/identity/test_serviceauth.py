@@ -13,11 +13,11 @@ from aiohttp import web
 from prometheus_client import REGISTRY
 
 from tack_control.engine.db import open_db
-from tack_control.identity.fetch import SafeFetcher
 from tack_control.identity.replay import ReplayStore
 from tack_control.identity.resolver import DidResolver
 from tack_control.identity.serviceauth import ServiceAuth, authenticate
 from tack_control.identity.tokens import AuthError
+from tack_control.netguard import Fetcher
 from tack_control.web import keys
 from tests.fakes.atproto import FakePlc
 from tests.support.atproto import HOSTNAME, Account, claims_of, sign_compact
@@ -27,7 +27,7 @@ LXM = "sh.tangled.repo.listSecrets"
 
 
 @pytest.fixture
-def auth(plc: FakePlc, fetcher: SafeFetcher, conn: sqlite3.Connection) -> ServiceAuth:
+def auth(plc: FakePlc, fetcher: Fetcher, conn: sqlite3.Connection) -> ServiceAuth:
     """Service auth for HOSTNAME, resolving through the fake PLC, nonces in the test database."""
     return ServiceAuth(DidResolver(fetcher, plc.url, dev=True), ReplayStore(conn), HOSTNAME)
 
@@ -103,7 +103,7 @@ async def test_a_did_without_a_key_is_refused(
 
 
 async def test_a_jti_is_used_once_even_after_a_restart(
-    plc: FakePlc, fetcher: SafeFetcher, tmp_path: Path
+    plc: FakePlc, fetcher: Fetcher, tmp_path: Path
 ) -> None:
     """The same token twice: the second is replayed, also with the database reopened (a restart)."""
     path = str(tmp_path / "replay.db")

@@ -1,4 +1,4 @@
-"""The bounded, address-vetted fetcher: private addresses, http, redirects, size and time limits."""
+"""The control plane's outbound fetcher: public addresses only (outside dev), no redirects, size and time limits, counted."""
 
 from __future__ import annotations
 
@@ -12,17 +12,7 @@ from aiohttp import web
 from aiohttp.abc import ResolveResult
 from prometheus_client import REGISTRY
 
-from tack_control.identity.fetch import (
-    FetchError,
-    FetchPolicy,
-    ForbiddenAddress,
-    SafeFetcher,
-    _VettingResolver,
-    address_allowed,
-)
-
-
-DEV = FetchPolicy(allow_http=True, allow_private=True, timeout_s=0.5, max_bytes=1000)
+from tack_control.netguard import Fetcher, PublicResolver, Refused, is_public
 
 
 @pytest.fixture
@@ -37,7 +27,7 @@ async def server() -> AsyncIterator[str]:
         return resp
 
     async def slow(request: web.Request) -> web.Response:
-        await asyncio.sleep(5)
+        await asyncio.sleep(3)
         return web.json_response({})
 
     def answer(response: web.Response) -> Any:
@@ -63,9 +53,9 @@ async def server() -> AsyncIterator[str]:
 
 
 @pytest.fixture
-async def fetcher() -> AsyncIterator[SafeFetcher]:
-    """A fetcher with the development policy (loopback allowed), 0.5 s and 1000 bytes."""
-    f = SafeFetcher(DEV)
+async def fetcher() -> AsyncIterator[Fetcher]:
+    """A dev-mode fetcher (loopback allowed), 0.5 s and 1000 bytes."""
+    f = Fetcher(dev=True, timeout_s=0.5, max_bytes=1000)
     yield f
     await f.close()
 
@@ -77,56 +67,59 @@ def count(target: str, result: str) -> float:
     )
 
 
-async def test_an_answer_is_read_whole_and_counted(server: str, fetcher: SafeFetcher) -> None:
-    """200 with JSON is returned; a 404 is an answer too (the caller decides); both are counted."""
-    before = count("pds", "ok"), count("pds", "http_4xx")
-    fetched = await fetcher.get(server + "/ok", "pds")
-    assert (fetched.status, fetched.json()) == (200, {"ok": True})
-    assert (await fetcher.get(server + "/missing", "pds")).status == 404
-    assert (count("pds", "ok"), count("pds", "http_4xx")) == (before[0] + 1, before[1] + 1)
+async def test_an_answer_is_read_whole_and_counted(server: str, fetcher: Fetcher) -> None:
+    """200 with JSON is returned; a 404 and a redirect are answers too (the caller decides, nothing is followed)."""
+    before = count("pds", "ok"), count("pds", "http_4xx"), count("pds", "http_3xx")
+    assert await fetcher.get_json(server + "/ok", target="pds") == (200, {"ok": True})
+    assert (await fetcher.get_bytes(server + "/missing", target="pds"))[0] == 404
+    assert (await fetcher.get_bytes(server + "/redirect", target="pds"))[0] == 302
+    after = count("pds", "ok"), count("pds", "http_4xx"), count("pds", "http_3xx")
+    assert after == (before[0] + 1, before[1] + 1, before[2] + 1)
 
 
 @pytest.mark.parametrize(
-    ("path", "reason"),
-    [("/big", "too_large"), ("/stream", "too_large"), ("/redirect", "redirect"), ("/slow", "timeout")],
+    ("path", "error", "result"),
+    [
+        ("/big", ValueError, "too_large"),
+        ("/stream", ValueError, "too_large"),
+        ("/slow", TimeoutError, "timeout"),
+    ],
 )
-async def test_limits(server: str, fetcher: SafeFetcher, path: str, reason: str) -> None:
-    """Oversize (announced or streamed), a redirect (never followed) and a slow server each fail with their reason."""
-    before = count("knot", reason)
+async def test_size_and_time_limits(
+    server: str, fetcher: Fetcher, path: str, error: type[Exception], result: str
+) -> None:
+    """Oversize (announced or streamed) and a slow server fail quickly with their error, counted by result."""
+    before = count("plc", result)
     started = asyncio.get_running_loop().time()
-    with pytest.raises(FetchError) as caught:
-        await fetcher.get(server + path, "knot")
-    assert caught.value.reason == reason
+    with pytest.raises(error):
+        await fetcher.get_bytes(server + path, target="plc")
     assert asyncio.get_running_loop().time() - started < 2
-    assert count("knot", reason) == before + 1
+    assert count("plc", result) == before + 1
 
 
-async def test_private_addresses_and_http_are_refused_in_production(server: str) -> None:
-    """Without TACK_DEV: a loopback IP literal, a name resolving to loopback, and http are all refused before connecting."""
+async def test_private_addresses_and_http_are_refused_outside_dev(server: str) -> None:
+    """Outside dev: a loopback literal (v4, v6, v4-mapped), a name resolving to loopback, and http are refused unconnected."""
     port = server.rsplit(":", 1)[1]
-    strict = SafeFetcher(FetchPolicy(allow_http=True, allow_private=False, timeout_s=2))
+    strict = Fetcher(dev=False, timeout_s=2)
+    before = count("did_web", "refused")
+    urls = [
+        f"https://127.0.0.1:{port}/ok",
+        f"https://localhost:{port}/ok",
+        f"https://[::1]:{port}/ok",
+        f"https://[::ffff:127.0.0.1]:{port}/ok",
+        "https://169.254.169.254/latest",
+        server + "/ok",
+        f"https://user:pw@example.com:{port}/",
+        "file:///etc/passwd",
+        "not a url",
+    ]
     try:
-        for url in (
-            server + "/ok",
-            f"http://localhost:{port}/ok",
-            f"http://[::1]:{port}/ok",
-            f"http://[::ffff:127.0.0.1]:{port}/ok",
-        ):
-            with pytest.raises(FetchError) as caught:
-                await strict.get(url, "did_web")
-            assert caught.value.reason == "forbidden_address", url
+        for url in urls:
+            with pytest.raises(Refused):
+                await strict.get_bytes(url, target="did_web")
     finally:
         await strict.close()
-    https_only = SafeFetcher(FetchPolicy())
-    try:
-        with pytest.raises(FetchError, match="https") as caught:
-            await https_only.get("http://example.com/x", "did_web")
-        assert caught.value.reason == "bad_url"
-        for url in ("https://user:pw@example.com/", "not a url", "file:///etc/passwd"):
-            with pytest.raises(FetchError):
-                await https_only.get(url, "did_web")
-    finally:
-        await https_only.close()
+    assert count("did_web", "refused") == before + len(urls)
 
 
 @pytest.mark.parametrize(
@@ -151,13 +144,13 @@ async def test_private_addresses_and_http_are_refused_in_production(server: str)
         ("not-an-ip", False),
     ],
 )
-def test_only_global_unicast_addresses_are_allowed(address: str, allowed: bool) -> None:
-    """Private, loopback, link-local, shared, multicast, mapped and 6to4-wrapped private addresses are refused."""
-    assert address_allowed(address) is allowed
+def test_only_global_unicast_addresses_are_public(address: str, allowed: bool) -> None:
+    """Private, loopback, link-local, shared, multicast, mapped and 6to4-wrapped private addresses are not public."""
+    assert is_public(address) is allowed
 
 
-async def test_vetting_resolver_keeps_only_allowed_answers() -> None:
-    """The connection goes only to vetted addresses; a name with none left is refused outright."""
+async def test_the_resolver_keeps_only_public_answers() -> None:
+    """Connections go only to vetted addresses; a name with none left is refused outright (no rebinding window)."""
 
     class Inner:
         def __init__(self, hosts: list[str]) -> None:
@@ -174,9 +167,9 @@ async def test_vetting_resolver_keeps_only_allowed_answers() -> None:
         async def close(self) -> None:
             return None
 
-    resolver = _VettingResolver()
+    resolver = PublicResolver(dev=False)
     resolver._inner = Inner(["93.184.215.14", "10.0.0.7"])  # type: ignore[assignment]
     assert [r["host"] for r in await resolver.resolve("mixed.example", 443)] == ["93.184.215.14"]
     resolver._inner = Inner(["127.0.0.1", "::1"])  # type: ignore[assignment]
-    with pytest.raises(ForbiddenAddress, match=r"127\.0\.0\.1"):
+    with pytest.raises(Refused, match=r"127\.0\.0\.1"):
         await resolver.resolve("rebind.example", 443)
