@@ -5,11 +5,12 @@ its DID document (:class:`DidResolver`, cached), and a token whose signature
 fails against a cached key is checked once more against a freshly fetched
 document, in case the key rotated. Only then is its ``jti`` consumed.
 
-Why not the ``atproto`` SDK (research note 15-auth.md §4): its JWT verifier
-checks neither ``alg`` (it accepts ``alg: none``) nor ``lxm``, ``jti``, a
-missing ``exp`` or the lifetime; its resolver cannot fetch a did:web with a
-port over http, has no size or address limits and an unbounded cache; and it
-brings httpx and pydantic next to aiohttp. The cryptography itself is not
+The profile is docs/tangled-current.md §9.2, §9.4. Why not the ``atproto``
+SDK for Python (measured for issue 15): its JWT verifier checks neither
+``alg`` (it accepts ``alg: none``) nor ``lxm``, ``jti``, a missing ``exp`` or
+the lifetime; its resolver cannot fetch a did:web with a port over http, has
+no size or address limits and an unbounded cache; and it brings httpx and
+pydantic next to aiohttp. The cryptography itself is not
 hand-written: ``cryptography`` verifies the ECDSA signatures (keys.py).
 """
 

@@ -91,6 +91,7 @@ def build_app(settings: Settings) -> web.Application:
     app[keys.SOCKETS] = weakref.WeakSet()
     app[keys.SERVICE_AUTH] = core.service_auth
     app[keys.PDS] = core.pds
+    app[keys.REGISTRY] = core.registry
     metrics.BUILD_INFO.info({"version": VERSION})
     rewind_ns = int(settings.events_rewind_s * 1e9)
     app.router.add_get("/", root)

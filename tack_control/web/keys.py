@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from tack_control.engine.providers import ProviderClient
     from tack_control.identity.pds import PdsReader
     from tack_control.identity.serviceauth import ServiceAuth
+    from tack_control.ingest.registry import Registry
     from tack_control.web.logframes import LogFrames
 
 
@@ -33,4 +34,5 @@ LOG_FRAMES: web.AppKey[LogFrames] = web.AppKey("log_frames")
 OWNER: web.AppKey[str] = web.AppKey("owner")
 SERVICE_AUTH: web.AppKey[ServiceAuth] = web.AppKey("service_auth")
 PDS: web.AppKey[PdsReader] = web.AppKey("pds")
+REGISTRY: web.AppKey[Registry] = web.AppKey("registry")
 SOCKETS: web.AppKey[weakref.WeakSet[web.WebSocketResponse]] = web.AppKey("sockets")

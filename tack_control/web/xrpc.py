@@ -3,8 +3,9 @@
 The appview treats any status but 200 as failure; errors are JSON
 ``{"error", "message"}``. The secrets methods take the repo as the AT-URI of
 its ``sh.tangled.repo`` record and a service-auth token for the method: the
-caller is verified (401 otherwise) and the record read from its owner's PDS
-(it must carry a ``repoDid``) before tack answers. tack stores no secrets:
+caller is verified (401 otherwise), the record read from its owner's PDS (it
+must carry a ``repoDid``), and the caller must own or collaborate on that
+repository as registered here (403 otherwise) before tack answers. tack stores no secrets:
 the CI provider holds them, so listing answers an empty list and adding or
 removing explains where secrets go.
 """
@@ -57,7 +58,7 @@ async def owner(request: web.Request) -> web.Response:
 async def list_secrets(request: web.Request) -> web.Response:
     """``GET /xrpc/sh.tangled.repo.listSecrets?repo=<at-uri>``: always empty, for a verified caller and repo."""
     caller = await authenticate(request, LIST_SECRETS)
-    repo_did = await _repo_did(request, caller, request.query.get("repo", ""))
+    repo_did = await _authorized_repo_did(request, caller, request.query.get("repo", ""))
     log.info("secrets listed", extra={"caller": caller, "repo_did": repo_did})
     return web.json_response({"secrets": []})
 
@@ -72,7 +73,7 @@ async def add_secret(request: web.Request) -> web.Response:
         )
     if not isinstance(body.get("value"), str):
         raise XrpcFailure(400, "InvalidRequest", "value must be a string")
-    await _repo_did(request, caller, body.get("repo"))
+    await _authorized_repo_did(request, caller, body.get("repo"))
     return xrpc_error(400, "SecretsUnsupported", SECRETS_ELSEWHERE)
 
 
@@ -80,7 +81,7 @@ async def remove_secret(request: web.Request) -> web.Response:
     """``POST /xrpc/sh.tangled.repo.removeSecret`` ``{repo, key}``: there is nothing to remove."""
     caller = await authenticate(request, REMOVE_SECRET)
     body = await _json_body(request)
-    await _repo_did(request, caller, body.get("repo"))
+    await _authorized_repo_did(request, caller, body.get("repo"))
     return xrpc_error(400, "SecretsUnsupported", SECRETS_ELSEWHERE)
 
 
@@ -94,7 +95,7 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
     return body
 
 
-async def _repo_did(request: web.Request, caller: str, repo: Any) -> str:
+async def _authorized_repo_did(request: web.Request, caller: str, repo: Any) -> str:
     """The ``repoDid`` of the ``sh.tangled.repo`` record at AT-URI ``repo``, read from its owner's PDS."""
     if not isinstance(repo, str) or not repo:
         raise XrpcFailure(
@@ -114,6 +115,14 @@ async def _repo_did(request: web.Request, caller: str, repo: Any) -> str:
     repo_did = record.get("repoDid")
     if not isinstance(repo_did, str) or not repo_did.startswith("did:"):
         raise XrpcFailure(400, "InvalidRepo", f"repo record {repo} has no repoDid")
+    if not request.app[keys.REGISTRY].may_push(repo_did, caller):
+        log.info("secrets call refused", extra={"caller": caller, "repo_did": repo_did})
+        raise XrpcFailure(
+            403,
+            "AccessControl",
+            f"{caller} is not the owner or a collaborator of {repo_did} on this spindle"
+            " (or the repository is not registered here)",
+        )
     return repo_did
 
 

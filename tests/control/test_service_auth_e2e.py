@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -15,6 +16,7 @@ import pytest
 
 from tack_control.identity.did import web_did
 from tack_control.identity.signing import load_or_create_key
+from tack_sandbox.knot import HostedRepo
 from tests.fakes.atproto import FakePds, FakePlc
 from tests.support.atproto import Account
 from tests.support.codefacts import ROOT
@@ -32,14 +34,31 @@ async def stack(tmp_path: Path, plc: FakePlc) -> AsyncIterator[Stack]:
 
 
 @pytest.fixture
-def owner(plc: FakePlc, pds: FakePds) -> Account:
-    """A repo owner on the fake PLC with a sh.tangled.repo record 'hello' carrying a repoDid."""
+async def owner(stack: Stack, plc: FakePlc, pds: FakePds) -> Account:
+    """A member of the spindle whose repo 'hello' (with a repo DID, hosted by the simulated knot) is registered and
+    verified here; its record is on the fake PDS and its DID document on the fake PLC."""
     account = plc.publish(Account(pds=pds.url))
-    pds.records[(account.did, "sh.tangled.repo", "hello")] = {
+    repo_did = Account().did
+    record = {
         "$type": "sh.tangled.repo",
-        "repoDid": Account().did,
+        "name": "hello",
+        "knot": stack.knot.hostname,
+        "spindle": stack.cp.hostname,
+        "repoDid": repo_did,
+        "createdAt": "2026-01-01T00:00:00Z",
     }
-    return account
+    pds.records[(account.did, "sh.tangled.repo", "hello")] = record
+    stack.knot.host_repo(HostedRepo(repo_did, account.did, "hello"))
+    stack.add_member(account.did)
+    stack.jetstream.commit(account.did, "sh.tangled.repo", "hello", "create", record)
+    deadline = asyncio.get_running_loop().time() + 10
+    while asyncio.get_running_loop().time() < deadline:
+        with sqlite3.connect(stack.cp.db_path) as conn:
+            row = conn.execute("SELECT state FROM repos WHERE repo_did=?", (repo_did,)).fetchone()
+        if row is not None and row[0] == "verified":
+            return account
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the repository was not verified (state {row})")
 
 
 async def list_secrets(stack: Stack, owner: Account, token: str) -> tuple[int, Any]:

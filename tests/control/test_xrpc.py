@@ -1,4 +1,4 @@
-"""The XRPC secrets methods: service auth first, then the repo record from the owner's PDS, then tack's answer."""
+"""The XRPC secrets methods: service auth, then the repo record from the owner's PDS, then push rights, then tack's answer."""
 
 from __future__ import annotations
 
@@ -10,26 +10,40 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from tack_common.sqlite import Transaction
 from tack_control.identity.pds import PdsReader
 from tack_control.identity.replay import ReplayStore
 from tack_control.identity.resolver import DidResolver
 from tack_control.identity.serviceauth import ServiceAuth
+from tack_control.ingest.registry import REPO, Registry
 from tack_control.netguard import Fetcher
 from tack_control.web import keys, xrpc
 from tests.fakes.atproto import FakePds, FakePlc
 from tests.support.atproto import HOSTNAME, Account
+from tests.support.samples import apply, commit, repo_record
 
 
 OWNER = "did:plc:wshs7t2ige3rnslshcvnkjbp"
 REPO_DID = "did:plc:repo2ige3rnslshcvnkjbpaa"
+COLLAB = "sh.tangled.repo.collaborator"
+COLLABORATOR = Account()
 
 
 @pytest.fixture
-async def base(plc: FakePlc, pds: FakePds, fetcher: Fetcher, conn: sqlite3.Connection) -> AsyncIterator[str]:
-    """The XRPC routes of the control plane on loopback, resolving DIDs through the fake PLC."""
+async def base(
+    plc: FakePlc, pds: FakePds, fetcher: Fetcher, conn: sqlite3.Connection, owner: Account
+) -> AsyncIterator[str]:
+    """The XRPC routes of the control plane on loopback, resolving DIDs through the fake PLC; the owner's repo
+    'hello' (REPO_DID) registered and verified here, with COLLABORATOR named by the owner."""
+    registry = Registry(conn, HOSTNAME, owner.did)
+    apply(registry, commit(owner.did, REPO, "hello", record=repo_record(spindle=HOSTNAME, repo_did=REPO_DID)))
+    with Transaction(conn) as tx:
+        registry.settle(tx, registry.pending(now_ns=1 << 62)[0], verified=True)
+    apply(registry, commit(owner.did, COLLAB, "c1", record={"subject": COLLABORATOR.did, "repo": REPO_DID}))
     resolver = DidResolver(fetcher, plc.url, dev=True)
     app = web.Application()
     app[keys.OWNER] = OWNER
+    app[keys.REGISTRY] = registry
     app[keys.SERVICE_AUTH] = ServiceAuth(resolver, ReplayStore(conn), HOSTNAME)
     app[keys.PDS] = PdsReader(resolver, fetcher)
     xrpc.add_routes(app)
@@ -145,3 +159,26 @@ async def test_owner_wrong_verb_and_unknown_methods(base: str) -> None:
             assert (resp.status, (await resp.json())["error"]) == (405, "InvalidRequest")
         async with session.get(base + "sh.tangled.nope") as resp:
             assert (resp.status, (await resp.json())["error"]) == (404, "MethodNotImplemented")
+
+
+async def test_only_the_owner_and_collaborators_pass_authorization(
+    base: str, owner: Account, plc: FakePlc
+) -> None:
+    """A verified stranger is 403 AccessControl; a collaborator named by the owner gets the answer; so does the owner."""
+    uri = f"at://{owner.did}/sh.tangled.repo/hello"
+    stranger = plc.publish(Account(curve="p256"))
+    collaborator = plc.publish(COLLABORATOR)
+    status, body = await call(
+        base, xrpc.LIST_SECRETS, stranger.token(xrpc.LIST_SECRETS), params={"repo": uri}
+    )
+    assert (status, body["error"]) == (403, "AccessControl")
+    assert stranger.did in body["message"]
+    status, body = await call(
+        base, xrpc.ADD_SECRET, stranger.token(xrpc.ADD_SECRET), json={"repo": uri, "key": "K", "value": "v"}
+    )
+    assert (status, body["error"]) == (403, "AccessControl")
+    ok = await call(base, xrpc.LIST_SECRETS, collaborator.token(xrpc.LIST_SECRETS), params={"repo": uri})
+    assert ok == (200, {"secrets": []})
+    assert (await call(base, xrpc.LIST_SECRETS, owner.token(xrpc.LIST_SECRETS), params={"repo": uri}))[
+        0
+    ] == 200
