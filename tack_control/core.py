@@ -27,7 +27,7 @@ from tack_control.ingest.jetstream import JetstreamIngest
 from tack_control.ingest.knotapi import KnotApi
 from tack_control.ingest.knots import KnotConsumers
 from tack_control.ingest.registry import Registry
-from tack_control.ingest.verify import Verifier
+from tack_control.ingest.verify import Verifier, knot_from_document
 from tack_control.netguard import Fetcher
 
 
@@ -69,7 +69,6 @@ class Core:
             self.dispatcher.poke,
         )
         self.knots = KnotConsumers(self.conn, settings.dev, self.intake.handle_frame, settings.knot_rewind_s)
-        self.verifier = Verifier(self.registry, self.book, self.knot_api, self.follow_knots)
         self.jetstream = JetstreamIngest(
             settings.jetstream_url,
             self.registry,
@@ -81,6 +80,9 @@ class Core:
             self.fetcher, settings.plc_url, dev=settings.dev, ttl_s=settings.did_cache_ttl_s
         )
         self.service_auth = ServiceAuth(resolver, ReplayStore(self.conn), settings.hostname)
+        self.verifier = Verifier(
+            self.registry, self.book, self.knot_api, self.follow_knots, knot_from_document(resolver)
+        )
         self.pds = PdsReader(resolver, self.fetcher)
 
     def follow_knots(self) -> None:

@@ -17,10 +17,12 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from urllib.parse import urlsplit
 
 from tack_common import backoff
 from tack_common.notify import Notifier
 from tack_control.engine.statuses import StatusBook
+from tack_control.identity.resolver import DidResolver, ResolveError
 from tack_control.ingest.knotapi import KnotApi, KnotError
 from tack_control.ingest.registry import Registry, Repo
 
@@ -28,7 +30,33 @@ from tack_control.ingest.registry import Registry, Repo
 log = logging.getLogger(__name__)
 
 KnotOfRepo = Callable[[str], Awaitable[str | None]]
-"""The knot (host[:port]) a repo DID's document names; None when it names none."""
+"""The knot (host[:port]) a repo DID's document names; None when it names none.
+
+Raises :class:`ResolveError`: ``unavailable`` is asked again later, any other reason refuses."""
+
+
+def knot_from_document(resolver: DidResolver) -> KnotOfRepo:
+    """The repo DID's knot as its DID document names it (``#tangled_knot``, else ``#atproto_pds``)."""
+
+    async def knot_of(repo_did: str) -> str | None:
+        doc = await resolver.resolve(repo_did)
+        return None if doc.knot is None else knot_host(doc.knot)
+
+    return knot_of
+
+
+def knot_host(endpoint: str) -> str | None:
+    """``host[:port]`` of a knot's service endpoint URL, the way records name knots (default ports dropped)."""
+    url = urlsplit(endpoint)
+    if url.scheme not in ("https", "http") or not url.hostname:
+        return None
+    default = {"https": 443, "http": 80}[url.scheme]
+    try:
+        port = url.port
+    except ValueError:
+        return None
+    host = url.hostname.lower()
+    return host if port in (None, default) else f"{host}:{port}"
 
 
 class Verifier:
@@ -109,8 +137,11 @@ class Verifier:
         if self.knot_of_repo is not None:
             try:
                 knot = await self.knot_of_repo(repo.repo_did)
-            except (OSError, TimeoutError, ValueError) as exc:
-                return None, f"cannot resolve {repo.repo_did}: {exc}"[:300]
+            except ResolveError as exc:
+                transient = exc.reason == "unavailable"
+                return (
+                    None if transient else False
+                ), f"knot answered nothing: cannot resolve {repo.repo_did}: {exc}"[:300]
             if knot is None:
                 return False, "knot answered nothing: the repo DID's document names no knot"
             if knot != repo.knot:

@@ -9,12 +9,15 @@ import pytest
 
 from tack_control.engine.eventlog import EventLog
 from tack_control.engine.statuses import StatusBook
+from tack_control.identity.resolver import DidResolver
 from tack_control.ingest.knotapi import KnotApi
 from tack_control.ingest.registry import COLLABORATOR, MEMBER, REPO, Registry
-from tack_control.ingest.verify import Verifier
+from tack_control.ingest.verify import Verifier, knot_from_document, knot_host
 from tack_control.ingest.wire import AclUpdate
 from tack_control.netguard import Fetcher
 from tack_sandbox.knot import HostedRepo, SimulatedKnot
+from tests.fakes.atproto import FakePlc
+from tests.support.atproto import Account
 from tests.support.samples import (
     MEMBER_DID,
     OTHER_DID,
@@ -27,7 +30,7 @@ from tests.support.samples import (
 
 
 REPO_DID = "did:plc:repo7abcdefghijklmnopqrs"
-OTHER_REPO_DID = "did:plc:repo8abcdefghijklmnopqrs"
+OTHER_REPO_DID = "did:plc:repo6abcdefghijklmnopqrs"
 
 
 def state(conn: sqlite3.Connection, did: str, rkey: str) -> tuple[str, str] | None:
@@ -178,3 +181,57 @@ async def test_collaborators_by_record_and_by_knot_grant_push_and_deletes_revoke
     with StatusBook(conn, EventLog(conn)).transaction() as tx:
         registry.apply_knot_acl(tx, knot.hostname, AclUpdate("remove", OTHER_DID, REPO_DID))
     assert not registry.may_push(REPO_DID, OTHER_DID)
+
+
+async def test_the_repo_dids_own_document_must_name_the_records_knot(
+    conn: sqlite3.Connection, registry: Registry, knot: SimulatedKnot
+) -> None:
+    """Verification asks the knot the repo DID's document names; a record naming another knot is refused."""
+    plc = FakePlc()
+    await plc.start()
+    fetcher = Fetcher(dev=True, timeout_s=3)
+    try:
+        resolver = DidResolver(fetcher, plc.url, dev=True)
+        verifier = Verifier(
+            registry,
+            StatusBook(conn, EventLog(conn)),
+            KnotApi(fetcher.get_json, dev=True),
+            lambda: None,
+            knot_from_document(resolver),
+        )
+        plc.publish(Account(did=REPO_DID, pds=f"http://{knot.hostname}"))
+        apply(
+            registry, commit(OWNER, REPO, "hello", record=repo_record(knot=knot.hostname, repo_did=REPO_DID))
+        )
+        # An impostor knot that would vouch for anything: the DID document does not name it.
+        impostor = SimulatedKnot(protocol="current")
+        impostor.host_repo(HostedRepo(OTHER_REPO_DID, OWNER, "copy"))
+        async with impostor:
+            plc.publish(Account(did=OTHER_REPO_DID, pds=f"http://{knot.hostname}"))
+            apply(
+                registry,
+                commit(
+                    OWNER,
+                    REPO,
+                    "copy",
+                    record=repo_record("copy", knot=impostor.hostname, repo_did=OTHER_REPO_DID),
+                ),
+            )
+            await verifier.verify_due()
+        assert state(conn, OWNER, "hello") == ("verified", "")
+        copy = state(conn, OWNER, "copy")
+        assert copy is not None and copy[0] == "refused" and knot.hostname in copy[1]
+        assert impostor.xrpc_calls == []
+    finally:
+        await fetcher.close()
+        await plc.stop()
+
+
+def test_knot_host_normalises_endpoints_as_records_name_knots() -> None:
+    """A service endpoint URL becomes host[:port] with default ports dropped; anything else is no knot."""
+    assert knot_host("https://Knot.Example.com/") == "knot.example.com"
+    assert knot_host("https://knot.example.com:443") == "knot.example.com"
+    assert knot_host("http://127.0.0.1:6444") == "127.0.0.1:6444"
+    assert knot_host("https://knot.example.com:8443/x") == "knot.example.com:8443"
+    assert knot_host("ftp://knot.example.com") is None
+    assert knot_host("not a url") is None
