@@ -59,6 +59,8 @@ class Settings:
     provider_tls_ca: bytes | None = field(default=None, repr=False)
     plc_url: str = DEFAULT_PLC_URL
     did_cache_ttl_s: float = 3600.0
+    reconcile_records_interval_s: float = 300.0
+    reconcile_records_timeout_s: float = 60.0
 
     @classmethod
     def from_env(cls, e: Mapping[str, str]) -> Settings:
@@ -111,4 +113,6 @@ class Settings:
             provider_tls_ca=env.file_bytes(e, "TACK_PROVIDER_TLS_CA_FILE"),
             plc_url=plc_url,
             did_cache_ttl_s=env.number(e, "TACK_DID_CACHE_TTL", 3600.0, 1, 86400),
+            reconcile_records_interval_s=env.number(e, "TACK_RECONCILE_RECORDS_INTERVAL", 300.0, 1, 86400),
+            reconcile_records_timeout_s=env.number(e, "TACK_RECONCILE_RECORDS_TIMEOUT", 60.0, 0.1, 3600),
         )

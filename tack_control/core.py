@@ -22,6 +22,7 @@ from tack_control.identity.pds import PdsReader
 from tack_control.identity.replay import ReplayStore
 from tack_control.identity.resolver import DidResolver
 from tack_control.identity.serviceauth import ServiceAuth
+from tack_control.ingest.backfill import Limits, Reconciler
 from tack_control.ingest.intake import Intake
 from tack_control.ingest.jetstream import JetstreamIngest
 from tack_control.ingest.knotapi import KnotApi
@@ -75,6 +76,7 @@ class Core:
             self.book,
             self.registrations_changed,
             settings.jetstream_rewind_s,
+            on_members_changed=lambda: self.reconciler.poke(),
         )
         resolver = DidResolver(
             self.fetcher, settings.plc_url, dev=settings.dev, ttl_s=settings.did_cache_ttl_s
@@ -84,6 +86,14 @@ class Core:
             self.registry, self.book, self.knot_api, self.follow_knots, knot_from_document(resolver)
         )
         self.pds = PdsReader(resolver, self.fetcher)
+        self.reconciler = Reconciler(
+            self.registry,
+            self.book,
+            self.pds,
+            self.registrations_changed,
+            settings.reconcile_records_interval_s,
+            Limits(fetch_timeout_s=settings.reconcile_records_timeout_s),
+        )
 
     def follow_knots(self) -> None:
         """Follow exactly the knots of the repositories registered now."""

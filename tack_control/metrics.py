@@ -93,3 +93,26 @@ SERVICE_AUTH = Counter(
     "Service-auth checks of XRPC calls by result: ok, or the reason the token was refused.",
     ["result"],
 )
+RECONCILE_PASSES = Counter(
+    "tack_reconcile_passes_total",
+    "Reconciliations of the mirror with the PDSes, by result: complete, or partial (a DID could not be read).",
+    ["result"],
+)
+RECONCILE_READS = Counter(
+    "tack_reconcile_reads_total",
+    "Collections listed from PDSes by reconciliation, by collection and result.",
+    ["collection", "result"],
+)
+RECONCILE_CHANGES = Counter(
+    "tack_reconcile_changes_total",
+    "Records reconciliation found different from the mirror, by collection and what was done.",
+    ["collection", "change"],
+)
+RECONCILE_DIDS_FAILING = Gauge(
+    "tack_reconcile_dids_failing",
+    "Owner and member DIDs whose records could not be read at the last attempt.",
+)
+RECONCILE_LAST_PASS = Gauge(
+    "tack_reconcile_last_pass_timestamp_seconds",
+    "When the last full reconciliation pass ended (Unix seconds).",
+)

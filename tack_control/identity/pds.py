@@ -1,4 +1,5 @@
-"""Reading records from their owner's PDS: ``com.atproto.repo.getRecord`` at the ``#atproto_pds`` of the DID document."""
+"""Reading records from their owner's PDS, the ``#atproto_pds`` of the DID document: one
+(``com.atproto.repo.getRecord``) or a whole collection (``com.atproto.repo.listRecords``, paged)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-from tack_control.identity.did import BadDid, check_did
+from tack_control.identity.did import BadDid, DidDocument, check_did
+from tack_control.identity.listing import ListingError, RecordPager
 from tack_control.identity.resolver import DidResolver, ResolveError
 from tack_control.netguard import Fetcher
 
 
 MAX_RECORD_BYTES = 256 << 10
+MAX_PAGE_BYTES = 2 << 20
 _RKEY = re.compile(r"^[a-zA-Z0-9._:~-]{1,512}$")
 
 
@@ -87,3 +90,39 @@ class PdsReader:
         if record_type != uri.collection:
             raise RecordError("not_found", f"{uri} is a {str(record_type)[:100]!r}, not a {uri.collection}")
         return value
+
+    async def list_records(
+        self,
+        did: str,
+        collection: str,
+        *,
+        max_records: int = 10_000,
+        max_pages: int = 200,
+        fresh: bool = False,
+    ) -> dict[str, dict[str, Any] | None]:
+        """Every record of ``did``'s ``collection`` by record key (``None``: present but unreadable).
+
+        ListingError when the listing is not complete; ``fresh`` refetches the DID document first
+        (after a failure: the account may have moved to another PDS).
+        """
+        doc = await self._document(did, fresh)
+        if doc.pds is None:
+            raise ListingError("not_found", f"{did} names no PDS (#atproto_pds) in its DID document")
+        pager = RecordPager(did, collection, max_records=max_records, max_pages=max_pages)
+        while (params := pager.params()) is not None:
+            url = f"{doc.pds}/xrpc/com.atproto.repo.listRecords?{urlencode(params)}"
+            try:
+                status, _, body = await self.fetcher.get_bytes(url, MAX_PAGE_BYTES, target="pds")
+            except (OSError, ValueError) as exc:
+                raise ListingError("unavailable", f"{doc.pds} could not be read: {str(exc)[:200]}") from None
+            pager.feed(status, body)
+        return pager.records
+
+    async def _document(self, did: str, fresh: bool) -> DidDocument:
+        try:
+            if fresh and (doc := await self.resolver.refresh(did)) is not None:
+                return doc
+            return await self.resolver.resolve(did)
+        except ResolveError as exc:
+            reason = "not_found" if exc.reason in ("not_found", "bad_did", "invalid") else "unavailable"
+            raise ListingError(reason, f"cannot resolve {did}: {exc}") from None

@@ -52,12 +52,14 @@ class JetstreamIngest:
         book: StatusBook,
         on_knots_changed: Callable[[], None],
         rewind_s: float = 5.0,
+        on_members_changed: Callable[[], None] = lambda: None,
     ) -> None:
         self.url = url
         self.registry = registry
         self.book = book
         self.conn = book.conn
         self.on_knots_changed = on_knots_changed
+        self.on_members_changed = on_members_changed
         self.rewind_us = int(rewind_s * 1_000_000)
         self.connected = asyncio.Event()
 
@@ -158,4 +160,6 @@ class JetstreamIngest:
         )
         if applied.knots_changed or applied.outcome == "repo_pending":
             self.on_knots_changed()
+        if applied.outcome in ("member_saved", "member_removed", "member_other_spindle"):
+            self.on_members_changed()
         return applied.outcome, None

@@ -17,6 +17,11 @@ Push rights on a repository (who may trigger, cancel, or have their pull
 requests run) belong to its owner, to collaborators named by the owner's
 ``sh.tangled.repo.collaborator`` records, and to collaborators the repository's
 own knot announced (``sh.tangled.repo.collaboratorUpdate``): :meth:`Registry.may_push`.
+
+Records also arrive from reconciliation (:mod:`tack_control.ingest.backfill`),
+through the same :meth:`Registry.apply`; live changes are marked
+(:mod:`tack_control.ingest.livemarks`) so that a snapshot read meanwhile does
+not undo them.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import sqlite3
 from dataclasses import dataclass
 
 from tack_control import metrics
+from tack_control.ingest.livemarks import LiveMarks
 from tack_control.ingest.wire import (
     AclUpdate,
     BadRecord,
@@ -75,6 +81,7 @@ class Registry:
         self.hostname = hostname
         self.owner = owner
         self.members: set[str] = set()
+        self.live = LiveMarks()
         self.reload()
 
     def reload(self) -> None:
@@ -97,12 +104,17 @@ class Registry:
         ).fetchall()
         return {r[0] for r in rows}
 
-    def apply(self, conn: sqlite3.Connection, event: JetstreamEvent) -> Applied:
-        """Apply one commit inside the caller's transaction. BadRecord for malformed records."""
+    def apply(self, conn: sqlite3.Connection, event: JetstreamEvent, *, live: bool = True) -> Applied:
+        """Apply one commit inside the caller's transaction. BadRecord for malformed records.
+
+        ``live``: the change comes from Jetstream (not from a snapshot) and is marked as such.
+        """
         if event.kind != "commit" or event.collection not in COLLECTIONS:
             return Applied("ignored")
         if not self.wanted(event.did):
             return Applied("filtered")
+        if live:
+            self.live.mark(event.did, event.collection, event.rkey)
         key = (event.did, event.rkey)
         if event.collection == MEMBER:
             return self._apply_member(conn, event, key)
@@ -188,6 +200,26 @@ class Registry:
         if other is not None:
             return "refused", f"repo DID already registered here by {other[0]}"
         return "pending", ""
+
+    def mirrored(self, conn: sqlite3.Connection, did: str, collection: str) -> dict[str, tuple[str, ...]]:
+        """What the mirror holds of ``did``'s records of ``collection``, by rkey, as
+        :func:`tack_control.ingest.snapshot.project` projects a record."""
+        query = {
+            MEMBER: "SELECT rkey, subject, instance FROM members WHERE did=?",
+            REPO: "SELECT rkey, name, knot, spindle, repo_did FROM repos WHERE did=?",
+            COLLABORATOR: "SELECT rkey, subject, repo FROM collaborators WHERE did=?",
+        }[collection]
+        return {row[0]: tuple(row[1:]) for row in conn.execute(query, (did,))}
+
+    def forget_unwanted(self, conn: sqlite3.Connection) -> bool:
+        """Drop repositories and collaborators whose author is no longer the owner or a member;
+        True when the set of knots to follow changed."""
+        before = self._knots_in(conn)
+        wanted = (self.owner, *self.members)
+        marks = ",".join("?" * len(wanted))
+        conn.execute(f"DELETE FROM repos WHERE did NOT IN ({marks})", wanted)
+        conn.execute(f"DELETE FROM collaborators WHERE did NOT IN ({marks})", wanted)
+        return self._knots_in(conn) != before
 
     # Verification (see verify.py for the knot round trip)
 

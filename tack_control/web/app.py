@@ -31,6 +31,7 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
         core.prune,
         core.jetstream.run,
         core.verifier.run,
+        core.reconciler.run,
         core.cancels.run,
         *(w.run for w in core.watchers),
     ]
