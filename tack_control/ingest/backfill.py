@@ -71,6 +71,8 @@ class Limits:
     """Seconds to read all of one DID's collections."""
     concurrency: int = 8
     """DIDs read at the same time."""
+    retry_base_s: float = 5.0
+    """First delay before a DID that could not be read is read again (doubling, up to the interval)."""
 
 
 @dataclass
@@ -236,8 +238,8 @@ class Reconciler:
             metrics.RECONCILE_READS.labels(SHORT[collection], failure.reason).inc()
         state.failures += 1
         state.last_failure, state.reason, state.error = time.time(), failure.reason, str(failure)
-        cap = max(5.0, min(self.interval_s, 900.0))
-        state.retry_at = self.clock() + backoff.delay(state.failures, base=5.0, cap=cap)
+        cap = max(self.limits.retry_base_s, min(self.interval_s, 900.0))
+        state.retry_at = self.clock() + backoff.delay(state.failures, base=self.limits.retry_base_s, cap=cap)
         report.failed[did] = str(failure)
         log.warning(
             "records could not be read; keeping what tack knows for this DID",

@@ -3,9 +3,19 @@
 PLC directory: ``GET /<did>`` → the DID document as ``application/did+ld+json``,
 404 ``{"message": "DID not registered: …"}`` for unknown DIDs, 410 for
 tombstoned ones; ``GET /_health``. PDS: ``com.atproto.repo.getRecord`` →
-``{uri, cid, value}`` or 400 ``RecordNotFound``; ``/.well-known/did.json``
-for a did:web served by it. Both count requests per path and can be made
-slow or oversized.
+``{uri, cid, value}`` or 400 ``RecordNotFound``; ``com.atproto.repo.listRecords``
+as the reference PDS pages it (below); ``/.well-known/did.json`` for a did:web
+served by it. Both count requests per path and can be made slow or oversized.
+
+listRecords, faithfully: ``repo`` and ``collection`` required, ``limit`` an
+integer from 1 to 100 (default 50), ``reverse`` a boolean, all else 400
+``InvalidRequest``; a repository the PDS does not host is 400 ``InvalidRequest``
+"Could not find repo: …"; records by record key, descending (ascending with
+``reverse``), strictly after ``cursor``; the answer's ``cursor`` is the last
+record's key whenever the page has records, so the last page is always an
+empty one. A PDS can also be made to misbehave per DID: fail with an HTTP
+status, stall, page forever, or hold a page (computed when asked) until the
+test releases it.
 """
 
 from __future__ import annotations
@@ -13,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -84,15 +95,127 @@ class FakePlc(_Loopback):
         return await self._answer(did, 200, account.document(), "application/did+ld+json")
 
 
+CID = "bafyreie5737gdxlw5i64vzichcalba3z2v5n6icifvx5xytvske7mr3hpm"
+
+
+@dataclass
+class Gate:
+    """A listRecords page held back: ``reached`` is set when the page was computed, :meth:`release` sends it."""
+
+    reached: asyncio.Event = field(default_factory=asyncio.Event)
+    opened: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def release(self) -> None:
+        """Let the held page (and every later one) go."""
+        self.opened.set()
+
+
 class FakePds(_Loopback):
-    """A PDS serving records (``records[(did, collection, rkey)] = value``) and, optionally, a did:web document."""
+    """A PDS serving records (``records[(did, collection, rkey)] = value``) and, optionally, a did:web document.
+
+    A repository is hosted when it has a record or was given to :meth:`host`.
+    Misbehaviour per DID: ``failing[did] = status``, ``stalling`` (no answer
+    ever), ``endless`` (a new record and cursor on every page), :meth:`hold`.
+    """
 
     def __init__(self) -> None:
         super().__init__()
         self.records: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self.hosted: set[str] = set()
         self.did_json: dict[str, Any] | None = None
+        self.failing: dict[str, int] = {}
+        self.stalling: set[str] = set()
+        self.endless: set[str] = set()
+        self.gates: dict[tuple[str, str], Gate] = {}
+        self.list_calls: list[dict[str, str]] = []
+        self._stopped = asyncio.Event()
         self.app.router.add_get("/xrpc/com.atproto.repo.getRecord", self._get_record)
+        self.app.router.add_get("/xrpc/com.atproto.repo.listRecords", self._list_records)
         self.app.router.add_get("/.well-known/did.json", self._did_json)
+
+    async def stop(self) -> None:
+        self._stopped.set()
+        for gate in self.gates.values():
+            gate.release()
+        await super().stop()
+
+    def host(self, did: str) -> None:
+        """Host ``did``'s repository even while it has no records."""
+        self.hosted.add(did)
+
+    def put(self, did: str, collection: str, rkey: str, value: dict[str, Any]) -> None:
+        """Create or update a record (``$type`` set to the collection)."""
+        self.records[(did, collection, rkey)] = {"$type": collection, **value}
+
+    def delete(self, did: str, collection: str, rkey: str) -> None:
+        """Delete a record."""
+        self.records.pop((did, collection, rkey), None)
+
+    def hold(self, did: str, collection: str) -> Gate:
+        """Hold listRecords pages of ``did``'s ``collection`` until the returned gate is released."""
+        gate = self.gates[(did, collection)] = Gate()
+        return gate
+
+    async def _list_records(self, request: web.Request) -> web.Response:
+        path = "listRecords"
+        self.list_calls.append(dict(request.query))
+        query = request.query
+        for name in ("repo", "collection"):
+            if not query.get(name):
+                return await self._invalid(path, f'Error: Params must have the property "{name}"')
+        repo, collection = query["repo"], query["collection"]
+        limit = 50
+        if "limit" in query:
+            try:
+                limit = int(query["limit"])
+            except ValueError:
+                return await self._invalid(path, "Error: Params/limit must be an integer")
+            if limit < 1:
+                return await self._invalid(path, "Error: Params/limit can not be less than 1")
+            if limit > 100:
+                return await self._invalid(path, "Error: Params/limit can not be greater than 100")
+        reverse_text = query.get("reverse", "false")
+        if reverse_text not in ("true", "false"):
+            return await self._invalid(path, "Error: Params/reverse must be a boolean")
+        reverse = reverse_text == "true"
+        cursor = query.get("cursor")
+        if repo in self.failing:
+            error = {"error": "InternalServerError", "message": "Internal Server Error"}
+            return await self._answer(path, self.failing[repo], error, "application/json")
+        if repo in self.stalling:
+            await self._stopped.wait()
+            return await self._answer(path, 503, {}, "application/json")
+        if repo in self.endless:
+            n = int(cursor or "9" * 12) - 1
+            record = {"uri": f"at://{repo}/{collection}/{n:012d}", "cid": CID, "value": {"$type": collection}}
+            return await self._answer(
+                path, 200, {"cursor": f"{n:012d}", "records": [record]}, "application/json"
+            )
+        if repo not in self.hosted and not any(did == repo for did, _, _ in self.records):
+            return await self._invalid(path, f"Could not find repo: {repo}")
+        keys = sorted(
+            (rkey for did, coll, rkey in self.records if did == repo and coll == collection),
+            reverse=not reverse,
+        )
+        if cursor is not None:
+            keys = [k for k in keys if (k > cursor if reverse else k < cursor)]
+        page = [
+            {"uri": f"at://{repo}/{collection}/{k}", "cid": CID, "value": self.records[(repo, collection, k)]}
+            for k in keys[:limit]
+        ]
+        body: dict[str, Any] = {"records": page}
+        if page:
+            body["cursor"] = keys[: len(page)][-1]
+        gate = self.gates.get((repo, collection))
+        if gate is not None and not gate.opened.is_set():
+            gate.reached.set()
+            await gate.opened.wait()
+        return await self._answer(path, 200, body, "application/json")
+
+    async def _invalid(self, path: str, message: str) -> web.Response:
+        return await self._answer(
+            path, 400, {"error": "InvalidRequest", "message": message}, "application/json"
+        )
 
     async def _get_record(self, request: web.Request) -> web.Response:
         path = "getRecord"
@@ -110,11 +233,7 @@ class FakePds(_Loopback):
             return await self._answer(
                 path, 400, {"error": "RecordNotFound", "message": message}, "application/json"
             )
-        body = {
-            "uri": f"at://{repo}/{collection}/{rkey}",
-            "cid": "bafyreie5737gdxlw5i64vzichcalba3z2v5n6icifvx5xytvske7mr3hpm",
-            "value": value,
-        }
+        body = {"uri": f"at://{repo}/{collection}/{rkey}", "cid": CID, "value": value}
         return await self._answer(path, 200, body, "application/json")
 
     async def _did_json(self, request: web.Request) -> web.Response:
