@@ -2,6 +2,12 @@
 
 One line per check: ``ok``, ``FAIL`` (with how to fix it) or ``skip``. Network
 checks time out after a few seconds and say so. Exit status 1 if anything failed.
+
+The registrations check runs one reconciliation read of its own, changing
+nothing: it lists the members, repositories and collaborators found on the
+PDSes beside what tack's database holds for each, and every DID whose records
+could not be read. (The running tack's own view is in its health report and
+``tack_reconcile_*`` metrics.)
 """
 
 from __future__ import annotations
@@ -22,6 +28,12 @@ from tack_common.env import ConfigError
 from tack_common.pb import provider_pb2 as pb
 from tack_control.config import Settings
 from tack_control.engine.db import open_db
+from tack_control.identity.pds import PdsReader
+from tack_control.identity.resolver import DidResolver
+from tack_control.ingest.backfill import SHORT, Limits, read_did
+from tack_control.ingest.registry import COLLABORATOR, MEMBER, REPO, Registry
+from tack_control.ingest.snapshot import Snapshot, concerns, plan, project
+from tack_control.ingest.wire import BadRecord
 from tack_control.netguard import Fetcher
 
 
@@ -219,6 +231,114 @@ async def check_owner(settings: Settings) -> Result:
     return ok(name, f"answers {owner}")
 
 
+async def check_registrations(settings: Settings) -> list[Result]:
+    """Read the owner's and members' records from their PDSes, as reconciliation does, and compare with the database."""
+    try:
+        conn = open_db(settings.db_path)
+    except (sqlite3.Error, OSError) as exc:
+        return [Result("skip", "registrations", f"the database cannot be read ({exc})")]
+    fetcher = Fetcher(settings.dev, timeout_s=TIMEOUT_S)
+    reader = PdsReader(DidResolver(fetcher, settings.plc_url, dev=settings.dev), fetcher)
+    limits = Limits(fetch_timeout_s=4 * TIMEOUT_S)
+    try:
+        registry = Registry(conn, settings.hostname, settings.owner_did)
+        owner = settings.owner_did
+        read = {owner: await read_did(reader, owner, (MEMBER, REPO, COLLABORATOR), limits)}
+        members = _members(read[owner][0].get(MEMBER), settings.hostname, registry.members) - {owner}
+        gate = asyncio.Semaphore(limits.concurrency)
+
+        async def one(did: str) -> None:
+            async with gate:
+                read[did] = await read_did(reader, did, (REPO, COLLABORATOR), limits)
+
+        await asyncio.gather(*(one(did) for did in sorted(members)))
+        return _registrations_report(conn, registry, read)
+    finally:
+        conn.close()
+        await fetcher.close()
+
+
+def _members(snapshot: Snapshot | None, hostname: str, known: set[str]) -> set[str]:
+    """The members the owner's member records name (what the database holds when they could not be read)."""
+    if snapshot is None:
+        return set(known)
+    members = set()
+    for value in snapshot.values():
+        try:
+            projection = project(MEMBER, value) if value is not None else None
+        except BadRecord:
+            continue
+        if projection is not None and concerns(MEMBER, projection, hostname):
+            members.add(projection[0])
+    return members
+
+
+def _registrations_report(
+    conn: sqlite3.Connection,
+    registry: Registry,
+    read: Mapping[str, tuple[dict[str, Snapshot], Exception | None]],
+) -> list[Result]:
+    lines: list[str] = []
+    counts = {MEMBER: 0, REPO: 0, COLLABORATOR: 0}
+    states: dict[str, int] = {}
+    failed: list[Result] = []
+    for did, (snapshots, failure) in sorted(read.items()):
+        for collection, snapshot in snapshots.items():
+            mirrored = registry.mirrored(conn, did, collection)
+            for rkey, value in sorted(snapshot.items()):
+                try:
+                    projection = project(collection, value) if value is not None else None
+                except BadRecord:
+                    projection = None
+                if projection is None:
+                    lines.append(f"{SHORT[collection]} {did}/{rkey}: unreadable on the PDS (ignored)")
+                    continue
+                if not concerns(collection, projection, registry.hostname):
+                    continue
+                counts[collection] += 1
+                known = "" if rkey in mirrored else " (not yet in tack's database)"
+                if collection == MEMBER:
+                    lines.append(f"member {projection[0]}{known}")
+                elif collection == COLLABORATOR:
+                    lines.append(f"collaborator {projection[0]} on {projection[1]}, granted by {did}{known}")
+                else:
+                    row = conn.execute(
+                        "SELECT state, reason FROM repos WHERE did=? AND rkey=?", (did, rkey)
+                    ).fetchone()
+                    state = "new" if row is None else row[0]
+                    states[state] = states.get(state, 0) + 1
+                    what = f"repo DID {projection[3]}" if projection[3] else f"name {projection[0]!r}"
+                    status = state + (f" ({row[1][:120]})" if row is not None and row[1] else "")
+                    lines.append(f"repo {did}/{rkey} ({what}, knot {projection[1]}): {status}{known}")
+            for change in plan(collection, registry.hostname, mirrored, snapshot).changes:
+                if change.kind == "removed":
+                    lines.append(
+                        f"{SHORT[collection]} {did}/{change.rkey}: in tack's database, no longer on the PDS"
+                        " (removed at the next reconciliation)"
+                    )
+                elif change.kind == "updated":
+                    lines.append(
+                        f"{SHORT[collection]} {did}/{change.rkey}: changed on the PDS"
+                        " (updated at the next reconciliation)"
+                    )
+        if failure is not None:
+            failed.append(
+                fail(
+                    f"records of {did}",
+                    f"could not be read: {str(failure)[:300]}",
+                    "check that the DID's PDS (#atproto_pds in its DID document) is up and reachable from here;"
+                    " tack keeps what it last read for this DID and retries with backoff",
+                )
+            )
+    by_state = ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
+    summary = (
+        f"read {len(read) - len(failed)} of {len(read)} DIDs: {counts[MEMBER]} members, "
+        f"{counts[REPO]} repositories{f' ({by_state})' if by_state else ''}, {counts[COLLABORATOR]} collaborators"
+    )
+    detail = "".join(f"\n        {line}" for line in lines)
+    return [ok("registrations", summary + detail), *failed]
+
+
 async def run_checks(environ: Mapping[str, str]) -> list[Result]:
     """Every check, in order; configuration errors stop the rest."""
     try:
@@ -250,6 +370,13 @@ async def run_checks(environ: Mapping[str, str]) -> list[Result]:
         lambda: check_owner(settings),
     ]
     results.extend(await asyncio.gather(*(c() for c in checks)))
+    plc = next(r for r in results if r.name.startswith("plc directory"))
+    if plc.verdict == "ok":
+        results.extend(await check_registrations(settings))
+    else:
+        results.append(
+            Result("skip", "registrations", "the PLC directory is unreachable, so no DID can be resolved")
+        )
     return results
 
 

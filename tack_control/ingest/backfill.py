@@ -21,7 +21,9 @@ other.
 - Bounded: ``listRecords`` pages of 100, at most ``max_records`` records per
   DID and ``max_pages`` pages per collection, ``fetch_timeout_s`` per DID,
   ``concurrency`` DIDs at a time; every fetch through ``netguard``.
-- Rows of authors who are no longer the owner or a member are dropped.
+- Only the owner and current members are read. Rows of a former member stay
+  as they are and count for nothing (as after a live revocation); they are
+  read again if the owner makes them a member again.
 """
 
 from __future__ import annotations
@@ -168,7 +170,6 @@ class Reconciler:
 
             targets = members if only is None else members & only
             changed |= any(await asyncio.gather(*(one(did) for did in sorted(targets))))
-            changed |= self._forget_former_members()
         finally:
             self.running = False
             self.registry.live.forget(self.registry.live.token())
@@ -197,29 +198,9 @@ class Reconciler:
         """Read and apply one DID's collections; True when knots or pending registrations changed."""
         token = self.registry.live.token()
         state = self.dids.setdefault(did, DidState())
-        snapshots: dict[str, Snapshot] = {}
-        failure: ListingError | None = None
-        budget = self.limits.max_records
-        collection = collections[0]
-        try:
-            async with asyncio.timeout(self.limits.fetch_timeout_s):
-                for collection in collections:
-                    records = await self.lister.list_records(
-                        did,
-                        collection,
-                        max_records=budget,
-                        max_pages=self.limits.max_pages,
-                        fresh=state.failures > 0 and not snapshots,
-                    )
-                    metrics.RECONCILE_READS.labels(SHORT[collection], "ok").inc()
-                    budget -= len(records)
-                    snapshots[collection] = records
-        except ListingError as exc:
-            failure = exc
-        except TimeoutError:
-            failure = ListingError(
-                "timeout", f"reading the records took longer than {self.limits.fetch_timeout_s:g}s"
-            )
+        snapshots, failure = await read_did(
+            self.lister, did, collections, self.limits, fresh=state.failures > 0
+        )
         changed = False
         if snapshots:
             try:
@@ -234,23 +215,21 @@ class Reconciler:
             state.records = sum(len(s) for s in snapshots.values())
             report.read.append(did)
             return changed
-        if failure.reason != "database":
-            metrics.RECONCILE_READS.labels(SHORT[collection], failure.reason).inc()
         state.failures += 1
         state.last_failure, state.reason, state.error = time.time(), failure.reason, str(failure)
         cap = max(self.limits.retry_base_s, min(self.interval_s, 900.0))
         state.retry_at = self.clock() + backoff.delay(state.failures, base=self.limits.retry_base_s, cap=cap)
         report.failed[did] = str(failure)
-        log.warning(
-            "records could not be read; keeping what tack knows for this DID",
-            extra={
-                "did": did,
-                "collection": collection,
-                "reason": failure.reason,
-                "error": str(failure)[:300],
-                "failures": state.failures,
-            },
-        )
+        if failure.reason != "database":  # logged with its traceback above
+            log.warning(
+                "records could not be read; keeping what tack knows for this DID",
+                extra={
+                    "did": did,
+                    "reason": failure.reason,
+                    "error": str(failure)[:300],
+                    "failures": state.failures,
+                },
+            )
         return changed
 
     def _apply(self, did: str, snapshots: dict[str, Snapshot], token: int, report: Report) -> bool:
@@ -295,15 +274,6 @@ class Reconciler:
             )
         return changed
 
-    def _forget_former_members(self) -> bool:
-        with self.book.transaction() as conn:
-            before = conn.total_changes
-            changed = self.registry.forget_unwanted(conn)
-            dropped = conn.total_changes - before
-        if dropped:
-            log.info("rows of former members dropped", extra={"rows": dropped})
-        return changed
-
     def status(self) -> dict[str, Any]:
         """For the health report: the last pass, and per DID when its records were last read or failed."""
         now = self.clock()
@@ -334,3 +304,34 @@ class Reconciler:
             "failing": sum(state.failures > 0 for state in self.dids.values()),
             "dids": dids,
         }
+
+
+async def read_did(
+    lister: Lister, did: str, collections: tuple[str, ...], limits: Limits, *, fresh: bool = False
+) -> tuple[dict[str, Snapshot], ListingError | None]:
+    """Read ``collections`` of ``did`` in order, within the limits; what was read completely, and the failure
+    that stopped the rest (None when all were read). Counted in ``tack_reconcile_reads_total``."""
+    snapshots: dict[str, Snapshot] = {}
+    budget = limits.max_records
+    collection = collections[0]
+    try:
+        async with asyncio.timeout(limits.fetch_timeout_s):
+            for collection in collections:
+                records = await lister.list_records(
+                    did,
+                    collection,
+                    max_records=budget,
+                    max_pages=limits.max_pages,
+                    fresh=fresh and not snapshots,
+                )
+                metrics.RECONCILE_READS.labels(SHORT[collection], "ok").inc()
+                budget -= len(records)
+                snapshots[collection] = records
+    except ListingError as exc:
+        failure = exc
+    except TimeoutError:
+        failure = ListingError("timeout", f"reading the records took longer than {limits.fetch_timeout_s:g}s")
+    else:
+        return snapshots, None
+    metrics.RECONCILE_READS.labels(SHORT[collection], failure.reason).inc()
+    return snapshots, failure

@@ -211,16 +211,6 @@ class Registry:
         }[collection]
         return {row[0]: tuple(row[1:]) for row in conn.execute(query, (did,))}
 
-    def forget_unwanted(self, conn: sqlite3.Connection) -> bool:
-        """Drop repositories and collaborators whose author is no longer the owner or a member;
-        True when the set of knots to follow changed."""
-        before = self._knots_in(conn)
-        wanted = (self.owner, *self.members)
-        marks = ",".join("?" * len(wanted))
-        conn.execute(f"DELETE FROM repos WHERE did NOT IN ({marks})", wanted)
-        conn.execute(f"DELETE FROM collaborators WHERE did NOT IN ({marks})", wanted)
-        return self._knots_in(conn) != before
-
     # Verification (see verify.py for the knot round trip)
 
     def pending(self, now_ns: int, limit: int = 16) -> list[Repo]:

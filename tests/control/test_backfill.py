@@ -173,16 +173,18 @@ async def test_a_tack_started_after_everything_exists_registers_all_five_reposit
 async def test_records_deleted_while_tack_was_down_are_unregistered_at_start(
     conn: sqlite3.Connection, tangled: Tangled, tack: Tack, plc: FakePlc, fetcher: Fetcher
 ) -> None:
-    """A deleted repo record, a repo moved to another spindle and a revoked member are all gone after the next start."""
+    """A deleted repo record and a repo moved to another spindle are gone after the next start; a revoked member
+    is no member, so their repositories count for nothing."""
     alice, bob = tangled.account(), tangled.account()
     tangled.member(alice)
     bob_rkey = tangled.member(bob)
     tangled.repo(alice, "lib")
     tangled.repo(alice, "moved")
-    tangled.repo(bob, "tool")
+    bobs = tangled.repo(bob, "tool")
     tangled.repo(tangled.owner, "site")
     await tack.reconciler.reconcile()
-    assert len(tack.repos()) == 4
+    await tack.verifier.verify_due()
+    assert len(tack.repos()) == 4 and tack.registry.by_repo_did(bobs) is not None
     # tack is down: the records change on the PDSes.
     tangled.pds.delete(alice.did, REPO, "lib")
     tangled.pds.put(
@@ -193,20 +195,23 @@ async def test_records_deleted_while_tack_was_down_are_unregistered_at_start(
     assert restarted.registry.members == {alice.did, bob.did}
     report = await restarted.reconciler.reconcile()
     assert restarted.registry.members == {alice.did}
-    assert set(restarted.repos()) == {(OWNER, "site")}
+    assert set(restarted.repos()) == {(OWNER, "site"), (bob.did, "tool")}
+    assert restarted.registry.by_repo_did(bobs) is None
     assert report.changes[("repo", "removed")] == 2 and report.changes[("member", "removed")] == 1
+    assert bob.did not in report.read
 
 
 async def test_a_member_revoked_while_the_fetch_is_in_flight_stays_revoked(
     tangled: Tangled, tack: Tack
 ) -> None:
-    """The member list read before a live revocation is not applied over it; the revoked member's repos go too."""
+    """The member list read before a live revocation is not applied over it: the member stays revoked."""
     alice, bob = tangled.account(), tangled.account()
     tangled.member(alice)
     bob_rkey = tangled.member(bob)
-    tangled.repo(bob, "tool")
+    bobs = tangled.repo(bob, "tool")
     await tack.reconciler.reconcile()
-    assert bob.did in tack.registry.members and (bob.did, "tool") in tack.repos()
+    await tack.verifier.verify_due()
+    assert bob.did in tack.registry.members and tack.registry.by_repo_did(bobs) is not None
     gate = tangled.pds.hold(OWNER, MEMBER)
     running = asyncio.create_task(tack.reconciler.reconcile())
     await asyncio.wait_for(gate.reached.wait(), 5)
@@ -217,7 +222,7 @@ async def test_a_member_revoked_while_the_fetch_is_in_flight_stays_revoked(
     report = await asyncio.wait_for(running, 10)
     assert tack.registry.members == {alice.did}
     assert report.changes[("member", "kept_live")] == 1
-    assert (bob.did, "tool") not in tack.repos()
+    assert tack.registry.by_repo_did(bobs) is None and not tack.registry.may_push(bobs, bob.did)
     assert bob.did not in report.read
 
 

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 from tack_control.doctor import Result, check_buildkite, run_checks
-from tests.fakes.atproto import FakePlc
+from tests.fakes.atproto import FakePds, FakePlc
 from tests.fakes.buildkite import FakeBuildkite
 from tests.fakes.buildkite.config import ALL_SCOPES, TokenInfo
+from tests.support.atproto import Account
 from tests.support.codefacts import ROOT
 from tests.support.procs import free_port
 from tests.support.stack import OWNER, Stack
@@ -29,10 +30,16 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
         yield s
 
 
+SOMEONE_ELSE = "did:plc:someoneelse2222222222222"
+
+
 @pytest.fixture
-async def plc_url() -> AsyncIterator[str]:
-    """A fake PLC directory's URL."""
+async def plc_url(pds: FakePds) -> AsyncIterator[str]:
+    """A fake PLC directory's URL; the owner (and SOMEONE_ELSE) are accounts on the fake PDS, without records."""
     fake = FakePlc()
+    for did in (OWNER, SOMEONE_ELSE):
+        fake.publish(Account(did=did, pds=pds.url))
+        pds.host(did)
     yield await fake.start()
     await fake.stop()
 
@@ -74,7 +81,7 @@ async def test_good_configuration_passes_with_one_line_per_check(
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     lines = proc.stdout.splitlines()
-    assert sum(line.startswith("ok ") for line in lines) == 6
+    assert sum(line.startswith("ok ") for line in lines) == 7
     assert f"plc directory {plc_url}: reachable (HTTP 200)" in proc.stdout
     assert any(line.startswith("skip") and "buildkite" in line for line in lines)
     assert "SERVING, stub" in proc.stdout
@@ -95,7 +102,7 @@ async def test_good_configuration_passes_with_one_line_per_check(
             {"TACK_JETSTREAM_URL": "ws://127.0.0.1:{free}/subscribe"},
             "jetstream ws://127.0.0.1:{free}/subscribe: unreachable",
         ),
-        ({"TACK_OWNER_DID": "did:plc:someoneelse"}, "answers owner 'did:plc:owner0000000000000000000'"),
+        ({"TACK_OWNER_DID": SOMEONE_ELSE}, f"answers owner {OWNER!r}"),
         ({"TACK_HOSTNAME": "127.0.0.1:{free}"}, "no valid answer within 5s"),
         ({"TACK_PLC_URL": "http://127.0.0.1:{free}"}, "plc directory http://127.0.0.1:{free}: unreachable"),
         ({"TACK_PLC_URL": "ftp://plc.example"}, "configuration: TACK_PLC_URL must be an https:// URL"),

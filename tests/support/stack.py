@@ -26,7 +26,7 @@ from tests.support.buildkite_harness import WEBHOOK_SECRET, BuildkiteProcess
 from tests.support.procs import Proc, StubProcess, free_port
 
 
-OWNER = "did:plc:owner0000000000000000000"
+OWNER = "did:plc:owner2222222222222222222"
 MEMBER = "did:plc:member000000000000000000"
 STRANGER = "did:plc:stranger0000000000000000"
 
@@ -59,6 +59,8 @@ class ControlPlane(Proc):
             "TACK_DB_PATH": str(self.db_path),
             "TACK_DEV": "1",
             "TACK_PING_INTERVAL": "1",
+            # Never the real PLC directory: DIDs resolve only where a test publishes them.
+            "TACK_PLC_URL": f"http://127.0.0.1:{free_port()}",
         }
         super().__init__("tack_control", {**base, **env}, workdir / "control.log")
 
