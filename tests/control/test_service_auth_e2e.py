@@ -38,7 +38,7 @@ async def owner(stack: Stack, plc: FakePlc, pds: FakePds) -> Account:
     """A member of the spindle whose repo 'hello' (with a repo DID, hosted by the simulated knot) is registered and
     verified here; its record is on the fake PDS and its DID document on the fake PLC."""
     account = plc.publish(Account(pds=pds.url))
-    repo_did = Account().did
+    repo_did = plc.publish(Account(pds=f"http://{stack.knot.hostname}")).did  # its document names the knot
     record = {
         "$type": "sh.tangled.repo",
         "name": "hello",
