@@ -286,20 +286,20 @@ class Reconciler:
                 "did": did,
                 "role": "owner" if did == self.registry.owner else "member",
                 "ok": state.failures == 0 and state.last_success is not None,
-                "lastSuccess": when(state.last_success),
-                "lastFailure": when(state.last_failure),
+                "last_success": when(state.last_success),
+                "last_failure": when(state.last_failure),
                 "reason": state.reason,
                 "error": state.error,
                 "failures": state.failures,
                 "records": state.records,
-                "retryInS": None if state.retry_at is None else round(max(0.0, state.retry_at - now), 1),
+                "retry_in_s": None if state.retry_at is None else round(max(0.0, state.retry_at - now), 1),
             }
             for did, state in sorted(self.dids.items())
         ]
         return {
-            "intervalS": self.interval_s,
+            "interval_s": self.interval_s,
             "passes": self.passes,
-            "lastPass": when(self.last_pass),
+            "last_pass": when(self.last_pass),
             "running": self.running,
             "failing": sum(state.failures > 0 for state in self.dids.values()),
             "dids": dids,

@@ -275,7 +275,9 @@ async def test_failing_pdses_keep_their_last_known_state_and_the_others_reconcil
     failing = {d["did"]: d for d in status["dids"] if not d["ok"]}
     assert set(failing) == {broken.did, stalled.did, endless.did}
     assert failing[stalled.did]["reason"] == "timeout" and failing[broken.did]["reason"] == "unavailable"
-    assert failing[endless.did]["reason"] == "too_many" and failing[broken.did]["retryInS"] is not None
+    assert failing[endless.did]["reason"] == "too_many" and failing[broken.did]["retry_in_s"] is not None
+    healthy = next(d for d in status["dids"] if d["did"] == fine.did)
+    assert healthy["ok"] and healthy["last_success"] is not None and healthy["records"] == 1
     assert sample("tack_reconcile_passes_total", {"result": "partial"}) == before + 1
     assert sample("tack_reconcile_dids_failing") == 3
     assert sample("tack_reconcile_reads_total", {"collection": "repo", "result": "timeout"}) >= 1
