@@ -166,7 +166,12 @@ class Reconciler:
 
             async def one(did: str) -> bool:
                 async with gate:
-                    return await self._reconcile_did(did, (REPO, COLLABORATOR), report)
+                    try:
+                        return await self._reconcile_did(did, (REPO, COLLABORATOR), report)
+                    except Exception:  # a bug: the other DIDs still go on
+                        log.exception("reconciling a DID failed", extra={"did": did})
+                        report.failed[did] = "internal error"
+                        return False
 
             targets = members if only is None else members & only
             changed |= any(await asyncio.gather(*(one(did) for did in sorted(targets))))
