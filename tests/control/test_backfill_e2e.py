@@ -276,4 +276,4 @@ async def test_a_current_tangled_push_to_a_repository_registered_only_through_ba
     await until(lambda: world.repo_states().get(repo_did) == "verified", "the repository is verified")
     await world.stack.wait_knot_connected()
     world.knot.emit_ref_update(ref_update(repo_did=repo_did, owner=alice.did))
-    await until(lambda: stub_runs(world.stack) >= 1, "a workflow reaches the provider", timeout=20)
+    await until(lambda: stub_runs(world.stack) >= 1, "a workflow reaches the provider", timeout=10)
