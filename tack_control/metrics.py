@@ -79,6 +79,16 @@ LOGS_MESSAGES = Counter(
     "Provider Logs messages sent to /logs viewers, by whether they were encoded or shared from another viewer's encoding.",
     ["source"],
 )
+CI_REQUESTS = Counter(
+    "tack_ci_requests_total",
+    "CI API requests (sh.tangled.ci.* and did.json) by method and HTTP status (101: a log subscription upgraded).",
+    ["method", "code"],
+)
+CI_LOG_FOLLOWS = Counter(
+    "tack_ci_log_follows_total",
+    "Workflow logs followed for log subscriptions, by how they went (complete, synthetic, resumed, incomplete).",
+    ["outcome"],
+)
 WEBHOOKS = Counter(
     "tack_webhooks_total", "Webhook requests by provider and HTTP status.", ["provider", "code"]
 )

@@ -230,8 +230,36 @@ CREATE TABLE service_auth_nonces (
 CREATE INDEX service_auth_nonces_by_expiry ON service_auth_nonces (expires_s);
 """
 
+# The CI API's queryPipelines answers ``total`` from these counts, kept by triggers, rather than counting
+# a repository's rows on every page.
+V_CI_COUNTS = """
+CREATE TABLE pipeline_counts (
+    repo_did TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY (repo_did, kind)
+) WITHOUT ROWID;
+INSERT INTO pipeline_counts (repo_did, kind, n)
+    SELECT repo_did, kind, COUNT(*) FROM pipelines WHERE repo_did <> '' GROUP BY repo_did, kind;
+CREATE TRIGGER pipeline_counts_insert AFTER INSERT ON pipelines WHEN NEW.repo_did <> '' BEGIN
+    INSERT INTO pipeline_counts (repo_did, kind, n) VALUES (NEW.repo_did, NEW.kind, 1)
+        ON CONFLICT (repo_did, kind) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER pipeline_counts_delete AFTER DELETE ON pipelines WHEN OLD.repo_did <> '' BEGIN
+    UPDATE pipeline_counts SET n = n - 1 WHERE repo_did = OLD.repo_did AND kind = OLD.kind;
+END;
+CREATE TRIGGER pipeline_counts_update AFTER UPDATE OF repo_did, kind ON pipelines
+WHEN OLD.repo_did <> NEW.repo_did OR OLD.kind <> NEW.kind BEGIN
+    UPDATE pipeline_counts SET n = n - 1 WHERE OLD.repo_did <> '' AND repo_did = OLD.repo_did AND kind = OLD.kind;
+    INSERT INTO pipeline_counts (repo_did, kind, n) SELECT NEW.repo_did, NEW.kind, 1 WHERE NEW.repo_did <> ''
+        ON CONFLICT (repo_did, kind) DO UPDATE SET n = n + 1;
+END;
+"""
 
-SCHEMA = kit_sqlite.Schema("", (V1, V2, _v2_backfill, V_CANCEL, V_SERVICE_AUTH_NONCES))
+
+SCHEMA = kit_sqlite.Schema(
+    "", (V1, V2, _v2_backfill, V_CANCEL, V_SERVICE_AUTH_NONCES, V_CI_COUNTS)
+)
 
 
 def open_db(path: str) -> sqlite3.Connection:

@@ -13,7 +13,8 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 from tack_control import metrics
 from tack_control.config import Settings
 from tack_control.core import Core
-from tack_control.web import events, keys, logs, sender, webhooks, xrpc
+from tack_control.web import ci, events, keys, logs, sender, webhooks, xrpc
+from tack_control.web.ci import didweb
 from tack_control.web.logframes import BUDGET_BYTES, LogFrames
 
 
@@ -93,6 +94,7 @@ def build_app(settings: Settings) -> web.Application:
     app[keys.SERVICE_AUTH] = core.service_auth
     app[keys.PDS] = core.pds
     app[keys.REGISTRY] = core.registry
+    app[keys.LOAD_WORKFLOWS] = None
     metrics.BUILD_INFO.info({"version": VERSION})
     rewind_ns = int(settings.events_rewind_s * 1e9)
     app.router.add_get("/", root)
@@ -110,7 +112,8 @@ def build_app(settings: Settings) -> web.Application:
         "/webhooks/{provider}",
         webhooks.make_handler(settings.webhook_max_bytes, body_timeout=settings.webhook_body_timeout_s),
     )
-    xrpc.add_routes(app)
+    app.router.add_get("/.well-known/did.json", didweb.make_handler(settings.hostname, settings.dev))
+    xrpc.add_routes(app, ci.methods(settings))
     app.on_shutdown.append(sender.close_all)
     app.cleanup_ctx.append(_background)
     return app

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from tack_control.engine.providers import ProviderClient
     from tack_control.identity.pds import PdsReader
     from tack_control.identity.serviceauth import ServiceAuth
+    from tack_control.ingest.pushes import LoadWorkflows
     from tack_control.ingest.registry import Registry
     from tack_control.web.logframes import LogFrames
 
@@ -36,3 +37,5 @@ SERVICE_AUTH: web.AppKey[ServiceAuth] = web.AppKey("service_auth")
 PDS: web.AppKey[PdsReader] = web.AppKey("pds")
 REGISTRY: web.AppKey[Registry] = web.AppKey("registry")
 SOCKETS: web.AppKey[weakref.WeakSet[web.WebSocketResponse]] = web.AppKey("sockets")
+LOAD_WORKFLOWS: web.AppKey[LoadWorkflows | None] = web.AppKey("load_workflows")
+"""Reads a commit's ``.tangled/workflows`` (knot, repo DID, sha); None until the git loader is wired."""

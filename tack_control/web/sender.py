@@ -17,28 +17,35 @@ from tack_control.web import keys
 
 
 Pump = Callable[[web.WebSocketResponse], Awaitable[None]]
-_TEXT_FIN = 0x81  # FIN + text opcode; a server's frames are unmasked (RFC 6455 §5.2).
+# FIN + opcode; a server's frames are unmasked (RFC 6455 §5.2).
+_TEXT_FIN = 0x81
+_BINARY_FIN = 0x82
 _LEN16 = struct.Struct("!BBH")
 _LEN64 = struct.Struct("!BBQ")
-_SHORT_HEADERS = [bytes((_TEXT_FIN, n)) for n in range(126)]
+_SHORT_HEADERS = {first: [bytes((first, n)) for n in range(126)] for first in (_TEXT_FIN, _BINARY_FIN)}
 CHUNK_BYTES = 64 << 10
 
 
-def _text_header(length: int) -> bytes:
-    """The header of an unmasked, uncompressed, final text frame of ``length`` payload bytes."""
+def _frame_header(first: int, length: int) -> bytes:
+    """The header of an unmasked, uncompressed, final frame (``first``: FIN + opcode) of ``length`` bytes."""
     if length < 126:
-        return _SHORT_HEADERS[length]
+        return _SHORT_HEADERS[first][length]
     if length < 1 << 16:
-        return _LEN16.pack(_TEXT_FIN, 126, length)
-    return _LEN64.pack(_TEXT_FIN, 127, length)
+        return _LEN16.pack(first, 126, length)
+    return _LEN64.pack(first, 127, length)
 
 
 class Framed(NamedTuple):
-    """Text frames ready for the wire: chunks of whole frames, each with its frame count."""
+    """Frames ready for the wire: chunks of whole frames, each with its frame count."""
 
     chunks: list[tuple[bytes, int]]
     size: int
     """Bytes in all chunks."""
+
+    @property
+    def frames(self) -> int:
+        """How many frames the chunks hold."""
+        return sum(count for _, count in self.chunks)
 
 
 def frame_texts(texts: Iterable[str]) -> Framed:
@@ -48,14 +55,23 @@ def frame_texts(texts: Iterable[str]) -> Framed:
     than encoding the frame, and sends each small frame as its own TCP segment
     that wakes the client for that one frame.
     """
+    return _frame(map(str.encode, texts), _TEXT_FIN)
+
+
+def frame_binaries(payloads: Iterable[bytes]) -> Framed:
+    """``payloads`` as binary frames, framed and chunked as :func:`frame_texts` does."""
+    return _frame(payloads, _BINARY_FIN)
+
+
+def _frame(payloads: Iterable[bytes], first: int) -> Framed:
     chunks: list[tuple[bytes, int]] = []
     parts: list[bytes] = []
     add = parts.append
+    short = _SHORT_HEADERS[first]
     size = total = 0
-    for text in texts:
-        data = text.encode()
+    for data in payloads:
         length = len(data)
-        add(_text_header(length))
+        add(short[length] if length < 126 else _frame_header(first, length))
         add(data)
         size += length
         if size >= CHUNK_BYTES:
@@ -76,7 +92,7 @@ class SlowReader(Exception):
 
 
 class Sender:
-    """Sends text frames on one socket; SlowReader when the client takes nothing for ``timeout`` seconds.
+    """Sends frames on one socket; SlowReader when the client takes nothing for ``timeout`` seconds.
 
     Frames go to the transport a chunk at a time (see :func:`frame_texts`),
     waiting for the transport to drain as aiohttp's own writer does.

@@ -15,9 +15,11 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from tack_control.identity.pds import RecordError, parse_record_uri
 from tack_control.identity.serviceauth import authenticate
@@ -133,13 +135,14 @@ async def unknown(request: web.Request) -> web.Response:
     )
 
 
-def add_routes(app: web.Application) -> None:
-    """Mount the XRPC routes; a known method with the wrong HTTP verb answers 405 in JSON."""
-    methods = {
+def add_routes(app: web.Application, more: Mapping[str, tuple[str, Handler]] | None = None) -> None:
+    """Mount the XRPC routes (and ``more``: NSID → verb, handler); a known method with the wrong HTTP verb answers 405 in JSON."""
+    methods: dict[str, tuple[str, Handler]] = {
         "sh.tangled.owner": ("GET", owner),
         LIST_SECRETS: ("GET", list_secrets),
         ADD_SECRET: ("POST", add_secret),
         REMOVE_SECRET: ("POST", remove_secret),
+        **(more or {}),
     }
     for nsid, (verb, handler) in methods.items():
         app.router.add_route(verb, f"/xrpc/{nsid}", handler)

@@ -1,0 +1,36 @@
+"""The current Tangled face (v1.16+): the ``sh.tangled.ci.*`` XRPC methods the appview reads, and did.json.
+
+``queryPipelines``, ``getPipeline`` and ``describeWorkflowDefinition`` answer
+JSON (:mod:`handlers`, over :mod:`store` and :mod:`objects`);
+``subscribePipelineLogs`` streams logs as CBOR frames (:mod:`subscribe`,
+:mod:`follow`, :mod:`logcbor`); :mod:`didweb` serves the DID document.
+"""
+
+from __future__ import annotations
+
+from aiohttp.typedefs import Handler
+
+from tack_control.config import Settings
+from tack_control.web.ci import handlers, subscribe
+
+
+RESUME_WINDOW_S = 120.0
+"""How long a log subscription waits for a provider that went away before it gives that log up."""
+
+
+def methods(settings: Settings) -> dict[str, tuple[str, Handler]]:
+    """The CI API's XRPC methods: NSID → (HTTP verb, handler)."""
+    return {
+        handlers.QUERY: ("GET", handlers.query_pipelines),
+        handlers.GET: ("GET", handlers.get_pipeline),
+        handlers.DESCRIBE: ("GET", handlers.make_describe()),
+        subscribe.NSID: (
+            "GET",
+            subscribe.make_handler(
+                settings.ping_interval_s,
+                settings.send_timeout_s,
+                settings.logs_connect_timeout_s,
+                RESUME_WINDOW_S,
+            ),
+        ),
+    }

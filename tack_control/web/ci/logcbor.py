@@ -1,0 +1,136 @@
+"""Log lines as ``sh.tangled.ci.subscribePipelineLogs`` messages: atproto event-stream frames (sans I/O).
+
+Each message is one binary WebSocket frame holding two DAG-CBOR values back to
+back: the header ``{"t": "#control" | "#data", "op": 1}`` and the body. Bodies
+carry no ``$type``. libipld writes canonical DAG-CBOR (map keys by length,
+then bytewise; shortest integer and length forms), which is what the appview's
+cbor-gen decoder expects: control ``kind, step, time, status, command,
+content, workflow``; data ``step, time, stream, content, workflow``.
+
+As stock spindles send them: a control line's ``kind`` is always there
+(``system`` or ``user``), ``status`` and ``command`` only when set; a data
+line's content ends with the newline the provider stripped; ``time`` is whole
+seconds in RFC 3339 (UTC), and a line without a time gets the current one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from libipld import encode_dag_cbor
+
+from tack_common.pb import provider_pb2 as pb
+from tack_common.timefmt import NS_PER_SECOND, utc_second_text
+from tack_control.web.sender import Framed, frame_binaries
+
+
+CONTROL_HEADER = encode_dag_cbor({"t": "#control", "op": 1})
+DATA_HEADER = encode_dag_cbor({"t": "#data", "op": 1})
+ERROR_HEADER = encode_dag_cbor({"op": -1})
+MAX_TEXT_BYTES = 1_000_000
+"""The longest string the appview's decoder reads (cbor-gen's limit); longer content is cut."""
+NOTE_STEP = -1
+"""The step of tack's own notes in a workflow's log (provider step ids are never negative)."""
+
+_STATUS = {pb.STEP_STATUS_START: "start", pb.STEP_STATUS_END: "end"}
+_STREAM = {pb.LOG_STREAM_STDERR: "stderr"}
+
+
+def _bounded(text: str) -> str:
+    if len(text) <= MAX_TEXT_BYTES // 4:
+        return text
+    data = text.encode()
+    if len(data) <= MAX_TEXT_BYTES:
+        return text
+    return data[:MAX_TEXT_BYTES].decode(errors="ignore")
+
+
+def cbor_messages(lines: Sequence[pb.LogLine], workflow: str) -> list[bytes]:
+    """One message per line of ``workflow``'s log, in order."""
+    out: list[bytes] = []
+    add = out.append
+    second, stamp = -1, ""
+    for line in lines:
+        ns = line.time_unix_nano or time.time_ns()
+        if ns // NS_PER_SECOND != second:
+            second = ns // NS_PER_SECOND
+            stamp = utc_second_text(second) + "Z"
+        if line.kind == pb.LOG_KIND_CONTROL:
+            body: dict[str, Any] = {
+                "kind": "system" if line.step_kind == pb.STEP_KIND_SYSTEM else "user",
+                "step": line.step_id,
+                "time": stamp,
+                "content": _bounded(line.content),
+                "workflow": workflow,
+            }
+            status = _STATUS.get(line.step_status)
+            if status is not None:
+                body["status"] = status
+            if line.step_command:
+                body["command"] = _bounded(line.step_command)
+            add(CONTROL_HEADER + encode_dag_cbor(body))
+        else:
+            add(
+                DATA_HEADER
+                + encode_dag_cbor(
+                    {
+                        "step": line.step_id,
+                        "time": stamp,
+                        "stream": _STREAM.get(line.stream, "stdout"),
+                        "content": _bounded(line.content + "\n"),
+                        "workflow": workflow,
+                    }
+                )
+            )
+    return out
+
+
+@dataclass(frozen=True)
+class CborEncoding:
+    """The subscription's encoding of one workflow's lines (a :data:`logframes.Encoding`, hashable by workflow)."""
+
+    workflow: str
+
+    def __call__(self, lines: Sequence[pb.LogLine]) -> Framed:
+        return frame_binaries(cbor_messages(lines, self.workflow))
+
+
+def note_messages(workflow: str, message: str, ns: int | None = None) -> list[bytes]:
+    """tack's own note in ``workflow``'s log: a visible step ``tack`` (step -1) whose lines say ``message``."""
+    stamp = utc_second_text((time.time_ns() if ns is None else ns) // NS_PER_SECOND) + "Z"
+    edges = [
+        CONTROL_HEADER
+        + encode_dag_cbor(
+            {
+                "kind": "user",
+                "step": NOTE_STEP,
+                "time": stamp,
+                "status": status,
+                "content": "tack",
+                "workflow": workflow,
+            }
+        )
+        for status in ("start", "end")
+    ]
+    data = [
+        DATA_HEADER
+        + encode_dag_cbor(
+            {
+                "step": NOTE_STEP,
+                "time": stamp,
+                "stream": "stderr",
+                "content": text + "\n",
+                "workflow": workflow,
+            }
+        )
+        for text in message.splitlines() or [""]
+    ]
+    return [edges[0], *data, edges[1]]
+
+
+def error_message(error: str, message: str) -> bytes:
+    """An error frame: header ``{"op": -1}`` and body ``{"error", "message"}``."""
+    return ERROR_HEADER + encode_dag_cbor({"error": error, "message": message})
