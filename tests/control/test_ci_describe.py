@@ -72,7 +72,9 @@ async def client(conn: sqlite3.Connection, verified: Registry, loader: Loader) -
         yield appview
 
 
-async def test_the_definition_is_derived_with_the_stock_hash_and_names(client: CiAppview, loader: Loader) -> None:
+async def test_the_definition_is_derived_with_the_stock_hash_and_names(
+    client: CiAppview, loader: Loader
+) -> None:
     """derived true, the stock fingerprint and the names in tree order; asked again, answered from memory."""
     status, body = await client.describe(REPO_DID, sha(1))
     assert status == 200
@@ -118,7 +120,12 @@ async def test_a_fork_is_read_from_its_own_knot(
         ([("repo", REPO_DID), ("sha", "g" * 40)], 400, "InvalidRequest", "sha:"),
         ([("repo", REPO_DID), ("sha", sha(1)), ("sourceRepo", "x")], 400, "InvalidRequest", "sourceRepo:"),
         ([("repo", "did:plc:unknown00000000000000"), ("sha", sha(1))], 400, "RepoNotFound", "repository"),
-        ([("repo", REPO_DID), ("sha", sha(1)), ("sourceRepo", "did:plc:nowhere")], 400, "RepoNotFound", "sourceRepo:"),
+        (
+            [("repo", REPO_DID), ("sha", sha(1)), ("sourceRepo", "did:plc:nowhere")],
+            400,
+            "RepoNotFound",
+            "sourceRepo:",
+        ),
         ([("repo", REPO_DID), ("sha", sha(9))], 400, "InvalidRequest", "sha:"),
         ([("repo", REPO_DID), ("sha", sha(8))], 502, "UpstreamFailure", "reading"),
     ],

@@ -25,7 +25,9 @@ def test_a_port_is_percent_encoded_in_the_did_and_kept_in_the_endpoint() -> None
     )
 
 
-async def test_did_json_is_served_at_the_well_known_path(conn: sqlite3.Connection, registry: Registry) -> None:
+async def test_did_json_is_served_at_the_well_known_path(
+    conn: sqlite3.Connection, registry: Registry
+) -> None:
     """GET /.well-known/did.json answers the document as JSON-LD, resolvable as did:web resolvers read it."""
     async with (
         serve(ci_app(conn, registry, hostname="spindle.example.com")) as url,

@@ -15,7 +15,6 @@ from typing import Any
 import grpc
 import pytest
 
-from tack_common import loglines
 from tack_common.pb import provider_pb2 as pb
 from tack_control.engine.providers import ProviderClient
 from tack_control.web.ci.follow import Follower, Incomplete, Target
@@ -23,18 +22,8 @@ from tack_control.web.logframes import LogFrames
 from tack_control.web.sender import Framed
 from tests.fakes.ci_appview import decode_message
 from tests.fakes.provider import RawLogsProvider
-from tests.support.ci import PipelineMaker, sha, stub_raw
+from tests.support.ci import LINES, PipelineMaker, message, sha, stub_raw
 from tests.support.procs import free_port
-
-
-BASE_NS = 1_700_000_000_000_000_000
-STEP = loglines.StepLog()
-LINES = [*STEP.start("build", "make", ns=BASE_NS), *(STEP.data(f"line {i}", ns=BASE_NS + i) for i in range(6))]
-LINES += STEP.end(ns=BASE_NS + 9)
-
-
-def message(lines: list[pb.LogLine]) -> bytes:
-    return pb.LogsResponse(lines=lines).SerializeToString()
 
 
 class BreaksOnce(RawLogsProvider):
@@ -103,7 +92,9 @@ async def test_a_broken_stream_is_resumed_and_each_line_delivered_once(
         await client.close()
         await provider.stop()
     assert provider.logs_calls == 2
-    expected = [("#control", "build")] + [("#data", f"line {i}\n") for i in range(6)] + [("#control", "build")]
+    expected = (
+        [("#control", "build")] + [("#data", f"line {i}\n") for i in range(6)] + [("#control", "build")]
+    )
     assert contents(got) == expected
 
 
@@ -118,7 +109,9 @@ async def test_a_provider_that_never_comes_back_ends_the_log_with_a_note(
         got.append(framed)
 
     try:
-        follower = Follower(conn, {"stub": client}, LogFrames(1 << 20), connect_timeout=0.3, resume_window=1.0)
+        follower = Follower(
+            conn, {"stub": client}, LogFrames(1 << 20), connect_timeout=0.3, resume_window=1.0
+        )
         with pytest.raises(Incomplete, match="unreachable for 1s"):
             await asyncio.wait_for(follower.follow(target, put), 10)
     finally:
@@ -127,7 +120,9 @@ async def test_a_provider_that_never_comes_back_ends_the_log_with_a_note(
     assert note.startswith("tack could not deliver the whole log: provider 'stub' unreachable")
 
 
-async def test_a_workflow_tack_failed_gets_the_synthetic_log(conn: sqlite3.Connection, target: Target) -> None:
+async def test_a_workflow_tack_failed_gets_the_synthetic_log(
+    conn: sqlite3.Connection, target: Target
+) -> None:
     """dispatch failed: one step named tack with the reason, no provider asked."""
     conn.execute("UPDATE workflows SET dispatch='failed', error='provider down for 600s'")
     got: list[Framed] = []
@@ -136,7 +131,11 @@ async def test_a_workflow_tack_failed_gets_the_synthetic_log(conn: sqlite3.Conne
         got.append(framed)
 
     await Follower(conn, {}, LogFrames(1 << 20), connect_timeout=1, resume_window=1).follow(target, put)
-    assert contents(got) == [("#control", "tack"), ("#data", "provider down for 600s\n"), ("#control", "tack")]
+    assert contents(got) == [
+        ("#control", "tack"),
+        ("#data", "provider down for 600s\n"),
+        ("#control", "tack"),
+    ]
 
 
 async def test_a_queued_workflow_is_waited_for(conn: sqlite3.Connection, target: Target) -> None:

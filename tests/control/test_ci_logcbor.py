@@ -29,8 +29,8 @@ from tests.support.lexicon import Lexicons
 
 # 2026-07-22T08:35:10+03:00, the instant of the vectors; tack writes it in UTC.
 NS = int(dt.datetime(2026, 7, 22, 5, 35, 10, tzinfo=dt.UTC).timestamp()) * 1_000_000_000
-GOLDEN_TIME = "2026-07-22T08:35:10+03:00".encode().hex()
-TACK_TIME = "2026-07-22T05:35:10Z".encode().hex()
+GOLDEN_TIME = b"2026-07-22T08:35:10+03:00".hex()
+TACK_TIME = b"2026-07-22T05:35:10Z".hex()
 DATA_HEADER = "a26174652364617461626f7001"
 CONTROL_HEADER = "a261746823636f6e74726f6c626f7001"
 GOLDEN_DATA = (
@@ -80,7 +80,14 @@ def test_a_step_end_carries_status_end_and_no_command() -> None:
     [message] = cbor_messages([loglines.control_end(3, "test", ns=NS)], "ci.yml")
     header, body = decode_message(message)
     assert header == {"t": "#control", "op": 1}
-    assert body == {"kind": "user", "step": 3, "time": "2026-07-22T05:35:10Z", "status": "end", "content": "test", "workflow": "ci.yml"}
+    assert body == {
+        "kind": "user",
+        "step": 3,
+        "time": "2026-07-22T05:35:10Z",
+        "status": "end",
+        "content": "test",
+        "workflow": "ci.yml",
+    }
 
 
 def test_stderr_lines_and_lines_without_time() -> None:
@@ -94,7 +101,9 @@ def test_stderr_lines_and_lines_without_time() -> None:
 def test_the_error_frame_is_the_atproto_error_header_and_body() -> None:
     """{op: -1} then {error, message}; the body is the notes' golden error body."""
     message = error_message("InvalidRequest", "bad")
-    assert message.hex() == "a1626f7020" + "a2656572726f726e496e76616c696452657175657374676d65737361676563626164"
+    assert (
+        message.hex() == "a1626f7020" + "a2656572726f726e496e76616c696452657175657374676d65737361676563626164"
+    )
     assert cbor2.loads(message[:5]) == {"op": -1}
 
 
@@ -135,7 +144,9 @@ def test_the_encoding_frames_each_line_as_one_binary_frame_and_is_hashable_by_wo
 def test_the_independent_decoder_rejects_non_canonical_messages() -> None:
     """The test decoder is strict: unsorted keys, long-form integers and trailing bytes are refused."""
     good = cbor_messages([loglines.data_line(0, "x", ns=NS)], "w")[0]
-    unsorted = bytes.fromhex(DATA_HEADER) + cbor2.dumps({"time": "t", "step": 0, "stream": "stdout", "content": "x", "workflow": "w"})
+    unsorted = bytes.fromhex(DATA_HEADER) + cbor2.dumps(
+        {"time": "t", "step": 0, "stream": "stdout", "content": "x", "workflow": "w"}
+    )
     long_int = good.replace(bytes.fromhex("6473746570" + "00"), bytes.fromhex("6473746570" + "1800"))
     for bad in (unsorted, long_int, good + b"\x00"):
         with pytest.raises((NotCanonical, cbor2.CBORDecodeError)):

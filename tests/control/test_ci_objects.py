@@ -33,7 +33,9 @@ def _s(text: str | None) -> int:
 def _rows(fixture: dict[str, Any]) -> tuple[PipelineRow, list[WorkflowRow]]:
     """What tack would have stored for the pipeline a production spindle answered with ``fixture``."""
     trigger = dict(fixture["trigger"])
-    kind = {"push": "push", "pullRequest": "pull_request", "manual": "manual"}[trigger.pop("$type").split("#")[1]]
+    kind = {"push": "push", "pullRequest": "pull_request", "manual": "manual"}[
+        trigger.pop("$type").split("#")[1]
+    ]
     detail_key = {"push": "push", "pull_request": "pullRequest", "manual": "manual"}[kind]
     meta = {"kind": kind, detail_key: trigger, "repo": {"repoDid": fixture["repo"]}}
     row = PipelineRow(
@@ -47,7 +49,9 @@ def _rows(fixture: dict[str, Any]) -> tuple[PipelineRow, list[WorkflowRow]]:
         trigger=meta,
     )
     workflows = [
-        WorkflowRow(w["name"], w["status"], w.get("error", ""), _s(w.get("startedAt")), _s(w.get("finishedAt")))
+        WorkflowRow(
+            w["name"], w["status"], w.get("error", ""), _s(w.get("startedAt")), _s(w.get("finishedAt"))
+        )
         for w in fixture["workflows"]
     ]
     return row, workflows
@@ -57,15 +61,20 @@ def _instants(obj: Any) -> Any:
     """``obj`` with every RFC 3339 time replaced by its instant (offsets differ, instants must not)."""
     if isinstance(obj, dict):
         return {
-            k: _ns(v) if k in ("createdAt", "startedAt", "finishedAt") else _instants(v) for k, v in obj.items()
+            k: _ns(v) if k in ("createdAt", "startedAt", "finishedAt") else _instants(v)
+            for k, v in obj.items()
         }
     if isinstance(obj, list):
         return [_instants(v) for v in obj]
     return obj
 
 
-@pytest.mark.parametrize("fixture", [*PAGE["pipelines"], ONE], ids=lambda f: f["trigger"]["$type"].split("#")[1])
-def test_tack_answers_what_the_production_spindle_answered_for_the_same_pipeline(fixture: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    "fixture", [*PAGE["pipelines"], ONE], ids=lambda f: f["trigger"]["$type"].split("#")[1]
+)
+def test_tack_answers_what_the_production_spindle_answered_for_the_same_pipeline(
+    fixture: dict[str, Any],
+) -> None:
     """From the facts behind each production answer, tack builds the same object (times as instants), in UTC."""
     ours = pipeline_object(*_rows(fixture))
     if "createdAt" not in fixture:
@@ -88,7 +97,9 @@ def test_production_fixtures_and_tack_objects_validate_against_the_lexicons() ->
 
 
 def _row(kind: str, meta: dict[str, Any], commit: str = "a" * 40, source: str = "") -> PipelineRow:
-    return PipelineRow("k", "3mr7m2f6ger22", 1_784_698_509_603_192_451, "did:plc:r", source, kind, commit, meta)
+    return PipelineRow(
+        "k", "3mr7m2f6ger22", 1_784_698_509_603_192_451, "did:plc:r", source, kind, commit, meta
+    )
 
 
 def test_a_push_without_its_previous_commit_shows_the_null_commit() -> None:

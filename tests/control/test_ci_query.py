@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -36,8 +37,8 @@ async def client(conn: sqlite3.Connection, registry: Registry) -> AsyncIterator[
         yield appview
 
 
-def ids(pipelines: list[dict[str, object]]) -> list[object]:
-    return [p["id"] for p in pipelines]
+def ids(pipelines: list[dict[str, Any]]) -> list[str]:
+    return [str(p["id"]) for p in pipelines]
 
 
 async def test_pipelines_of_several_repos_kinds_and_commits_are_listed_newest_first(
@@ -208,9 +209,19 @@ async def test_two_knots_pipelines_with_one_rkey_resolve_to_the_newest(
 ) -> None:
     """Legacy knots may reuse an rkey: getPipeline answers the pipeline created last, every time."""
     rkey = "3mr7m2f6ger22"
-    maker.create(maker.spec("push", REPO_A, sha(1), [("old.yml", "x: 1\n")], knot=KNOT, rkey=rkey, origin="knot"))
     maker.create(
-        maker.spec("push", REPO_B, sha(2), [("new.yml", "x: 1\n")], knot="other.example.com", rkey=rkey, origin="knot")
+        maker.spec("push", REPO_A, sha(1), [("old.yml", "x: 1\n")], knot=KNOT, rkey=rkey, origin="knot")
+    )
+    maker.create(
+        maker.spec(
+            "push",
+            REPO_B,
+            sha(2),
+            [("new.yml", "x: 1\n")],
+            knot="other.example.com",
+            rkey=rkey,
+            origin="knot",
+        )
     )
     for _ in range(2):
         got = await client.get_pipeline(rkey)

@@ -38,9 +38,13 @@ def test_order_does_not_matter_and_any_change_does(files: dict[str, bytes]) -> N
     assert describe_definition_hash(items) == describe_definition_hash(items[::-1])
     if items:
         name, content = items[0]
-        assert describe_definition_hash([(name, content + b"x"), *items[1:]]) != describe_definition_hash(items)
+        assert describe_definition_hash([(name, content + b"x"), *items[1:]]) != describe_definition_hash(
+            items
+        )
         if name + "_" not in files:
-            assert describe_definition_hash([(name + "_", content), *items[1:]]) != describe_definition_hash(items)
+            assert describe_definition_hash([(name + "_", content), *items[1:]]) != describe_definition_hash(
+                items
+            )
 
 
 def test_names_are_listed_in_git_tree_order() -> None:

@@ -138,7 +138,9 @@ class LiveLogs:
 
     async def next(self, timeout: float) -> bool:
         """Read one message; False when the socket closed. TimeoutError when nothing came in time."""
-        msg = await self.ws.receive(timeout=timeout)
+        # Not receive(timeout=): aiohttp restarts that timeout after each ping it answers.
+        async with asyncio.timeout(timeout):
+            msg = await self.ws.receive()
         if msg.type is aiohttp.WSMsgType.BINARY:
             self.view.take(msg.data, self.lexicons)
             return True
@@ -277,7 +279,10 @@ _SWIFT_PIPELINE = ({"id", "commit", "trigger", "workflows"}, {"repo", "sourceRep
 _SWIFT_WORKFLOW = ({"id", "name", "status"}, {"startedAt", "finishedAt", "error"})
 _SWIFT_TRIGGERS = {
     "sh.tangled.ci.trigger#push": ({"ref", "newSha", "oldSha"}, set()),
-    "sh.tangled.ci.trigger#pullRequest": ({"targetBranch", "sourceSha"}, {"sourceBranch", "sourceRepo", "pull"}),
+    "sh.tangled.ci.trigger#pullRequest": (
+        {"targetBranch", "sourceSha"},
+        {"sourceBranch", "sourceRepo", "pull"},
+    ),
     "sh.tangled.ci.trigger#manual": ({"sha"}, {"ref", "sourceRepo", "inputs"}),
 }
 

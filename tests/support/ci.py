@@ -20,6 +20,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tack_common import loglines
+from tack_common.pb import provider_pb2 as pb
 from tack_control.config import Settings
 from tack_control.core import Core
 from tack_control.engine.eventlog import EventLog
@@ -46,7 +48,9 @@ def sha(n: int) -> str:
     return f"{n:040x}"
 
 
-def settings(db_path: Path, hostname: str = HOST, providers: dict[str, str] | None = None, **more: Any) -> Settings:
+def settings(
+    db_path: Path, hostname: str = HOST, providers: dict[str, str] | None = None, **more: Any
+) -> Settings:
     """Control plane settings for tests (dev mode, fast pings)."""
     base: dict[str, Any] = {
         "hostname": hostname,
@@ -98,7 +102,12 @@ def record(
         "$type": "sh.tangled.pipeline",
         "triggerMetadata": meta,
         "workflows": [
-            {"name": n, "engine": "tack", "raw": "", "clone": {"skip": False, "depth": 1, "submodules": False}}
+            {
+                "name": n,
+                "engine": "tack",
+                "raw": "",
+                "clone": {"skip": False, "depth": 1, "submodules": False},
+            }
             for n in names
         ],
     }
@@ -132,7 +141,8 @@ class PipelineMaker:
     ) -> PipelineSpec:
         """A pipeline of ``kind`` with workflows ``(name, raw YAML)`` routed as tack routes them."""
         routed = [
-            Routed(Workflow(name, "tack", raw, Clone()), route(raw, self.providers, None)) for name, raw in workflows
+            Routed(Workflow(name, "tack", raw, Clone()), route(raw, self.providers, None))
+            for name, raw in workflows
         ]
         origin = origin or {"push": "push", "pull_request": "pull", "manual": "manual"}[kind]
         return PipelineSpec(
@@ -154,10 +164,26 @@ class PipelineMaker:
                 assert self.pipelines.create(conn, spec)
         return [s.rkey for s in specs]
 
-    def make(self, kind: str, repo_did: str, commit: str, names: Sequence[str] = ("build.yml",), **more: Any) -> str:
+    def make(
+        self, kind: str, repo_did: str, commit: str, names: Sequence[str] = ("build.yml",), **more: Any
+    ) -> str:
         """One pipeline whose workflows run on the stub with its default script; its id."""
         (rkey,) = self.create(self.spec(kind, repo_did, commit, [(n, STUB_DEFAULT) for n in names], **more))
         return rkey
+
+
+_STEP = loglines.StepLog()
+LINES = [
+    *_STEP.start("build", "make", ns=1_700_000_000_000_000_000),
+    *(_STEP.data(f"line {i}", ns=1_700_000_000_000_000_000 + i) for i in range(6)),
+    *_STEP.end(ns=1_700_000_000_000_000_009),
+]
+"""A short log: step build started, six lines, ended."""
+
+
+def message(lines: list[pb.LogLine]) -> bytes:
+    """A serialized LogsResponse."""
+    return pb.LogsResponse(lines=lines).SerializeToString()
 
 
 STUB_DEFAULT = "engine: tack\ntack:\n  stub: {}\n"
