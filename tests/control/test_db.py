@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tack_common.sqlite import SchemaTooNew, schema_version
-from tack_control.engine.db import SCHEMA, V1, open_db
+from tack_control.engine.db import SCHEMA, V1, V_CI_COUNTS, open_db
 from tests.support.samples import PUSH_FRAME
 
 
@@ -73,3 +73,51 @@ def test_a_database_from_a_newer_tack_is_refused(tmp_path: Path) -> None:
     conn.close()
     with pytest.raises(SchemaTooNew):
         open_db(str(path))
+
+
+def _counts(conn: sqlite3.Connection) -> dict[tuple[str, str], int]:
+    return {(r, k): n for r, k, n in conn.execute("SELECT repo_did, kind, n FROM pipeline_counts") if n}
+
+
+def _true_counts(conn: sqlite3.Connection) -> dict[tuple[str, str], int]:
+    rows = conn.execute(
+        "SELECT repo_did, kind, COUNT(*) FROM pipelines WHERE repo_did <> '' GROUP BY repo_did, kind"
+    )
+    return {(r, k): n for r, k, n in rows}
+
+
+def test_pipeline_counts_are_backfilled_then_kept_by_every_write(tmp_path: Path) -> None:
+    """Counts per repo and kind match the rows after the migration and after inserts, updates and prunes."""
+    path = tmp_path / "tack.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    for step in SCHEMA.migrations[: SCHEMA.migrations.index(V_CI_COUNTS)]:
+        if callable(step):
+            step(conn)
+        else:
+            conn.executescript(step)
+    conn.execute(f"PRAGMA user_version={SCHEMA.migrations.index(V_CI_COUNTS)}")
+
+    def add(rkey: str, repo_did: str, kind: str) -> None:
+        conn.execute(
+            "INSERT INTO pipelines (knot, rkey, record, received_ns, created_ns, repo_did, kind)"
+            " VALUES ('k', ?, '{}', 1, ?, ?, ?)",
+            (rkey, int(rkey[1:]), repo_did, kind),
+        )
+
+    add("p1", "did:plc:a", "push")
+    add("p2", "did:plc:a", "manual")
+    add("p3", "", "push")
+    conn.close()
+    conn = open_db(str(path))
+    try:
+        assert _counts(conn) == _true_counts(conn) == {("did:plc:a", "push"): 1, ("did:plc:a", "manual"): 1}
+        for i in range(4, 10):
+            add(f"p{i}", "did:plc:b" if i % 2 else "did:plc:a", "pull_request" if i % 3 else "push")
+        conn.execute("UPDATE pipelines SET repo_did='did:plc:c' WHERE rkey='p3'")
+        conn.execute("UPDATE pipelines SET kind='push' WHERE rkey='p2'")
+        conn.execute("UPDATE pipelines SET received_ns=2 WHERE rkey='p4'")
+        conn.execute("DELETE FROM pipelines WHERE rkey IN ('p1', 'p5')")
+        assert _counts(conn) == _true_counts(conn)
+        assert sum(_counts(conn).values()) == 7
+    finally:
+        conn.close()

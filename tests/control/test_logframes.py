@@ -1,4 +1,4 @@
-"""Provider Logs messages framed once for every /logs viewer (tack_control.web.logframes)."""
+"""Provider Logs messages framed once per encoding for every viewer (tack_control.web.logframes, sender framing)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from google.protobuf.message import DecodeError
 from tack_common import loglines
 from tack_common.pb import provider_pb2 as pb
 from tack_control.web import tangled_json
+from tack_control.web.ci.logcbor import CborEncoding
 from tack_control.web.logframes import LogFrames
-from tack_control.web.sender import Framed
+from tack_control.web.sender import Framed, frame_binaries
 
 
 # /logs frames
@@ -73,3 +74,27 @@ def test_log_frames_raise_decode_error_on_a_malformed_message_and_keep_nothing()
     frames = LogFrames(budget=20_000)
     with pytest.raises(DecodeError):
         frames.get(b"\x0a\x7f\x08\x01")
+
+
+def test_each_encoding_of_a_message_is_kept_apart() -> None:
+    """One message in two encodings (the /logs JSON, CBOR for a workflow) is two entries; each is shared."""
+    frames = LogFrames(budget=1 << 20)
+    message = _logs_message(0)
+    text = frames.get(message)
+    cbor = frames.get(message, CborEncoding("build.yml"))
+    assert frames.get(message, CborEncoding("build.yml")) is cbor and frames.get(message) is text
+    assert frames.get(message, CborEncoding("lint.yml")) is not cbor
+    assert len(frames) == 3
+    assert b"".join(c for c, _ in text.chunks)[0] == 0x81 and b"".join(c for c, _ in cbor.chunks)[0] == 0x82
+    assert text.frames == cbor.frames == 10
+
+
+def test_binary_frames_use_the_extended_lengths_of_rfc_6455() -> None:
+    """Payloads of 125, 126 and 65,536 bytes get 7-bit, 16-bit and 64-bit lengths, with the binary opcode."""
+    framed = frame_binaries([b"a" * 125, b"b" * 126, b"c" * 65_536])
+    data = b"".join(c for c, _ in framed.chunks)
+    assert data[:2] == bytes((0x82, 125))
+    assert data[127:131] == bytes((0x82, 126)) + (126).to_bytes(2, "big")
+    rest = data[127 + 4 + 126 :]
+    assert rest[:10] == bytes((0x82, 127)) + (65_536).to_bytes(8, "big") and len(rest) == 10 + 65_536
+    assert framed.frames == 3 and framed.size == len(data)
