@@ -14,20 +14,21 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from tests.bench import figures
+from tests.bench import ci, figures
 from tests.bench.figures import FULL, QUICK, Bench
 from tests.bench.report import Row, machine, table, write_results
 from tests.bench.stack import BenchStack
 from tests.support.procs import ROOT
 
 
-FIGURES = ("1", "2", "3", "4", "5", "6", "7")
+FIGURES = ("1", "2", "3", "4", "5", "6", "7", "8", "9")
 STACKED: dict[str, Callable[[Bench, BenchStack], Awaitable[list[Row]]]] = {
     "1": figures.trigger_throughput,
     "2": figures.trigger_latency,
     "3": figures.events_fanout,
     "5": figures.logs_streaming,
     "6": figures.memory,
+    "9": ci.ci_logs,
 }
 TITLES = {
     "1": "trigger throughput",
@@ -37,6 +38,8 @@ TITLES = {
     "5": "/logs streaming",
     "6": "memory",
     "7": "provider RPC",
+    "8": "CI API queries",
+    "9": "CI API log subscription (CBOR)",
 }
 
 
@@ -76,7 +79,10 @@ async def run(bench: Bench, only: list[str]) -> list[Row]:
     if "4" in only:
         progress(f"figure 4: {TITLES['4']}")
         rows += await figures.events_backfill(bench)
-    stacked = [f for f in ("1", "2", "3", "5", "6") if f in only]
+    if "8" in only:
+        progress(f"figure 8: {TITLES['8']}")
+        rows += await ci.ci_queries(bench)
+    stacked = [f for f in ("1", "2", "3", "5", "9", "6") if f in only]
     if stacked:
         stack = BenchStack(bench.workdir / "stack")
         await stack.start()
@@ -86,7 +92,7 @@ async def run(bench: Bench, only: list[str]) -> list[Row]:
                 rows += await STACKED[figure](bench, stack)
         finally:
             await stack.stop()
-    return sorted(rows, key=lambda r: r.figure)
+    return sorted(rows, key=lambda r: int(r.figure))
 
 
 def main(argv: list[str]) -> int:

@@ -4,8 +4,9 @@
   ``count`` mode counts text frames per connection until ``expect``; ``track``
   mode (one connection) records when each pipeline's statuses arrive, until
   ``expect`` of them are in ``until`` (terminal statuses by default); ``idle`` mode only holds the connections open.
-* ``logs``: viewers of one ``/logs`` socket, read until the server closes it
-  (optionally slowly, at ``rate`` frames/s).
+* ``logs``: viewers of one ``/logs`` (text) or log subscription (binary) socket,
+  read until the server closes it (optionally slowly, at ``rate`` frames/s).
+* ``xrpc``: sequential GETs of XRPC queries, each timed.
 * ``rpc``: Spawn round trips and WatchStatus delivery against a provider.
 * ``grpclogs``: one provider ``Logs`` stream read to its end.
 """
@@ -133,7 +134,7 @@ async def _view(
     try:
         while True:
             msg = await ws.receive()
-            if msg.type is aiohttp.WSMsgType.TEXT:
+            if msg.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
                 frames += 1
                 if frames == 1:
                     first = time.monotonic_ns()
@@ -275,5 +276,28 @@ async def grpclogs(link: Link, args: JsonDict) -> None:
     await channel.close()
 
 
+async def xrpc(link: Link, args: JsonDict) -> None:
+    """GET each path of ``paths_file`` (JSON; after ``warmup`` untimed ones) in turn from ``base``; every answer must be 200."""
+    with open(args["paths_file"]) as handle:
+        paths: list[str] = json.load(handle)
+    warmup: int = args["warmup"]
+    latencies: list[int] = []
+    sizes: list[int] = []
+    async with _session() as session:
+        link.say("ready")
+        for i in range(warmup + len(paths)):
+            path = paths[i % len(paths)] if i < warmup else paths[i - warmup]
+            start = time.perf_counter_ns()
+            async with session.get(args["base"] + path) as resp:
+                body = await resp.read()
+            elapsed = time.perf_counter_ns() - start
+            if resp.status != 200:
+                raise RuntimeError(f"{path}: HTTP {resp.status}: {body[:300]!r}")
+            if i >= warmup:
+                latencies.append(elapsed)
+                sizes.append(len(body))
+    link.say("done", latency_ns=latencies, bytes=sizes)
+
+
 if __name__ == "__main__":
-    run_worker({"events": events, "logs": logs, "rpc": rpc, "grpclogs": grpclogs})
+    run_worker({"events": events, "logs": logs, "rpc": rpc, "grpclogs": grpclogs, "xrpc": xrpc})

@@ -60,6 +60,8 @@ class Sizes:
     slow_seconds: float
     spawns: int
     spawn_interval: float
+    ci_pipelines: int
+    ci_requests: int
 
 
 FULL = Sizes(
@@ -80,6 +82,8 @@ FULL = Sizes(
     slow_seconds=10,
     spawns=300,
     spawn_interval=0.01,
+    ci_pipelines=100_000,
+    ci_requests=2000,
 )
 QUICK = Sizes(
     runs=1,
@@ -99,6 +103,8 @@ QUICK = Sizes(
     slow_seconds=1,
     spawns=20,
     spawn_interval=0.01,
+    ci_pipelines=2000,
+    ci_requests=100,
 )
 
 
@@ -132,11 +138,11 @@ class Bench:
             await close_all(workers)
 
 
-def _rate(count: float, start_ns: int, end_ns: int) -> float:
+def per_second(count: float, start_ns: int, end_ns: int) -> float:
     return count / max((end_ns - start_ns) / 1e9, 1e-9)
 
 
-def _ms(ns: float) -> float:
+def ms(ns: float) -> float:
     return ns / 1e6
 
 
@@ -190,7 +196,11 @@ def _throughput(
     terminal = [next(seen[r][s] for s in TERMINAL if s in seen[r]) for r in rkeys]
     pending = [seen[r]["pending"] for r in rkeys]
     successes = sum(1 for r in rkeys if "success" in seen[r])
-    return _rate(len(rkeys), start, max(terminal)), _rate(len(rkeys), start, max(pending)), successes
+    return (
+        per_second(len(rkeys), start, max(terminal)),
+        per_second(len(rkeys), start, max(pending)),
+        successes,
+    )
 
 
 async def trigger_throughput(bench: Bench, stack: BenchStack) -> list[Row]:
@@ -277,7 +287,7 @@ async def trigger_latency(bench: Bench, stack: BenchStack) -> list[Row]:
                 ):
                     records = [stack.stub_pipeline(INSTANT) for _ in range(n)]
                     rkeys, seen = await _track_run(bench, url, knot, records, rate, ("pending",))
-                    latencies = [_ms(seen[r]["pending"] - knot.sent_ns[r]) for r in rkeys]
+                    latencies = [ms(seen[r]["pending"] - knot.sent_ns[r]) for r in rkeys]
                     out50.append(percentile(latencies, 50))
                     out99.append(percentile(latencies, 99))
                 bench.progress(
@@ -326,7 +336,7 @@ async def _fanout_run(bench: Bench, url: str, expect: int, trigger: Callable[[],
     frames = sum(r["frames"] for r in results)
     first = min(r["first_ns"] for r in results)
     last = max(r["last_ns"] for r in results)
-    return _rate(frames, first, last), min(r["min_frames"] for r in results)
+    return per_second(frames, first, last), min(r["min_frames"] for r in results)
 
 
 async def events_fanout(bench: Bench, stack: BenchStack) -> list[Row]:
@@ -381,7 +391,7 @@ async def events_fanout(bench: Bench, stack: BenchStack) -> list[Row]:
     ]
 
 
-async def _start_limit(worker: Worker) -> int:
+async def start_limit(worker: Worker) -> int:
     """Start a limit server; its port."""
     return int((await worker.start())["port"])
 
@@ -421,7 +431,7 @@ async def events_backfill(bench: Bench) -> list[Row]:
     seconds: list[float] = []
     try:
         await stack.start_control()
-        port = await _start_limit(limit)
+        port = await start_limit(limit)
         for run in range(bench.sizes.runs):
             values = []
             for url in (stack.events_url(cursor=1), f"ws://127.0.0.1:{port}/backfill?cursor=1"):
@@ -434,7 +444,7 @@ async def events_backfill(bench: Bench) -> list[Row]:
                     raise RuntimeError(f"backfill delivered {done['frames']} of {n} events")
                 values.append(
                     (
-                        _rate(n, done["started_ns"], done["last_ns"]),
+                        per_second(n, done["started_ns"], done["last_ns"]),
                         (done["last_ns"] - done["started_ns"]) / 1e9,
                     )
                 )
@@ -477,9 +487,7 @@ async def events_backfill(bench: Bench) -> list[Row]:
 # Figure 5: /logs
 
 
-async def _logs_run(
-    bench: Bench, url: str, viewers: int, before: Callable[[], Any] | None = None
-) -> JsonDict:
+async def logs_run(bench: Bench, url: str, viewers: int, before: Callable[[], Any] | None = None) -> JsonDict:
     """``viewers`` /logs readers over the client processes; aggregate of their ``done`` messages."""
     clients = [bench.worker("clients", "logs", {"url": url, "viewers": k}) for k in bench.split(viewers)]
     async with bench.workers(clients):
@@ -529,19 +537,19 @@ async def logs_streaming(bench: Bench, stack: BenchStack) -> list[Row]:
             for run in range(bench.sizes.runs):
                 values = []
                 for url in (stack.logs_url(rkey), f"ws://127.0.0.1:{ws_ready['port']}/logs"):
-                    done = await _logs_run(bench, url, 1)
+                    done = await logs_run(bench, url, 1)
                     if done["frames"] != expect or done["codes"] != [1000]:
                         raise RuntimeError(
                             f"/logs delivered {done['frames']} of {expect} frames, close {done['codes']}"
                         )
-                    values.append(_rate(expect, done["started_ns"], done["end_ns"]))
+                    values.append(per_second(expect, done["started_ns"], done["end_ns"]))
                 tack_runs.append(values[0])
                 limit_runs.append(values[1])
                 for reader, out in zip(readers, (grpc_tack, grpc_limit), strict=True):
                     got = await reader.ask("go", "done", timeout=600)
                     if got["lines"] != expect:
                         raise RuntimeError(f"Logs stream gave {got['lines']} of {expect} lines")
-                    out.append(_rate(expect, got["started_ns"], got["end_ns"]))
+                    out.append(per_second(expect, got["started_ns"], got["end_ns"]))
                 bench.progress(
                     f"  run {run + 1}: /logs tack {values[0]:,.0f} lines/s, limit {values[1]:,.0f};"
                     f" gRPC stub {grpc_tack[-1]:,.0f}, bare {grpc_limit[-1]:,.0f}"
@@ -587,17 +595,17 @@ async def _logs_viewers(bench: Bench, stack: BenchStack) -> list[Row]:
         for run in range(bench.sizes.runs):
             await wait_idle(stack)
             (rkey,) = await stack.knot.push([stack.stub_pipeline(script)])
-            done = await _logs_run(bench, stack.logs_url(rkey), viewers)
+            done = await logs_run(bench, stack.logs_url(rkey), viewers)
             expect = lines + 2
             if done["min_frames"] != expect:
                 raise RuntimeError(f"a viewer got {done['min_frames']} of {expect} frames")
-            tack_runs.append(_rate(done["frames"], done["first_ns"], done["end_ns"]))
+            tack_runs.append(per_second(done["frames"], done["first_ns"], done["end_ns"]))
             if limit is None:
                 write_frames(frames_file, log_frames(stack.stub_log(rkey)))
                 limit = bench.worker("limits", "ws", {"frames_file": str(frames_file)})
-                port = await _start_limit(limit)
-            ldone = await _logs_run(bench, f"ws://127.0.0.1:{port}/logs", viewers)
-            limit_runs.append(_rate(ldone["frames"], ldone["first_ns"], ldone["end_ns"]))
+                port = await start_limit(limit)
+            ldone = await logs_run(bench, f"ws://127.0.0.1:{port}/logs", viewers)
+            limit_runs.append(per_second(ldone["frames"], ldone["first_ns"], ldone["end_ns"]))
             bench.progress(
                 f"  run {run + 1}: {viewers} viewers: tack {tack_runs[-1]:,.0f} frames/s, limit {limit_runs[-1]:,.0f}"
             )
@@ -755,7 +763,7 @@ async def provider_rpc(bench: Bench) -> list[Row]:
     stub.start()
     try:
         await wait_serving(stub.address, stub)
-        port = await _start_limit(bare)
+        port = await start_limit(bare)
         for run in range(sizes.runs):
             for address, out in ((stub.address, results), (f"127.0.0.1:{port}", limits)):
                 args = {
@@ -773,8 +781,8 @@ async def provider_rpc(bench: Bench) -> list[Row]:
                 client = bench.worker("clients", "rpc", args)
                 async with bench.workers([client]):
                     done = await client.expect("done", timeout=120)
-                spawn = [_ms(v) for v in done["spawn_ns"]]
-                watch = [_ms(v) for v in done["watch_ns"]]
+                spawn = [ms(v) for v in done["spawn_ns"]]
+                watch = [ms(v) for v in done["watch_ns"]]
                 if len(watch) < sizes.spawns * 3:
                     raise RuntimeError(f"WatchStatus delivered {len(watch)} of {sizes.spawns * 3} updates")
                 out["spawn50"].append(percentile(spawn, 50))

@@ -5,7 +5,8 @@
 * ``ws``: a bare aiohttp server with tack's socket shape (a writer task per
   socket, the handler reading), writing frames the way tack writes them
   (``sender.frame_texts``: ~64 KB chunks of whole frames, one transport write
-  each, then aiohttp's drain). The frames file is encoded and framed once at
+  each, then aiohttp's drain). The frames file (text frames, one per line; or
+  ``messages_file``: binary messages, length-prefixed) is encoded and framed once at
   start: ``/events`` broadcasts it to every subscriber on each ``go`` command;
   ``/logs`` sends it and closes with 1000; ``/backfill?cursor=``
   reads the ``events`` table of a tack database in pages of 500 and sends each
@@ -14,6 +15,7 @@
   every workflow of every pipeline, broadcasts pending, running and success
   frames to its ``/events`` subscribers at once (written as above): no
   database, no gRPC, no state machine, no one-second spacing.
+* ``http``: a bare aiohttp server answering pre-encoded JSON bodies (the CI API's limit).
 * ``grpc``: a bare ``grpc.aio`` Provider: Spawn answers a canned acceptance and
   publishes three updates to every WatchStatus stream from memory; Logs streams
   pre-built LogsResponse messages.
@@ -39,7 +41,7 @@ from tack_common.tid import TidClock
 from tack_common.timefmt import NS_PER_SECOND, timestamp_from_ns
 from tack_control.engine.eventlog import STATUS_NSID
 from tack_control.engine.statuses import status_record
-from tack_control.web.sender import Framed, frame_texts, read_until_closed
+from tack_control.web.sender import Framed, frame_binaries, frame_texts, read_until_closed
 from tack_provider_kit.server import SERVER_OPTIONS
 from tests.bench.workers import JsonDict, Link, run_worker
 from tests.fakes.provider import accept_all
@@ -95,7 +97,10 @@ async def _listen(app: web.Application) -> tuple[web.AppRunner, int]:
 async def ws(link: Link, args: JsonDict) -> None:
     """The bare WebSocket server (see the module docstring)."""
     # Pre-encoded and pre-framed once: the same bytes go to every client.
-    framed = frame_texts(read_frames(args["frames_file"]) if args.get("frames_file") else [])
+    if args.get("messages_file"):
+        framed = frame_binaries(read_messages(args["messages_file"]))
+    else:
+        framed = frame_texts(read_frames(args["frames_file"]) if args.get("frames_file") else [])
     db = sqlite3.connect(args["db_path"], check_same_thread=False) if args.get("db_path") else None
     go = asyncio.Event()
 
@@ -156,6 +161,21 @@ async def ws(link: Link, args: JsonDict) -> None:
             previous, go = go, asyncio.Event()
             previous.set()
             link.say("went", started_ns=started)
+    await runner.cleanup()
+
+
+async def http(link: Link, args: JsonDict) -> None:
+    """A bare aiohttp server answering ``GET /<name>`` with the bytes of ``bodies[name]`` (a file), as JSON."""
+    bodies = {name: Path(path).read_bytes() for name, path in args["bodies"].items()}
+
+    async def answer(request: web.Request) -> web.Response:
+        return web.Response(body=bodies[request.match_info["name"]], content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/{name}", answer)
+    runner, port = await _listen(app)
+    link.say("ready", port=port)
+    await link.hear()
     await runner.cleanup()
 
 
@@ -315,4 +335,4 @@ async def bare_grpc(link: Link, args: JsonDict) -> None:
 
 
 if __name__ == "__main__":
-    run_worker({"ws": ws, "relay": relay, "grpc": bare_grpc})
+    run_worker({"ws": ws, "relay": relay, "grpc": bare_grpc, "http": http})

@@ -19,7 +19,7 @@ from tests.support.procs import ROOT
 pytestmark = pytest.mark.bench
 
 
-FIGURES = {"1", "2", "3", "4", "5", "6", "7"}
+FIGURES = {"1", "2", "3", "4", "5", "6", "7", "8", "9"}
 
 
 @pytest.mark.timeout(600)

@@ -50,7 +50,7 @@ async def test_pipelines_of_several_repos_kinds_and_commits_are_listed_newest_fi
         "b-push": maker.make("push", REPO_B, sha(1)),
         "a-pull": maker.make("pull_request", REPO_A, sha(2), source_repo=FORK, pull=PULL),
         "c-manual": maker.make("manual", REPO_C, sha(3), inputs=[("configuration", "release")]),
-        "a-manual": maker.make("manual", REPO_A, sha(1), names=("build.yml", "lint.yml")),
+        "a-manual": maker.make("manual", REPO_A, sha(1), names=("lint.yml", "build.yml")),
     }
     page = await client.query_pipelines(REPO_A)
     assert ids(page["pipelines"]) == [made["a-manual"], made["a-pull"], made["a-push"]]
@@ -76,7 +76,7 @@ async def test_pipelines_of_several_repos_kinds_and_commits_are_listed_newest_fi
     }
     manual = (await client.query_pipelines(REPO_C))["pipelines"][0]
     assert manual["trigger"]["inputs"] == [{"key": "configuration", "value": "release"}]
-    assert [w["name"] for w in page["pipelines"][0]["workflows"]] == ["build.yml", "lint.yml"]
+    assert [w["name"] for w in page["pipelines"][0]["workflows"]] == ["lint.yml", "build.yml"]  # record order
     assert {w["status"] for w in page["pipelines"][0]["workflows"]} == {"pending"}
 
 

@@ -49,16 +49,25 @@ def _objects(conn: sqlite3.Connection, rows: list[PipelineRow]) -> list[dict[str
     """The lexicon objects of ``rows``, with their workflows read in one statement."""
     if not rows:
         return []
-    keys = [(r.knot, r.rkey) for r in rows]
-    found: dict[tuple[str, str], list[WorkflowRow]] = {key: [] for key in keys}
-    values = ",".join("(?, ?)" for _ in keys)
-    for knot, rkey, name, status, error, started, finished in conn.execute(
-        "SELECT knot, rkey, name, status, error, started_s, finished_s FROM workflows"
-        f" WHERE (knot, rkey) IN (VALUES {values}) ORDER BY id",
-        [part for key in keys for part in key],
+    found: list[list[tuple[int, WorkflowRow]]] = [[] for _ in rows]
+    # A join from the keys (a row-value IN makes SQLite scan every workflow); sorted here, not by SQLite,
+    # which would sort the whole result in a temporary b-tree.
+    keys = ",".join("(?, ?, ?)" for _ in rows)
+    for pos, id_, name, status, error, started, finished in conn.execute(
+        f"WITH k(pos, knot, rkey) AS (VALUES {keys})"
+        " SELECT k.pos, w.id, w.name, w.status, w.error, w.started_s, w.finished_s"
+        " FROM k JOIN workflows w ON w.knot = k.knot AND w.rkey = k.rkey",
+        [part for i, r in enumerate(rows) for part in (i, r.knot, r.rkey)],
     ):
-        found[(knot, rkey)].append(WorkflowRow(name, status, error, started, finished))
-    return [pipeline_object(r, found[(r.knot, r.rkey)]) for r in rows]
+        found[pos].append((id_, WorkflowRow(name, status, error, started, finished)))
+    return [
+        pipeline_object(r, [w for _, w in sorted(workflows, key=_first)])
+        for r, workflows in zip(rows, found, strict=True)
+    ]
+
+
+def _first(item: tuple[int, WorkflowRow]) -> int:
+    return item[0]
 
 
 def _filters(q: PipelineQuery) -> tuple[str, list[Any]]:
