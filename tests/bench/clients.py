@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -278,8 +279,7 @@ async def grpclogs(link: Link, args: JsonDict) -> None:
 
 async def xrpc(link: Link, args: JsonDict) -> None:
     """GET each path of ``paths_file`` (JSON; after ``warmup`` untimed ones) in turn from ``base``; every answer must be 200."""
-    with open(args["paths_file"]) as handle:
-        paths: list[str] = json.load(handle)
+    paths: list[str] = json.loads(Path(args["paths_file"]).read_text())
     warmup: int = args["warmup"]
     latencies: list[int] = []
     sizes: list[int] = []
