@@ -257,9 +257,7 @@ END;
 """
 
 
-SCHEMA = kit_sqlite.Schema(
-    "", (V1, V2, _v2_backfill, V_CANCEL, V_SERVICE_AUTH_NONCES, V_CI_COUNTS)
-)
+SCHEMA = kit_sqlite.Schema("", (V1, V2, _v2_backfill, V_CANCEL, V_SERVICE_AUTH_NONCES, V_CI_COUNTS))
 
 
 def open_db(path: str) -> sqlite3.Connection:
