@@ -36,7 +36,6 @@ NOTE_STEP = -1
 """The step of tack's own notes in a workflow's log (provider step ids are never negative)."""
 
 _STATUS = {pb.STEP_STATUS_START: "start", pb.STEP_STATUS_END: "end"}
-_STREAM = {pb.LOG_STREAM_STDERR: "stderr"}
 
 
 def _bounded(text: str) -> str:
@@ -48,43 +47,58 @@ def _bounded(text: str) -> str:
     return data[:MAX_TEXT_BYTES].decode(errors="ignore")
 
 
+_CONTROL = pb.LOG_KIND_CONTROL
+_SYSTEM = pb.STEP_KIND_SYSTEM
+_STDERR = pb.LOG_STREAM_STDERR
+_SHORT = MAX_TEXT_BYTES // 4 - 1
+"""Text at most this long (in characters) is within the byte limit whatever it holds."""
+
+
 def cbor_messages(lines: Sequence[pb.LogLine], workflow: str) -> list[bytes]:
-    """One message per line of ``workflow``'s log, in order."""
+    """One message per line of ``workflow``'s log, in order.
+
+    This runs once per line served (a provider message is encoded once for
+    all its viewers): the loop reads each protobuf field once and builds one
+    dict per line, the time text once per second.
+    """
     out: list[bytes] = []
     add = out.append
+    encode = encode_dag_cbor
     second, stamp = -1, ""
     for line in lines:
-        ns = line.time_unix_nano or time.time_ns()
-        if ns // NS_PER_SECOND != second:
-            second = ns // NS_PER_SECOND
-            stamp = utc_second_text(second) + "Z"
-        if line.kind == pb.LOG_KIND_CONTROL:
-            body: dict[str, Any] = {
-                "kind": "system" if line.step_kind == pb.STEP_KIND_SYSTEM else "user",
-                "step": line.step_id,
-                "time": stamp,
-                "content": _bounded(line.content),
-                "workflow": workflow,
-            }
-            status = _STATUS.get(line.step_status)
-            if status is not None:
-                body["status"] = status
-            if line.step_command:
-                body["command"] = _bounded(line.step_command)
-            add(CONTROL_HEADER + encode_dag_cbor(body))
-        else:
+        now = (line.time_unix_nano or time.time_ns()) // NS_PER_SECOND
+        if now != second:
+            second, stamp = now, utc_second_text(now) + "Z"
+        content = line.content
+        if line.kind != _CONTROL:
+            content = content + "\n" if len(content) < _SHORT else _bounded(content + "\n")
+            stream = "stderr" if line.stream == _STDERR else "stdout"
             add(
                 DATA_HEADER
-                + encode_dag_cbor(
+                + encode(
                     {
                         "step": line.step_id,
                         "time": stamp,
-                        "stream": _STREAM.get(line.stream, "stdout"),
-                        "content": _bounded(line.content + "\n"),
+                        "stream": stream,
+                        "content": content,
                         "workflow": workflow,
                     }
                 )
             )
+            continue
+        body: dict[str, Any] = {
+            "kind": "system" if line.step_kind == _SYSTEM else "user",
+            "step": line.step_id,
+            "time": stamp,
+            "content": _bounded(content),
+            "workflow": workflow,
+        }
+        status = _STATUS.get(line.step_status)
+        if status is not None:
+            body["status"] = status
+        if line.step_command:
+            body["command"] = _bounded(line.step_command)
+        add(CONTROL_HEADER + encode(body))
     return out
 
 
