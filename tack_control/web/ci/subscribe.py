@@ -63,7 +63,7 @@ def _targets(request: web.Request) -> list[Target] | web.Response:
     rows = conn.execute(
         "SELECT id, name FROM workflows WHERE knot=? AND rkey=? ORDER BY id", (pipeline.knot, pipeline.rkey)
     ).fetchall()
-    known = {name: Target(id, pipeline.knot, pipeline.rkey, name) for id, name in rows}
+    known = {name: Target(workflow_id, pipeline.knot, pipeline.rkey, name) for workflow_id, name in rows}
     missing = [name for name in names if name not in known]
     if missing:
         return _error(400, "WorkflowNotFound", f"pipeline {rkey} has no workflow {missing[0][:100]!r}")
@@ -103,6 +103,7 @@ def make_handler(
                     await out.put(Incomplete(f"{target.name}: {exc}"))
                     return
                 except Exception as exc:
+                    metrics.CI_LOG_FOLLOWS.labels("incomplete").inc()
                     log.exception("following a workflow log failed", extra={"workflow": target.name})
                     await out.put(Incomplete(f"{target.name}: internal error ({type(exc).__name__})"))
                     return
