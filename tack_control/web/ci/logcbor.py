@@ -58,35 +58,29 @@ def cbor_messages(lines: Sequence[pb.LogLine], workflow: str) -> list[bytes]:
     """One message per line of ``workflow``'s log, in order.
 
     This runs once per line served (a provider message is encoded once for
-    all its viewers): the loop reads each protobuf field once and builds one
-    dict per line, the time text once per second.
+    all its viewers), so the loop reads each protobuf field once, reuses one
+    body dict per stream for data lines (the encoder sorts keys itself, so a
+    dict's own order plays no part) and makes the time text once per second.
     """
     out: list[bytes] = []
     add = out.append
     encode = encode_dag_cbor
+    stdout: dict[str, Any] = {"step": 0, "time": "", "stream": "stdout", "content": "", "workflow": workflow}
+    stderr = {**stdout, "stream": "stderr"}
     second, stamp = -1, ""
     for line in lines:
         now = (line.time_unix_nano or time.time_ns()) // NS_PER_SECOND
         if now != second:
             second, stamp = now, utc_second_text(now) + "Z"
+            stdout["time"] = stderr["time"] = stamp
         content = line.content
         if line.kind != _CONTROL:
-            content = content + "\n" if len(content) < _SHORT else _bounded(content + "\n")
-            stream = "stderr" if line.stream == _STDERR else "stdout"
-            add(
-                DATA_HEADER
-                + encode(
-                    {
-                        "step": line.step_id,
-                        "time": stamp,
-                        "stream": stream,
-                        "content": content,
-                        "workflow": workflow,
-                    }
-                )
-            )
+            body = stderr if line.stream == _STDERR else stdout
+            body["step"] = line.step_id
+            body["content"] = content + "\n" if len(content) < _SHORT else _bounded(content + "\n")
+            add(DATA_HEADER + encode(body))
             continue
-        body: dict[str, Any] = {
+        control: dict[str, Any] = {
             "kind": "system" if line.step_kind == _SYSTEM else "user",
             "step": line.step_id,
             "time": stamp,
@@ -95,10 +89,10 @@ def cbor_messages(lines: Sequence[pb.LogLine], workflow: str) -> list[bytes]:
         }
         status = _STATUS.get(line.step_status)
         if status is not None:
-            body["status"] = status
+            control["status"] = status
         if line.step_command:
-            body["command"] = _bounded(line.step_command)
-        add(CONTROL_HEADER + encode(body))
+            control["command"] = _bounded(line.step_command)
+        add(CONTROL_HEADER + encode(control))
     return out
 
 
