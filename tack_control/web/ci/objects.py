@@ -15,10 +15,9 @@ which is ``Z`` in a UTC container).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
-from tack_common.timefmt import NS_PER_SECOND, rfc3339_seconds
+from tack_common.timefmt import NS_PER_SECOND, utc_second_text
 from tack_control.ingest.wire import is_sha
 
 
@@ -27,8 +26,7 @@ PR_ACTIONS = frozenset({"opened", "reopened", "closed", "merged", "synchronize"}
 NULL_SHA = "0" * 40
 
 
-@dataclass(frozen=True)
-class PipelineRow:
+class PipelineRow(NamedTuple):
     """A stored pipeline, as the CI API reads it."""
 
     knot: str
@@ -39,11 +37,10 @@ class PipelineRow:
     kind: str
     commit: str
     trigger: Mapping[str, Any]
-    """The record's ``triggerMetadata`` ({} when unreadable)."""
+    """The record's ``triggerMetadata`` ({} when unreadable); only the member of ``kind`` is read."""
 
 
-@dataclass(frozen=True)
-class WorkflowRow:
+class WorkflowRow(NamedTuple):
     """A stored workflow of a pipeline."""
 
     name: str
@@ -63,7 +60,7 @@ def _detail(meta: Mapping[str, Any], name: str) -> Mapping[str, Any]:
 
 
 def _seconds(s: int) -> str:
-    return rfc3339_seconds(s * NS_PER_SECOND)
+    return utc_second_text(s) + "Z"
 
 
 def workflow_object(row: WorkflowRow) -> dict[str, Any]:
@@ -142,7 +139,7 @@ def pipeline_object(row: PipelineRow, workflows: Sequence[WorkflowRow]) -> dict[
     if row.source_repo and row.source_repo != row.repo_did:
         out["sourceRepo"] = row.source_repo
     out["commit"] = row.commit
-    out["createdAt"] = rfc3339_seconds(row.created_ns)
+    out["createdAt"] = _seconds(row.created_ns // NS_PER_SECOND)
     out["trigger"] = trigger_object(row)
     out["workflows"] = [workflow_object(w) for w in workflows]
     return out

@@ -18,7 +18,13 @@ from tack_control.web.ci.objects import PipelineRow, WorkflowRow, pipeline_objec
 from tack_control.web.ci.params import PipelineQuery
 
 
-_COLUMNS = "knot, rkey, created_ns, repo_did, source_repo, kind, commit_sha, json_extract(record, '$.triggerMetadata')"
+# The trigger details are the record's only part read: the member of triggerMetadata named by the kind.
+_MEMBERS = {"push": "push", "pull_request": "pullRequest", "manual": "manual"}
+_COLUMNS = (
+    "knot, rkey, created_ns, repo_did, source_repo, kind, commit_sha, json_extract(record, CASE kind"
+    + "".join(f" WHEN '{kind}' THEN '$.triggerMetadata.{member}'" for kind, member in _MEMBERS.items())
+    + " ELSE '$.triggerMetadata.manual' END)"
+)
 
 
 @dataclass(frozen=True)
@@ -31,14 +37,13 @@ class Page:
 
 
 def _pipeline_row(row: Sequence[Any]) -> PipelineRow:
-    knot, rkey, created, repo_did, source_repo, kind, commit, meta = row
+    knot, rkey, created, repo_did, source_repo, kind, commit, detail = row
     try:
-        trigger = json.loads(meta) if meta else {}
+        parsed = json.loads(detail) if detail else {}
     except ValueError:
-        trigger = {}
-    return PipelineRow(
-        knot, rkey, created, repo_did, source_repo, kind, commit, trigger if isinstance(trigger, dict) else {}
-    )
+        parsed = {}
+    trigger = {_MEMBERS.get(kind, "manual"): parsed} if isinstance(parsed, dict) else {}
+    return PipelineRow(knot, rkey, created, repo_did, source_repo, kind, commit, trigger)
 
 
 def _marks(n: int) -> str:
@@ -49,21 +54,20 @@ def _objects(conn: sqlite3.Connection, rows: list[PipelineRow]) -> list[dict[str
     """The lexicon objects of ``rows``, with their workflows read in one statement."""
     if not rows:
         return []
-    found: list[list[tuple[int, WorkflowRow]]] = [[] for _ in rows]
-    # A join from the keys (a row-value IN makes SQLite scan every workflow); sorted here, not by SQLite,
-    # which would sort the whole result in a temporary b-tree.
-    keys = ",".join("(?, ?, ?)" for _ in rows)
-    for pos, id_, name, status, error, started, finished in conn.execute(
-        f"WITH k(pos, knot, rkey) AS (VALUES {keys})"
-        " SELECT k.pos, w.id, w.name, w.status, w.error, w.started_s, w.finished_s"
-        " FROM k JOIN workflows w ON w.knot = k.knot AND w.rkey = k.rkey",
-        [part for i, r in enumerate(rows) for part in (i, r.knot, r.rkey)],
-    ):
-        found[pos].append((id_, WorkflowRow(name, status, error, started, finished)))
-    return [
-        pipeline_object(r, [w for _, w in sorted(workflows, key=_first)])
-        for r, workflows in zip(rows, found, strict=True)
-    ]
+    found: dict[tuple[str, str], list[tuple[int, WorkflowRow]]] = {(r.knot, r.rkey): [] for r in rows}
+    by_knot: dict[str, list[str]] = {}
+    for r in rows:
+        by_knot.setdefault(r.knot, []).append(r.rkey)
+    # One index range per knot (a page's pipelines are nearly always on one knot); sorted here, not by
+    # SQLite, which would sort the whole result in a temporary b-tree.
+    for knot, rkeys in by_knot.items():
+        for rkey, id_, name, status, error, started, finished in conn.execute(
+            "SELECT rkey, id, name, status, error, started_s, finished_s FROM workflows"
+            f" WHERE knot=? AND rkey IN ({_marks(len(rkeys))})",
+            [knot, *rkeys],
+        ):
+            found[(knot, rkey)].append((id_, WorkflowRow(name, status, error, started, finished)))
+    return [pipeline_object(r, [w for _, w in sorted(found[(r.knot, r.rkey)], key=_first)]) for r in rows]
 
 
 def _first(item: tuple[int, WorkflowRow]) -> int:
