@@ -10,6 +10,12 @@ and maps, with the header and the body filling the frame exactly. As the
 appview does, a text frame or an undecodable one is an error, and the log is
 rendered as step blocks per workflow, where data shows only after its
 step's ``start``.
+
+Why cbor2: it installs from wheels (cbrrr, the strictest DAG-CBOR decoder,
+ships only sources and needs a C compiler at install time). cbor2 itself is
+lenient (it accepts unsorted keys and long integer forms), so strictness comes
+from the byte comparison with its canonical re-encoding, and from the golden
+vectors of tests/control/test_ci_logcbor.py.
 """
 
 from __future__ import annotations
