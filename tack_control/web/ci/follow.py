@@ -114,6 +114,7 @@ class Follower:
                 wait = min(self.connect_timeout, max(0.0, deadline - time.monotonic()))
                 await asyncio.wait_for(call.initial_metadata(), wait)
                 async for message in call:
+                    attempt, deadline = 0, time.monotonic() + self.resume_window
                     if skip:
                         lines = pb.LogsResponse.FromString(message).lines
                         if skip >= len(lines):
@@ -124,7 +125,6 @@ class Follower:
                         framed = self.frames.get(message, encoding)
                     await put(framed)
                     delivered += framed.frames
-                    attempt, deadline = 0, time.monotonic() + self.resume_window
                 metrics.CI_LOG_FOLLOWS.labels("complete").inc()
                 return
             except grpc.aio.AioRpcError as exc:
