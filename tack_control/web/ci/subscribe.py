@@ -57,13 +57,14 @@ def _targets(request: web.Request) -> list[Target] | web.Response:
     except params.BadParam as exc:
         return _error(400, exc.tag, str(exc))
     conn = request.app[keys.DB]
-    pipeline = store.find(conn, rkey)
-    if pipeline is None:
+    found = store.find(conn, rkey)
+    if found is None:
         return _error(400, "PipelineNotFound", f"no pipeline {rkey} on this spindle")
+    knot, _ = found
     rows = conn.execute(
-        "SELECT id, name FROM workflows WHERE knot=? AND rkey=? ORDER BY id", (pipeline.knot, pipeline.rkey)
+        "SELECT id, name FROM workflows WHERE knot=? AND rkey=? ORDER BY id", (knot, rkey)
     ).fetchall()
-    known = {name: Target(workflow_id, pipeline.knot, pipeline.rkey, name) for workflow_id, name in rows}
+    known = {name: Target(workflow_id, knot, rkey, name) for workflow_id, name in rows}
     missing = [name for name in names if name not in known]
     if missing:
         return _error(400, "WorkflowNotFound", f"pipeline {rkey} has no workflow {missing[0][:100]!r}")
