@@ -9,6 +9,8 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from tack_common.throttle import LogThrottle
+
 
 log = logging.getLogger(__name__)
 # After a checkpoint, a WAL file larger than this is truncated back to it.
@@ -169,6 +171,7 @@ class BackgroundCheckpoints:
         self.interval = interval
         self._reader = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._stop = threading.Event()
+        self._failures = LogThrottle()
         conn.execute("PRAGMA wal_autocheckpoint=0")
         conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
         self._thread = threading.Thread(target=self._run, name="sqlite-checkpoint", daemon=True)
@@ -184,7 +187,15 @@ class BackgroundCheckpoints:
         try:
             self._reader.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
         except sqlite3.Error as exc:
-            log.warning("background checkpoint failed; next one in %ss", self.interval, exc_info=exc)
+            # A full disk fails every checkpoint until space returns: once a minute is enough to say so.
+            held = self._failures.allow(str(exc))
+            if held is not None:
+                log.warning(
+                    "background checkpoint failed; retried every %ss",
+                    self.interval,
+                    exc_info=exc,
+                    extra={"similar_not_logged": held},
+                )
 
     def close(self) -> None:
         """Stop the thread and hand checkpoints back to ``conn`` (which still runs one if due)."""

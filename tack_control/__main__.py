@@ -7,13 +7,16 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Coroutine
 
 from aiohttp import web
 
 from tack_common import logsetup
 from tack_common.env import ConfigError
 from tack_common.heap import freeze_startup_heap
+from tack_common.supervise import EXIT_STATUS
 from tack_control.config import Settings
+from tack_control.web import keys, sender
 from tack_control.web.app import build_app
 
 
@@ -32,23 +35,44 @@ def serve() -> None:
 
 
 async def run(settings: Settings) -> None:
-    """Serve inside the running loop (gRPC channels bind to it) until a signal asks to stop."""
+    """Serve inside the running loop (gRPC channels bind to it) until a signal asks to stop.
+
+    Exits with status 70 (after shutting down as for SIGTERM) when a supervised
+    task exhausted its failure budget, so that the service manager restarts tack.
+    """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    runner = web.AppRunner(build_app(settings), access_log=None, shutdown_timeout=10)
+    app = build_app(settings)
+    supervisor = app[keys.CORE].supervisor
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=10)
     await runner.setup()
     host, port = settings.listen
     await web.TCPSite(runner, host, port).start()
     freeze_startup_heap()
     log.info("serving", extra={"hostname": settings.hostname, "listen": f"{host}:{port}", "pid": os.getpid()})
     try:
-        await stop.wait()
+        await _first(stop.wait(), supervisor.failed.wait())
     finally:
         log.info("shutting down")
+        for site in list(runner.sites):
+            await site.stop()
+        await sender.go_away(app)
         await runner.cleanup()
         log.info("stopped")
+    if supervisor.gave_up is not None:
+        raise SystemExit(EXIT_STATUS)
+
+
+async def _first(*waits: Coroutine[None, None, object]) -> None:
+    """Wait until the first of ``waits`` finishes; cancel the others."""
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
 
 
 def main(argv: list[str]) -> None:

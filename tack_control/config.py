@@ -54,7 +54,10 @@ class Settings:
     jetstream_rewind_s: float = 5.0
     webhook_max_bytes: int = 1 << 20
     webhook_body_timeout_s: float = 10.0
+    webhook_queue_bytes: int = 64 << 20
     retention_days: float = 21.0
+    task_give_up_s: float = 300.0
+    fault_injection: bool = False
     log_level: str = "info"
     provider_tls_ca: bytes | None = field(default=None, repr=False)
     plc_url: str = DEFAULT_PLC_URL
@@ -108,7 +111,10 @@ class Settings:
             jetstream_rewind_s=env.number(e, "TACK_JETSTREAM_REWIND", 5.0, 0, 86400),
             webhook_max_bytes=env.integer(e, "TACK_WEBHOOK_MAX_BYTES", 1 << 20, 1024, 64 << 20),
             webhook_body_timeout_s=env.number(e, "TACK_WEBHOOK_BODY_TIMEOUT", 10.0, 0.1, 600),
+            webhook_queue_bytes=env.integer(e, "TACK_WEBHOOK_QUEUE_BYTES", 64 << 20, 1 << 20, 1 << 40),
             retention_days=env.number(e, "TACK_RETENTION_DAYS", 21.0, 0.001, 3650),
+            task_give_up_s=env.number(e, "TACK_TASK_GIVE_UP", 300.0, 1, 86400),
+            fault_injection=env.flag(e, "TACK_FAULT_INJECTION"),
             log_level=env.choice(e, "TACK_LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
             provider_tls_ca=env.file_bytes(e, "TACK_PROVIDER_TLS_CA_FILE"),
             plc_url=plc_url,

@@ -8,6 +8,8 @@ import math
 import time
 
 from tack_common.sqlite import BackgroundCheckpoints
+from tack_common.storage import WriteProbe
+from tack_common.supervise import Supervisor
 from tack_control import metrics
 from tack_control.config import Settings
 from tack_control.engine import retention
@@ -18,6 +20,7 @@ from tack_control.engine.eventlog import EventLog
 from tack_control.engine.pipelines import Pipelines
 from tack_control.engine.providers import ProviderClient, StatusWatcher
 from tack_control.engine.statuses import StatusBook
+from tack_control.engine.webhooks import WebhookForwarder, WebhookQueue
 from tack_control.identity.pds import PdsReader
 from tack_control.identity.replay import ReplayStore
 from tack_control.identity.resolver import DidResolver
@@ -40,8 +43,10 @@ class Core:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.supervisor = Supervisor(give_up_after=settings.task_give_up_s)
         self.conn = open_db(settings.db_path)
         self.checkpoints = BackgroundCheckpoints(self.conn, settings.db_path)
+        self.storage = WriteProbe(self.conn)
         self.events = EventLog(self.conn)
         self.book = StatusBook(self.conn, self.events)
         self.registry = Registry(self.conn, settings.hostname, settings.owner_did)
@@ -69,7 +74,9 @@ class Core:
             settings.default_provider,
             self.dispatcher.poke,
         )
-        self.knots = KnotConsumers(self.conn, settings.dev, self.intake.handle_frame, settings.knot_rewind_s)
+        self.knots = KnotConsumers(
+            self.conn, settings.dev, self.intake.handle_frame, settings.knot_rewind_s, self.supervisor
+        )
         self.jetstream = JetstreamIngest(
             settings.jetstream_url,
             self.registry,
@@ -94,6 +101,8 @@ class Core:
             settings.reconcile_records_interval_s,
             Limits(fetch_timeout_s=settings.reconcile_records_timeout_s),
         )
+        self.webhooks = WebhookQueue(self.conn, settings.webhook_queue_bytes)
+        self.forwarders = [WebhookForwarder(p, self.webhooks) for p in self.providers.values()]
 
     def follow_knots(self) -> None:
         """Follow exactly the knots of the repositories registered now."""
@@ -103,6 +112,24 @@ class Core:
         """A repository record changed: follow its knot, or verify it first."""
         self.follow_knots()
         self.verifier.poke()
+
+    def start(self) -> None:
+        """Start every background task, supervised (a task that fails is logged, counted and restarted)."""
+        spawn = self.supervisor.spawn
+        spawn("statuses", self.release_held_statuses)
+        spawn("dispatcher", self.dispatcher.run)
+        spawn("provider_health", self.check_providers)
+        spawn("prune", self.prune)
+        spawn("storage", self.storage.run)
+        spawn("jetstream", self.jetstream.run)
+        spawn("verifier", self.verifier.run)
+        spawn("reconciler", self.reconciler.run)
+        spawn("cancels", self.cancels.run)
+        for watcher in self.watchers:
+            spawn("watch_status", watcher.run, name=f"watch_status:{watcher.provider.name}")
+        for forwarder in self.forwarders:
+            spawn("webhook_forwarder", forwarder.run, name=f"webhook_forwarder:{forwarder.provider.name}")
+        self.follow_knots()
 
     async def release_held_statuses(self) -> None:
         """Publish statuses held for their createdAt second, as their seconds begin.
@@ -135,7 +162,8 @@ class Core:
             await asyncio.sleep(3600)
 
     async def close(self) -> None:
-        """Stop consumers and close channels and the database."""
+        """Stop every task and close channels and the database."""
+        await self.supervisor.close()
         await self.knots.close()
         await self.fetcher.close()
         await self.dispatcher.close()

@@ -26,8 +26,11 @@ from websockets.asyncio.client import connect
 from tack_common import client, health
 from tack_common.env import ConfigError
 from tack_common.pb import provider_pb2 as pb
+from tack_common.sqlite import schema_version
+from tack_common.storage import PROBE_BYTES, probe_write
 from tack_control.config import Settings
-from tack_control.engine.db import open_db
+from tack_control.engine.db import SCHEMA, open_db
+from tack_control.engine.webhooks import WebhookQueue
 from tack_control.identity.pds import PdsReader
 from tack_control.identity.resolver import DidResolver
 from tack_control.ingest.backfill import SHORT, Limits, read_did
@@ -66,20 +69,69 @@ def fail(name: str, detail: str, fix: str) -> Result:
     return Result("FAIL", name, detail, fix)
 
 
-def check_database(settings: Settings) -> Result:
-    """The database opens and takes a write."""
+def check_database(settings: Settings) -> list[Result]:
+    """The database opens at this tack's schema version and takes a real write; webhooks waiting in it."""
     name = f"database {settings.db_path}"
     try:
         conn = open_db(settings.db_path)
-        conn.execute("BEGIN IMMEDIATE")
-        conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('doctor', 'ok')")
-        conn.execute("ROLLBACK")
-        conn.close()
     except (sqlite3.Error, OSError) as exc:
-        return fail(
-            name, f"not writable ({exc})", "point TACK_DB_PATH at a writable file on persistent storage"
+        return [
+            fail(
+                name,
+                f"cannot be opened ({exc})",
+                "point TACK_DB_PATH at a writable file on persistent storage (a newer schema needs a newer tack)",
+            )
+        ]
+    try:
+        version = schema_version(conn)
+        try:
+            probe_write(conn)
+        except sqlite3.Error as exc:
+            return [
+                fail(
+                    name,
+                    f"cannot be written ({exc})",
+                    "free disk space, or point TACK_DB_PATH at a writable file on persistent storage",
+                )
+            ]
+        waiting = WebhookQueue(conn, 0).pending()
+    finally:
+        conn.close()
+    results = [
+        ok(name, f"writable ({PROBE_BYTES >> 10} KiB probe), schema version {version}/{SCHEMA.version}")
+    ]
+    for provider, queued in sorted(waiting.items()):
+        results.append(
+            ok(
+                f"webhooks for {provider}",
+                f"{queued['queued']} stored, waiting for the provider (oldest {queued['oldest_s']:.0f}s old)",
+            )
         )
-    return ok(name, "writable")
+    return results
+
+
+async def check_running(settings: Settings) -> Result:
+    """A control plane running here on TACK_LISTEN_ADDR: its readiness (what /readyz says)."""
+    host, port = settings.listen
+    host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    url = f"http://{host}:{port}/readyz"
+    name = f"running control plane {url}"
+    try:
+        timeout = aiohttp.ClientTimeout(total=TIMEOUT_S)
+        async with aiohttp.ClientSession(timeout=timeout) as session, session.get(url) as resp:
+            body = await resp.json(content_type=None)
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        return Result(
+            "skip", name, f"not answering here ({type(exc).__name__}); the other checks still apply"
+        )
+    if isinstance(body, dict) and body.get("ready") is True:
+        return ok(name, "ready")
+    problems = body.get("problems") if isinstance(body, dict) else None
+    return fail(
+        name,
+        "not ready: " + "; ".join(str(p) for p in problems or ["(no reason given)"]),
+        "see /healthz?verbose=1 and the README's troubleshooting table",
+    )
 
 
 async def check_provider(name: str, address: str, tls_ca: bytes | None = None) -> Result:
@@ -349,7 +401,7 @@ async def run_checks(environ: Mapping[str, str]) -> list[Result]:
         ]
     results = [
         ok("configuration", f"hostname {settings.hostname}, owner {settings.owner_did}"),
-        check_database(settings),
+        *check_database(settings),
     ]
     if not settings.providers:
         results.append(
@@ -368,6 +420,7 @@ async def run_checks(environ: Mapping[str, str]) -> list[Result]:
         lambda: check_jetstream(settings),
         lambda: check_plc(settings),
         lambda: check_owner(settings),
+        lambda: check_running(settings),
     ]
     results.extend(await asyncio.gather(*(c() for c in checks)))
     plc = next(r for r in results if r.name.startswith("plc directory"))

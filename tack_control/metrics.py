@@ -73,6 +73,14 @@ WS_FRAMES = Counter("tack_ws_frames_sent_total", "Frames sent on WebSockets.", [
 WS_CLOSED_SLOW = Counter(
     "tack_ws_closed_slow_total", "WebSockets closed because the client did not read.", ["endpoint"]
 )
+WS_WRITER_ERRORS = Counter(
+    "tack_ws_writer_errors_total", "WebSockets closed with 1011 because their writer failed.", ["endpoint"]
+)
+WS_CLOSE_HANDSHAKES = Counter(
+    "tack_ws_close_handshakes_total",
+    "WebSockets closed by tack, by whether the client's close reply came before the TCP close (replied, no_reply).",
+    ["endpoint", "outcome"],
+)
 LOGS_REQUESTS = Counter("tack_logs_requests_total", "/logs requests by result.", ["result"])
 LOGS_MESSAGES = Counter(
     "tack_logs_messages_total",
@@ -90,7 +98,32 @@ CI_LOG_FOLLOWS = Counter(
     ["outcome"],
 )
 WEBHOOKS = Counter(
-    "tack_webhooks_total", "Webhook requests by provider and HTTP status.", ["provider", "code"]
+    "tack_webhooks_total",
+    "Webhook requests by provider and the HTTP status tack answered.",
+    ["provider", "code"],
+)
+WEBHOOKS_FORWARDED = Counter(
+    "tack_webhooks_forwarded_total",
+    "Stored webhook deliveries handed to their provider, by the provider's HTTP answer.",
+    ["provider", "code"],
+)
+WEBHOOKS_DROPPED = Counter(
+    "tack_webhooks_dropped_total",
+    "Stored webhook deliveries dropped unforwarded (queue_full, refused, unreadable).",
+    ["provider", "reason"],
+)
+WEBHOOKS_QUEUED = Gauge(
+    "tack_webhooks_queued", "Webhook deliveries stored, waiting for their provider.", ["provider"]
+)
+INPUT_EVENT_AGE = Gauge(
+    "tack_input_last_event_age_seconds",
+    "Seconds since an input stream delivered its last frame (knots: the quietest followed knot).",
+    ["stream"],
+)
+INPUT_DISCONNECTED = Gauge(
+    "tack_input_disconnected_seconds",
+    "Seconds an input stream has been without a connection, 0 while connected (knots: the longest).",
+    ["stream"],
 )
 HTTP_REJECTED = Counter("tack_http_rejected_total", "Requests refused before reaching a handler.", ["reason"])
 OUTBOUND_FETCHES = Counter(

@@ -13,11 +13,13 @@ or no connection at all).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from typing import Any
 
 from tack_common import backoff, status as st
+from tack_common.supervise import Supervisor
 from tack_provider_buildkite import metrics
 from tack_provider_buildkite.api import ApiError, BuildkiteClient, OutcomeUnknown, Unreachable
 from tack_provider_buildkite.build_request import meta_data_for
@@ -43,7 +45,9 @@ class Creator:
         tracker: Tracker,
         ready: asyncio.Event,
         create_timeout: float,
+        supervisor: Supervisor | None = None,
     ) -> None:
+        self.supervisor = supervisor or Supervisor()
         self.store = store
         self.book = book
         self.client = client
@@ -57,7 +61,13 @@ class Creator:
         """Start creating the run's build unless that is already under way."""
         if run_id in self._tasks:
             return
-        task = asyncio.create_task(self._create(run_id, search_first), name=f"buildkite-create-{run_id}")
+        # Supervised: a creation that fails unexpectedly is restarted; its stored phase says what to do next.
+        task = self.supervisor.spawn(
+            "buildkite_create",
+            functools.partial(self._create, run_id, search_first),
+            name=f"buildkite_create:{run_id}",
+            forever=False,
+        )
         self._tasks[run_id] = task
         task.add_done_callback(lambda _: self._forget(run_id))
 

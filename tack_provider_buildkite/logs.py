@@ -35,6 +35,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from tack_common import loglines
 from tack_common.notify import Notifier
 from tack_common.pb import provider_pb2 as pb
+from tack_common.supervise import Supervisor
 from tack_provider_buildkite import metrics
 from tack_provider_buildkite.api import ApiError, Reply, Unreachable
 from tack_provider_buildkite.logtext import LogCleaner, LogText
@@ -116,20 +117,25 @@ class Shared(Generic[K, W]):
 class BuildFeed:
     """The latest REST view of one build (with jobs), refreshed every ``interval`` until it is final."""
 
-    def __init__(self, fetch: Callable[[], Awaitable[JSONDict | None]], interval: float) -> None:
+    def __init__(
+        self,
+        fetch: Callable[[], Awaitable[JSONDict | None]],
+        interval: float,
+        supervisor: Supervisor | None = None,
+        name: str = "",
+    ) -> None:
         self._fetch = fetch
         self.interval = interval
         self.build: JSONDict | None = None
         self.changed = Notifier()
-        self._task: asyncio.Task[None] | None = None
+        self.supervisor = supervisor or Supervisor()
+        self.name = f"buildkite_feed:{name or format(id(self), 'x')}"
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
+        self.supervisor.spawn("buildkite_feed", self._run, name=self.name, forever=False)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await self.supervisor.stop(self.name)
 
     def job(self, job_id: str) -> JSONDict | None:
         """The job's latest state."""
@@ -166,9 +172,16 @@ class JobTail:
     """
 
     def __init__(
-        self, feed: BuildFeed, job_id: str, fetch: Callable[[int | None], Awaitable[Reply]], interval: float
+        self,
+        feed: BuildFeed,
+        job_id: str,
+        fetch: Callable[[int | None], Awaitable[Reply]],
+        interval: float,
+        supervisor: Supervisor | None = None,
     ) -> None:
         self.feed = feed
+        self.supervisor = supervisor or feed.supervisor
+        self.name = f"buildkite_log_tail:{job_id}:{id(self):x}"
         self.job_id = job_id
         self._fetch = fetch
         self.interval = interval
@@ -179,17 +192,14 @@ class JobTail:
         self._seen = 0
         self._growth = 0
         self._ranges = True
-        self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         metrics.LOG_TAILS.inc()
-        self._task = asyncio.create_task(self._run())
+        self.supervisor.spawn("buildkite_log_tail", self._run, name=self.name, forever=False)
 
     async def stop(self) -> None:
         metrics.LOG_TAILS.dec()
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await self.supervisor.stop(self.name)
 
     def _take(self, reply: Reply) -> bytes:
         """New bytes of a full-log answer."""
@@ -376,7 +386,13 @@ class LogView:
             return
 
         def make() -> JobTail:
-            return JobTail(self.feed, job_id, lambda suffix: self.fetch_log(job_id, suffix), self.interval)
+            return JobTail(
+                self.feed,
+                job_id,
+                lambda suffix: self.fetch_log(job_id, suffix),
+                self.interval,
+                self.feed.supervisor,
+            )
 
         async with self.tails.use((self.build_id, job_id), make) as tail:
             index = 0

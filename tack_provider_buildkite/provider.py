@@ -49,7 +49,7 @@ class BuildkiteProvider(Provider):
         self.tracker = Tracker(store, self.book, self.client, settings.poll_interval)
         self._ready = asyncio.Event()
         self.creator = Creator(
-            store, self.book, self.client, self.tracker, self._ready, settings.create_timeout
+            store, self.book, self.client, self.tracker, self._ready, settings.create_timeout, self.supervisor
         )
         self.webhooks = WebhookHandler(
             store,
@@ -61,7 +61,6 @@ class BuildkiteProvider(Provider):
         )
         self.feeds: Shared[str, BuildFeed] = Shared()
         self.tails: Shared[tuple[str, str], JobTail] = Shared()
-        self._tasks: list[asyncio.Task[None]] = []
         self.fatal: str | None = None
 
     # Lifecycle
@@ -69,17 +68,16 @@ class BuildkiteProvider(Provider):
     async def startup(self) -> None:
         """Check the token and org in the background; resume creating builds and polling."""
         await self.client.open()
-        self._tasks.append(asyncio.create_task(self._check_access(), name="buildkite-check"))
-        self._tasks.append(asyncio.create_task(self._poll_when_ready(), name="buildkite-poll"))
+        self.supervisor.spawn("buildkite_check", self._check_access, forever=False)
+        self.supervisor.spawn("buildkite_poller", self._poll_when_ready)
         for run in self.store.active():
             if run.data.get("build") is None and run.data.get("phase") != REJECTED:
                 self.creator.launch(run.id, search_first=True)
 
     async def shutdown(self) -> None:
         """Stop background work; every run's state is durable and resumes at the next start."""
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.supervisor.stop("buildkite_check")
+        await self.supervisor.stop("buildkite_poller")
         await self.creator.stop()
         await self.client.close()
 
@@ -184,7 +182,7 @@ class BuildkiteProvider(Provider):
         interval = self.settings.log_poll_interval
 
         def make_feed() -> BuildFeed:
-            return BuildFeed(lambda: self.tracker.read(run.id, "logs"), interval)
+            return BuildFeed(lambda: self.tracker.read(run.id, "logs"), interval, self.supervisor, ref.id)
 
         async with self.feeds.use(ref.id, make_feed) as feed:
             view = LogView(

@@ -1,8 +1,10 @@
 """Buildkite build and job states, and what they mean for Tangled (docs/buildkite-api.md §5), free of I/O.
 
 The build's state decides the workflow's status; the event name of a webhook
-never does. ``blocked`` builds read as ``pending`` (waiting on a person), a
-``failed`` build with a ``timed_out``/``expired`` job is a ``timeout``, and
+never does. A build waiting on a block step reads as ``pending`` until a job
+has run and as ``running`` after (a running workflow that reaches a block
+step stays running), a ``failed`` build with a ``timed_out``/``expired`` job
+is a ``timeout``, ``waiting_failed`` is ``failed``, and
 ``canceled``/``skipped``/``not_run`` builds are ``cancelled``.
 """
 
@@ -99,11 +101,17 @@ def _failed_verdict(build: Mapping[str, Any]) -> Verdict:
     return Verdict(st.FAILED, "build failed")
 
 
+def has_started(build: Mapping[str, Any]) -> bool:
+    """Whether any of the build's work has begun (the build, or one of its jobs, has a start time)."""
+    return bool(build.get("started_at")) or any(job.get("started_at") for job in _jobs(build))
+
+
 def build_verdict(build: Mapping[str, Any]) -> Verdict:
     """The workflow status a build's state stands for."""
     state = build.get("state")
     if is_blocked(build) and state in ("passed", "failed", "blocked", None):
-        return Verdict(st.PENDING)
+        # Waiting on a person: not started yet if no job ran; a build already under way stays running.
+        return Verdict(st.RUNNING if has_started(build) else st.PENDING)
     if state in BUILD_PENDING:
         return Verdict(st.PENDING)
     if state in BUILD_RUNNING:

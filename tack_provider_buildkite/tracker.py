@@ -3,7 +3,10 @@
 Statuses only move forward (the kit's store refuses regressions), so late,
 duplicated or reordered observations are harmless. A terminal status is only
 published from a REST read of the build with its jobs: a webhook saying
-"finished" makes the build due for such a read instead.
+"finished" makes the build due for such a read instead. A terminal status is
+final: a build Buildkite runs again after it finished (a job retried, a late
+unblock) is noted once (log and ``tack_buildkite_builds_total{outcome="reopened"}``)
+and not reported; run the pipeline again from Tangled for a new status.
 
 Polling is budgeted: a build is read when a webhook asks for confirmation,
 after a cancel, or when nothing was heard about it for ``poll_interval``
@@ -26,7 +29,7 @@ from tack_common import status as st
 from tack_provider_buildkite import metrics
 from tack_provider_buildkite.api import ApiError, BuildkiteClient, Unreachable
 from tack_provider_buildkite.runs import BuildRef, RunBook
-from tack_provider_buildkite.states import build_verdict
+from tack_provider_buildkite.states import build_is_final, build_verdict
 from tack_provider_kit.store import ProviderStore
 
 
@@ -59,11 +62,14 @@ class Tracker:
         self._cancel_sent: dict[int, float] = {}
         self._state: dict[int, tuple[object, bool]] = {}
         self._quiet: dict[int, int] = {}
+        self._reopened: set[int] = set()
 
     def observe(self, run_id: int, build: Mapping[str, Any], *, rest: bool) -> None:
         """Apply a build's state to its run (``rest``: read from the API, not a webhook payload)."""
         run = self.store.get_by_id(run_id)
         if run is None or run.terminal:
+            if run is not None and not build_is_final(build):
+                self._note_reopened(run_id, str(run.key), build)
             self._forget(run_id)
             return
         self._heard[run_id] = self.clock()
@@ -92,6 +98,18 @@ class Tracker:
             )
         if st.is_terminal(verdict.status):
             self._forget(run_id)
+
+    def _note_reopened(self, run_id: int, key: str, build: Mapping[str, Any]) -> None:
+        if run_id in self._reopened:
+            return
+        if len(self._reopened) > 10_000:
+            self._reopened.clear()
+        self._reopened.add(run_id)
+        metrics.BUILDS.labels("reopened").inc()
+        log.info(
+            "a finished build runs again in Buildkite; the workflow keeps its final status",
+            extra={"run": key, "build_state": str(build.get("state"))},
+        )
 
     def _forget(self, run_id: int) -> None:
         for memory in (self._heard, self._cancel_sent, self._state, self._quiet):
@@ -175,19 +193,29 @@ class Tracker:
         return picked
 
     async def run(self) -> None:
-        """The reconciliation loop (runs until cancelled); reads run concurrently, a few at a time."""
+        """The reconciliation loop (runs until cancelled); reads run concurrently, a few at a time.
+
+        A read that fails unexpectedly (the database refused a write) ends the
+        loop with its error: run it supervised; builds are read again after the restart.
+        """
         limit = asyncio.Semaphore(CONCURRENT_READS)
         inflight: dict[int, asyncio.Task[None]] = {}
+        failures: list[Exception] = []
 
         async def one(run_id: int, reason: str) -> None:
             try:
                 async with limit:
                     await self.read(run_id, reason)
+            except Exception as exc:
+                failures.append(exc)
+                self._wake.set()
             finally:
                 inflight.pop(run_id, None)
 
         try:
             while True:
+                if failures:
+                    raise failures[0]
                 for run_id, reason in self._pick().items():
                     if run_id in inflight:
                         if reason != "poll":

@@ -7,7 +7,10 @@ is found by its UUID, else by the run key in its meta-data (adopting it: the
 mapping is rebuilt after a crash between create and record). Everything the
 delivery changes is stored before the answer; a terminal state is only
 noted, to be confirmed by a REST read. An exact replay of a signed delivery
-inside the freshness window is answered but not processed again.
+inside the freshness window is answered but not processed again. A signature's
+freshness is measured from when the control plane received the delivery
+(``received_at``): it stores deliveries while this provider is unreachable and
+forwards them later.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from tack_common.pb import provider_pb2 as pb
+from tack_common.timefmt import ns_from_timestamp
 from tack_provider_buildkite import metrics, webhook_auth
 from tack_provider_buildkite.build_request import key_from_meta_data
 from tack_provider_buildkite.runs import BuildRef, RunBook
@@ -86,9 +90,11 @@ class WebhookHandler:
                 413, "too_large", {"error": "TooLarge", "message": f"limit is {self.max_bytes} bytes"}
             )
         headers = [(h.name, h.value) for h in request.headers]
+        now = self.clock()
+        received = ns_from_timestamp(request.received_at) / 1e9 if request.HasField("received_at") else now
         try:
             replay_key = webhook_auth.authenticate(
-                self.mode, headers, request.body, self._secret, self.clock()
+                self.mode, headers, request.body, self._secret, min(received, now)
             )
         except webhook_auth.AuthError as exc:
             log.warning("webhook refused", extra={"reason": str(exc), "remote": request.remote_addr})

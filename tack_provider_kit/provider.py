@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Sequence
 
 from tack_common import status as st
 from tack_common.pb import provider_pb2 as pb
+from tack_common.supervise import Supervisor
 from tack_provider_kit.store import JSONDict, ProviderStore, Run
 
 
@@ -34,6 +35,8 @@ class Provider(abc.ABC):
 
     def __init__(self, store: ProviderStore) -> None:
         self.store = store
+        self.supervisor = Supervisor()
+        """Runs every background task of the provider (the server reports NOT_SERVING while one is down)."""
 
     async def startup(self) -> None:  # noqa: B027 - optional hook
         """Prepare before the server reports SERVING (check credentials, resume runs...)."""
@@ -55,7 +58,8 @@ class Provider(abc.ABC):
 
     @abc.abstractmethod
     async def start(self, run: Run) -> None:
-        """Begin a newly accepted run in the background and return promptly."""
+        """Begin a newly accepted run in the background and return promptly (run background work with
+        ``self.supervisor.spawn``, so that a failure is logged, counted and restarted)."""
 
     @abc.abstractmethod
     def log(self, run: Run) -> AsyncIterator[Sequence[pb.LogLine] | pb.LogsResponse]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, NoReturn
 
@@ -10,6 +11,7 @@ import grpc
 
 from tack_common.client import OUTBOX_ID_HEADER
 from tack_common.pb import provider_pb2 as pb, provider_pb2_grpc as pb_grpc
+from tack_common.throttle import LogThrottle
 from tack_provider_kit import metrics
 from tack_provider_kit.provider import InvalidArgument, Provider, Unavailable
 from tack_provider_kit.store import RunKey
@@ -22,6 +24,24 @@ async def abort(context: grpc.aio.ServicerContext[Any, Any], code: grpc.StatusCo
     """End the call with ``code``; never returns."""
     await context.abort(code, message)
     raise AssertionError("unreachable: abort raises")
+
+
+_storage_failures = LogThrottle()
+
+
+async def storage_unavailable(context: grpc.aio.ServicerContext[Any, Any], exc: sqlite3.Error) -> NoReturn:
+    """End the call with UNAVAILABLE because the database failed (full disk, I/O error): the caller retries.
+
+    Without this the call would end UNKNOWN, which the control plane takes as
+    a refusal (a Spawn would fail its workflows for good).
+    """
+    held = _storage_failures.allow(type(exc).__name__)
+    if held is not None:
+        log.error(
+            "provider database failed; answering UNAVAILABLE",
+            extra={"error": str(exc)[:200], "similar_not_logged": held},
+        )
+    await abort(context, grpc.StatusCode.UNAVAILABLE, f"provider storage unavailable: {exc}")
 
 
 MAX_LINES_PER_MESSAGE = 1000
@@ -123,7 +143,12 @@ class ProviderServicer(pb_grpc.ProviderServicer):
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except Unavailable as exc:
             await abort(context, grpc.StatusCode.UNAVAILABLE, str(exc))
-        results = self.store.create(entries)
+        except sqlite3.Error as exc:
+            await storage_unavailable(context, exc)
+        try:
+            results = self.store.create(entries)  # one transaction: on failure nothing was accepted
+        except sqlite3.Error as exc:
+            await storage_unavailable(context, exc)
         acceptances = []
         for run, created in results:
             if created:
@@ -185,14 +210,20 @@ class ProviderServicer(pb_grpc.ProviderServicer):
             return pb.CancelResponse(status=await self.provider.cancel(run))
         except Unavailable as exc:
             await abort(context, grpc.StatusCode.UNAVAILABLE, str(exc))
+        except sqlite3.Error as exc:
+            await storage_unavailable(context, exc)
 
     async def HandleWebhook(
         self,
         request: pb.HandleWebhookRequest,
         context: grpc.aio.ServicerContext[pb.HandleWebhookRequest, pb.HandleWebhookResponse],
     ) -> pb.HandleWebhookResponse:
-        """Let the provider answer the forwarded HTTP request."""
-        return await self.provider.handle_webhook(request)
+        """Let the provider answer the forwarded HTTP request (UNAVAILABLE when its database fails: the
+        control plane forwards it again later)."""
+        try:
+            return await self.provider.handle_webhook(request)
+        except sqlite3.Error as exc:
+            await storage_unavailable(context, exc)
 
     async def Describe(
         self,

@@ -55,7 +55,15 @@ CREATE TABLE IF NOT EXISTS status_log (
 );
 """
 
-SCHEMA = sqlite.Schema("", (V1,))
+# The readiness write probe's scratch rows (tack_common/storage.py).
+V_WRITE_PROBE = """
+CREATE TABLE write_probe (
+    id INTEGER PRIMARY KEY,
+    data BLOB NOT NULL
+);
+"""
+
+SCHEMA = sqlite.Schema("", (V1, V_WRITE_PROBE))
 
 JSONDict = dict[str, Any]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import math
@@ -124,7 +125,10 @@ class StubProvider(Provider):
         if run_id in self._tasks:
             return
         self._cancel[run_id] = asyncio.Event()
-        task = asyncio.create_task(self._execute(run_id), name=f"stub-run-{run_id}")
+        # Supervised: a run whose execution fails (a full disk) is restarted and resumes from its stored state.
+        task = self.supervisor.spawn(
+            "stub_run", functools.partial(self._execute, run_id), name=f"stub_run:{run_id}", forever=False
+        )
         self._tasks[run_id] = task
         task.add_done_callback(lambda _: self._forget(run_id))
 

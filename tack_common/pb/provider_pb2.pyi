@@ -966,6 +966,7 @@ class HandleWebhookRequest(_message.Message):
     HEADERS_FIELD_NUMBER: _builtins.int
     BODY_FIELD_NUMBER: _builtins.int
     REMOTE_ADDR_FIELD_NUMBER: _builtins.int
+    RECEIVED_AT_FIELD_NUMBER: _builtins.int
     method: _builtins.str
     """HTTP method, e.g. "POST"."""
     path: _builtins.str
@@ -978,6 +979,13 @@ class HandleWebhookRequest(_message.Message):
     def headers(self) -> _containers.RepeatedCompositeFieldContainer[Global___Header]:
         """Every request header, in order."""
 
+    @_builtins.property
+    def received_at(self) -> _timestamp_pb2.Timestamp:
+        """When the control plane received the request. A delivery is forwarded
+        after a delay while the provider was unreachable: time-based checks
+        (such as a signature's freshness window) should measure from this time.
+        """
+
     def __init__(
         self,
         *,
@@ -986,10 +994,11 @@ class HandleWebhookRequest(_message.Message):
         headers: _abc.Iterable[Global___Header] | None = ...,
         body: _builtins.bytes = ...,
         remote_addr: _builtins.str = ...,
+        received_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["received_at", b"received_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "headers", b"headers", "method", b"method", "path", b"path", "remote_addr", b"remote_addr"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "headers", b"headers", "method", b"method", "path", b"path", "received_at", b"received_at", "remote_addr", b"remote_addr"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

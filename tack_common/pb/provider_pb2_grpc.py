@@ -117,8 +117,12 @@ class ProviderServicer:
 
     def HandleWebhook(self, request, context):
         """An HTTP request the control plane received on /webhooks/<provider>,
-        forwarded verbatim. The provider authenticates it and says what to
-        answer.
+        forwarded verbatim. The provider authenticates it and says what its
+        answer is. The control plane stores each delivery before answering the
+        sender (202) and forwards it once the provider is reachable, in order and
+        at least once: a delivery may arrive late (see received_at) or twice, so
+        handling must be idempotent. UNAVAILABLE: transient; forwarded again
+        later.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

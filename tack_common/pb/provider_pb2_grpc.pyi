@@ -76,8 +76,12 @@ class ProviderStub:
     """
     HandleWebhook: _grpc.UnaryUnaryMultiCallable[_provider_pb2.HandleWebhookRequest, _provider_pb2.HandleWebhookResponse]
     """An HTTP request the control plane received on /webhooks/<provider>,
-    forwarded verbatim. The provider authenticates it and says what to
-    answer.
+    forwarded verbatim. The provider authenticates it and says what its
+    answer is. The control plane stores each delivery before answering the
+    sender (202) and forwards it once the provider is reachable, in order and
+    at least once: a delivery may arrive late (see received_at) or twice, so
+    handling must be idempotent. UNAVAILABLE: transient; forwarded again
+    later.
     """
     Describe: _grpc.UnaryUnaryMultiCallable[_provider_pb2.DescribeRequest, _provider_pb2.DescribeResponse]
     """Who this provider is and what it can do."""
@@ -116,8 +120,12 @@ class ProviderAsyncStub(ProviderStub):
     """
     HandleWebhook: _aio.UnaryUnaryMultiCallable[_provider_pb2.HandleWebhookRequest, _provider_pb2.HandleWebhookResponse]  # type: ignore[assignment]
     """An HTTP request the control plane received on /webhooks/<provider>,
-    forwarded verbatim. The provider authenticates it and says what to
-    answer.
+    forwarded verbatim. The provider authenticates it and says what its
+    answer is. The control plane stores each delivery before answering the
+    sender (202) and forwards it once the provider is reachable, in order and
+    at least once: a delivery may arrive late (see received_at) or twice, so
+    handling must be idempotent. UNAVAILABLE: transient; forwarded again
+    later.
     """
     Describe: _aio.UnaryUnaryMultiCallable[_provider_pb2.DescribeRequest, _provider_pb2.DescribeResponse]  # type: ignore[assignment]
     """Who this provider is and what it can do."""
@@ -183,8 +191,12 @@ class ProviderServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_provider_pb2.HandleWebhookResponse, _abc.Awaitable[_provider_pb2.HandleWebhookResponse]]:
         """An HTTP request the control plane received on /webhooks/<provider>,
-        forwarded verbatim. The provider authenticates it and says what to
-        answer.
+        forwarded verbatim. The provider authenticates it and says what its
+        answer is. The control plane stores each delivery before answering the
+        sender (202) and forwards it once the provider is reachable, in order and
+        at least once: a delivery may arrive late (see received_at) or twice, so
+        handling must be idempotent. UNAVAILABLE: transient; forwarded again
+        later.
         """
 
     @_abc_1.abstractmethod

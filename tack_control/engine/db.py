@@ -75,7 +75,7 @@ CREATE TABLE IF NOT EXISTS workflows (
 );
 CREATE INDEX IF NOT EXISTS workflows_to_dispatch ON workflows (dispatch, next_attempt_ns);
 CREATE INDEX IF NOT EXISTS workflows_by_status ON workflows (status, updated_ns);
--- Statuses accepted by the state machine but not yet published (see eventlog.py).
+-- Statuses accepted by the state machine but held for their createdAt second (see statuses.py).
 CREATE TABLE IF NOT EXISTS status_queue (
     id INTEGER PRIMARY KEY,
     workflow_id INTEGER NOT NULL REFERENCES workflows (id) ON DELETE CASCADE,
@@ -256,8 +256,32 @@ WHEN OLD.repo_did <> NEW.repo_did OR OLD.kind <> NEW.kind BEGIN
 END;
 """
 
+# Webhook deliveries stored until their provider takes them (web/webhooks.py), oldest first.
+V_WEBHOOK_QUEUE = """
+CREATE TABLE webhook_queue (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    provider TEXT NOT NULL,
+    received_ns INTEGER NOT NULL,
+    -- The HandleWebhookRequest to send, serialized.
+    request BLOB NOT NULL,
+    size INTEGER NOT NULL
+);
+CREATE INDEX webhook_queue_by_provider ON webhook_queue (provider, id, size);
+"""
 
-SCHEMA = kit_sqlite.Schema("", (V1, V2, _v2_backfill, V_CANCEL, V_SERVICE_AUTH_NONCES, V_CI_COUNTS))
+# The readiness write probe's scratch rows (tack_common/storage.py).
+V_WRITE_PROBE = """
+CREATE TABLE write_probe (
+    id INTEGER PRIMARY KEY,
+    data BLOB NOT NULL
+);
+"""
+
+
+SCHEMA = kit_sqlite.Schema(
+    "",
+    (V1, V2, _v2_backfill, V_CANCEL, V_SERVICE_AUTH_NONCES, V_CI_COUNTS, V_WEBHOOK_QUEUE, V_WRITE_PROBE),
+)
 
 
 def open_db(path: str) -> sqlite3.Connection:

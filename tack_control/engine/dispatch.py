@@ -23,6 +23,7 @@ import grpc
 from tack_common import backoff, status as st
 from tack_common.notify import Notifier
 from tack_common.pb import provider_pb2 as pb
+from tack_common.throttle import LogThrottle
 from tack_control import metrics
 from tack_control.engine.providers import RETRYABLE, ProviderClient
 from tack_control.engine.statuses import StatusBook, pipeline_uri
@@ -153,6 +154,8 @@ class Dispatcher:
         self.inflight: set[int] = set()
         self.slots = asyncio.Semaphore(concurrency)
         self.tasks: set[asyncio.Task[None]] = set()
+        self._failure: Exception | None = None
+        self.retry_logs = LogThrottle()
 
     def poke(self) -> None:
         """New work was queued."""
@@ -189,9 +192,13 @@ class Dispatcher:
         return max(0.0, min(5.0, (int(row[0]) - time.time_ns()) / 1e9))
 
     async def run(self) -> None:
-        """Dispatch forever."""
+        """Dispatch forever; a delivery that could not even be put back in the queue ends it (run it
+        supervised: the workflows stay queued in the database and are dispatched after the restart)."""
         last_reconcile = 0.0
         while True:
+            if self._failure is not None:
+                failure, self._failure = self._failure, None
+                raise failure
             if time.monotonic() - last_reconcile > min(60.0, self.reconcile_after_s / 2):
                 self.reconcile()
                 last_reconcile = time.monotonic()
@@ -218,9 +225,14 @@ class Dispatcher:
     async def _deliver(self, rows: list[Queued]) -> None:
         try:
             await self._spawn(rows)
-        except Exception:
-            log.exception("dispatch failed", extra={"knot": rows[0].knot, "rkey": rows[0].rkey})
-            self._retry(rows, "internal error while dispatching")
+        except Exception as exc:
+            try:
+                self._retry(rows, "internal error while dispatching")
+            except Exception:
+                # The database refuses writes too (full disk?): fail the dispatcher, which restarts with backoff.
+                self._failure = exc
+            else:
+                log.exception("dispatch failed", extra={"knot": rows[0].knot, "rkey": rows[0].rkey})
         finally:
             self.inflight.difference_update(r.id for r in rows)
             self.slots.release()
@@ -292,10 +304,19 @@ class Dispatcher:
             self._fail(rows, f"{reason}; gave up after {self.give_up_s:.0f}s")
             return
         retry_at = now + int(backoff.delay(attempts, base=0.5, cap=30) * 1e9)
-        log.warning(
-            "spawn will be retried",
-            extra={"knot": rows[0].knot, "rkey": rows[0].rkey, "reason": reason[:300], "attempts": attempts},
-        )
+        # A provider that is down fails every delivery the same way: one line a minute says so.
+        held = self.retry_logs.allow((rows[0].provider, reason))
+        if held is not None:
+            log.warning(
+                "spawn will be retried",
+                extra={
+                    "knot": rows[0].knot,
+                    "rkey": rows[0].rkey,
+                    "reason": reason[:300],
+                    "attempts": attempts,
+                    "similar_not_logged": held,
+                },
+            )
         with self.book.transaction() as conn:
             conn.executemany(
                 "UPDATE workflows SET attempts=?, next_attempt_ns=? WHERE id=?",

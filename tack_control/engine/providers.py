@@ -126,7 +126,8 @@ class StatusWatcher:
         return not replaced
 
     async def run(self) -> None:
-        """Watch forever, reopening the stream from the persisted seq after any failure."""
+        """Watch forever, reopening the stream from the persisted seq when it fails; anything else raised
+        (applying an update failed) ends it: run it supervised, it resumes from the persisted seq."""
         attempt = 0
         name = self.provider.name
         while True:
@@ -156,8 +157,6 @@ class StatusWatcher:
                     "provider status stream lost",
                     extra={"provider": name, "code": exc.code().name, "detail": (exc.details() or "")[:200]},
                 )
-            except Exception:
-                log.exception("applying provider statuses failed", extra={"provider": name})
             finally:
                 call.cancel()
                 self.connected.clear()

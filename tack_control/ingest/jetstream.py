@@ -22,6 +22,7 @@ from tack_common import backoff
 from tack_control import metrics
 from tack_control.engine.db import get_meta, set_meta
 from tack_control.engine.statuses import StatusBook
+from tack_control.ingest.lag import StreamLag
 from tack_control.ingest.registry import COLLECTIONS, Registry
 from tack_control.ingest.wire import MAX_FRAME_BYTES, BadRecord, parse_jetstream
 
@@ -62,6 +63,7 @@ class JetstreamIngest:
         self.on_members_changed = on_members_changed
         self.rewind_us = int(rewind_s * 1_000_000)
         self.connected = asyncio.Event()
+        self.lag = StreamLag()
 
     def cursor(self) -> int | None:
         """Where to resume: the saved cursor minus the rewind; None (live) when unknown or stale."""
@@ -74,7 +76,7 @@ class JetstreamIngest:
         return max(0, cursor - self.rewind_us)
 
     async def run(self) -> None:
-        """Ingest forever, reconnecting with backoff."""
+        """Ingest forever, reconnecting with backoff; anything else raised ends it (run it supervised)."""
         attempt = 0
         while True:
             url = subscribe_url(self.url, self.cursor())
@@ -88,15 +90,15 @@ class JetstreamIngest:
                     proxy=None,
                 ) as ws:
                     attempt = 0
+                    self.lag.on_connect()
                     metrics.JETSTREAM_CONNECTED.set(1)
                     self.connected.set()
                     log.info("jetstream connected", extra={"url": url})
                     await self._consume(ws)
             except (OSError, TimeoutError, websockets.exceptions.WebSocketException) as exc:
                 log.warning("jetstream connection lost", extra={"error": str(exc)[:200]})
-            except Exception:
-                log.exception("jetstream ingest failed; retrying from the saved cursor")
             finally:
+                self.lag.on_disconnect()
                 metrics.JETSTREAM_CONNECTED.set(0)
                 self.connected.clear()
             attempt += 1
@@ -106,6 +108,7 @@ class JetstreamIngest:
         last_saved = time.monotonic()
         pending_cursor: int | None = None
         async for frame in ws:
+            self.lag.on_event()
             if isinstance(frame, bytes):
                 metrics.JETSTREAM_EVENTS.labels("malformed").inc()
                 continue

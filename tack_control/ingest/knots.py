@@ -13,6 +13,7 @@ the cursor. Replays are harmless: pipelines and pushes are de-duplicated.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import sqlite3
 import time
@@ -22,7 +23,9 @@ import websockets
 from websockets.asyncio.client import connect
 
 from tack_common import backoff
+from tack_common.supervise import Supervisor
 from tack_control import metrics
+from tack_control.ingest.lag import StreamLag
 from tack_control.ingest.wire import MAX_FRAME_BYTES
 
 
@@ -37,9 +40,16 @@ class KnotConsumers:
     """Owns one consumer task per followed knot."""
 
     def __init__(
-        self, conn: sqlite3.Connection, dev: bool, handle: FrameHandler, rewind_s: float = 30.0
+        self,
+        conn: sqlite3.Connection,
+        dev: bool,
+        handle: FrameHandler,
+        rewind_s: float = 30.0,
+        supervisor: Supervisor | None = None,
     ) -> None:
         self.conn = conn
+        self.supervisor = supervisor or Supervisor()
+        self.lag: dict[str, StreamLag] = {}
         self.scheme = "ws" if dev else "wss"
         self.handle = handle
         self.rewind_ns = int(rewind_s * 1e9)
@@ -52,9 +62,13 @@ class KnotConsumers:
             log.info("knot unfollowed", extra={"knot": knot})
             self.tasks.pop(knot).cancel()
             self.connected.discard(knot)
+            self.lag.pop(knot, None)
         for knot in knots - set(self.tasks):
             log.info("knot followed", extra={"knot": knot})
-            self.tasks[knot] = asyncio.create_task(self._consume(knot), name=f"knot:{knot}")
+            self.lag[knot] = StreamLag()
+            self.tasks[knot] = self.supervisor.spawn(
+                "knot", functools.partial(self._consume, knot), name=f"knot:{knot}"
+            )
         metrics.KNOTS_WANTED.set(len(self.tasks))
         metrics.KNOTS_CONNECTED.set(len(self.connected))
 
@@ -102,6 +116,7 @@ class KnotConsumers:
         return outcome
 
     async def _consume(self, knot: str) -> None:
+        lag = self.lag[knot]
         attempt = 0
         while True:
             url = self.url(knot)
@@ -116,9 +131,11 @@ class KnotConsumers:
                     user_agent_header="tack (knot consumer)",
                 ) as ws:
                     self.connected.add(knot)
+                    lag.on_connect()
                     metrics.KNOTS_CONNECTED.set(len(self.connected))
                     log.info("knot connected", extra={"knot": knot, "url": url})
                     async for frame in ws:
+                        lag.on_event()
                         metrics.KNOT_FRAMES.labels(self.handle_frame(knot, frame)).inc()
             except asyncio.CancelledError:
                 raise
@@ -139,10 +156,9 @@ class KnotConsumers:
                     log.warning("knot connection lost", extra={"knot": knot, "error": str(exc)[:200]})
             except (OSError, TimeoutError, websockets.exceptions.WebSocketException) as exc:
                 log.warning("knot connection failed", extra={"knot": knot, "error": str(exc)[:200]})
-            except Exception:
-                log.exception("knot consumer failed", extra={"knot": knot})
             finally:
                 self.connected.discard(knot)
+                lag.on_disconnect()
                 metrics.KNOTS_CONNECTED.set(len(self.connected))
             if time.monotonic() - started > 60:
                 attempt = 0

@@ -8,7 +8,6 @@ are imported for the type checker only, so any module may import this one.
 from __future__ import annotations
 
 import sqlite3
-import weakref
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -19,11 +18,13 @@ if TYPE_CHECKING:
     from tack_control.core import Core
     from tack_control.engine.eventlog import EventLog
     from tack_control.engine.providers import ProviderClient
+    from tack_control.engine.webhooks import WebhookQueue
     from tack_control.identity.pds import PdsReader
     from tack_control.identity.serviceauth import ServiceAuth
     from tack_control.ingest.pushes import LoadWorkflows
     from tack_control.ingest.registry import Registry
     from tack_control.web.logframes import LogFrames
+    from tack_control.web.sender import Conversation
 
 
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
@@ -31,11 +32,12 @@ CORE: web.AppKey[Core] = web.AppKey("core")
 EVENTS: web.AppKey[EventLog] = web.AppKey("events")
 DB: web.AppKey[sqlite3.Connection] = web.AppKey("db")
 PROVIDERS: web.AppKey[dict[str, ProviderClient]] = web.AppKey("providers")
+WEBHOOK_QUEUE: web.AppKey[WebhookQueue] = web.AppKey("webhook_queue")
 LOG_FRAMES: web.AppKey[LogFrames] = web.AppKey("log_frames")
 OWNER: web.AppKey[str] = web.AppKey("owner")
 SERVICE_AUTH: web.AppKey[ServiceAuth] = web.AppKey("service_auth")
 PDS: web.AppKey[PdsReader] = web.AppKey("pds")
 REGISTRY: web.AppKey[Registry] = web.AppKey("registry")
-SOCKETS: web.AppKey[weakref.WeakSet[web.WebSocketResponse]] = web.AppKey("sockets")
+SOCKETS: web.AppKey[set[Conversation]] = web.AppKey("sockets")
 LOAD_WORKFLOWS: web.AppKey[LoadWorkflows | None] = web.AppKey("load_workflows")
 """Reads a commit's ``.tangled/workflows`` (knot, repo DID, sha); None until the git loader is wired."""

@@ -5,7 +5,8 @@ own records. For known ones the provider's Logs stream is opened and the
 upgrade waits (bounded) only for its initial metadata, never for a first
 line: NOT_FOUND becomes 404, other failures 502/503 with a one-line reason.
 Workflows tack failed itself get a synthetic start/data/end log with the
-reason. The socket is closed with 1000 when the log ends.
+reason. The socket is closed with 1000 when the log ends (the close handshake
+is completed: see ``sender.converse``).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from tack_common.pb import provider_pb2 as pb
 from tack_control import metrics
 from tack_control.ingest.wire import is_host, is_rkey
 from tack_control.web import keys
-from tack_control.web.sender import Pump, Sender, serve
+from tack_control.web.sender import CLOSE_TIMEOUT, Pump, Sender, serve
 from tack_control.web.tangled_json import tangled_frames
 
 
@@ -53,12 +54,14 @@ def make_handler(ping_interval: float, send_timeout: float, connect_timeout: flo
         if row is None:
             return _error(404, "NotFound", "no such workflow")
         provider_name, dispatch, error = row
-        ws = web.WebSocketResponse(autoping=True, max_msg_size=64 << 10, compress=False)
+        ws = web.WebSocketResponse(
+            autoping=True, max_msg_size=64 << 10, compress=False, timeout=CLOSE_TIMEOUT
+        )
         if not ws.can_prepare(request).ok:
             return _error(400, "NotWebSocket", "/logs is a WebSocket endpoint")
         if dispatch == "failed":
             metrics.LOGS_REQUESTS.labels("synthetic").inc()
-            return await serve(request, ws, "logs", _synthetic(request, error, send_timeout))
+            return await serve(request, ws, "logs", _synthetic(request, error, send_timeout), CLOSE_DONE)
         started = time.monotonic()
         while dispatch == "queued":
             # Not yet with its provider (which would not know it): hold the request briefly.
@@ -69,7 +72,7 @@ def make_handler(ping_interval: float, send_timeout: float, connect_timeout: flo
                 "SELECT dispatch, error FROM workflows WHERE knot=? AND rkey=? AND name=?", (knot, rkey, name)
             ).fetchone()
             if dispatch == "failed":
-                return await serve(request, ws, "logs", _synthetic(request, error, send_timeout))
+                return await serve(request, ws, "logs", _synthetic(request, error, send_timeout), CLOSE_DONE)
         provider = request.app[keys.PROVIDERS].get(provider_name)
         if provider is None:
             return _error(503, "Unavailable", f"provider {provider_name!r} is not configured")
@@ -99,11 +102,11 @@ def make_handler(ping_interval: float, send_timeout: float, connect_timeout: flo
 
         async def pump(ws: web.WebSocketResponse) -> None:
             sender = Sender(ws, "logs", send_timeout, request)
-            pinger = asyncio.create_task(sender.ping_when_idle(ping_interval))
             frames = request.app[keys.LOG_FRAMES]
             try:
-                async for message in call:
-                    await sender.send_framed(frames.get(message))
+                async with sender.pinging(ping_interval):
+                    async for message in call:
+                        await sender.send_framed(frames.get(message))
             except grpc.aio.AioRpcError as exc:
                 log.info(
                     "provider log stream ended early",
@@ -116,11 +119,9 @@ def make_handler(ping_interval: float, send_timeout: float, connect_timeout: flo
                     extra={"provider": provider_name, "error": str(exc)},
                 )
             finally:
-                pinger.cancel()
                 call.cancel()
-            await ws.close(code=1000, message=CLOSE_DONE)
 
-        return await serve(request, ws, "logs", pump)
+        return await serve(request, ws, "logs", pump, CLOSE_DONE)
 
     return handler
 
@@ -137,6 +138,5 @@ def _synthetic(request: web.Request, error: str, send_timeout: float) -> Pump:
         sender = Sender(ws, "logs", send_timeout, request)
         lines = synthetic_log("tack", error or "the workflow failed before it started")
         await sender.send_all(tangled_frames(lines))
-        await ws.close(code=1000, message=CLOSE_DONE)
 
     return pump

@@ -1,13 +1,13 @@
-"""Serving a WebSocket stream: one task writes, the handler reads, idle pings, slow readers dropped."""
+"""Serving a WebSocket stream: one task writes, one reads, idle pings, slow readers dropped, a clean close."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import struct
 import time
-import weakref
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
 from typing import NamedTuple
 
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -16,7 +16,10 @@ from tack_control import metrics
 from tack_control.web import keys
 
 
-Pump = Callable[[web.WebSocketResponse], Awaitable[None]]
+log = logging.getLogger(__name__)
+
+Pump = Callable[[web.WebSocketResponse], Awaitable["Close | None"]]
+"""Writes a socket's frames; returns the close to send when done (None: 1000 with serve's ``done``)."""
 # FIN + opcode; a server's frames are unmasked (RFC 6455 §5.2).
 _TEXT_FIN = 0x81
 _BINARY_FIN = 0x82
@@ -162,71 +165,167 @@ class Sender:
             self._watchdog = asyncio.get_running_loop().call_later(self.timeout - idle, self._check, task)
 
     async def ping_when_idle(self, interval: float) -> None:
-        """Ping the client whenever ``interval`` seconds pass without a frame (run as a task)."""
-        while not self.ws.closed:
-            idle = time.monotonic() - self.last_sent
-            if idle >= interval:
-                await self.ws.ping()
-                self.last_sent = time.monotonic()
-                idle = 0.0
-            await asyncio.sleep(interval - idle)
+        """Ping the client whenever ``interval`` seconds pass without a frame; ends when the socket closes."""
+        try:
+            while not self.ws.closed:
+                idle = time.monotonic() - self.last_sent
+                if idle >= interval:
+                    await self.ws.ping()
+                    self.last_sent = time.monotonic()
+                    idle = 0.0
+                await asyncio.sleep(interval - idle)
+        except ConnectionResetError:
+            return  # the socket is closing: nothing more to keep alive
+
+    @contextlib.asynccontextmanager
+    async def pinging(self, interval: float) -> AsyncIterator[None]:
+        """Run :meth:`ping_when_idle` alongside the block; its failure, if any, is raised when the block ends."""
+        pinger = asyncio.create_task(self.ping_when_idle(interval))
+        try:
+            yield
+        finally:
+            pinger.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pinger
+
+
+Close = tuple[int, bytes]
+"""A close frame's code and reason."""
+
+CLOSE_TIMEOUT = 5.0
+"""Seconds a socket the server closes waits for the client's close reply before the TCP close."""
+
+INTERNAL_ERROR = (WSCloseCode.INTERNAL_ERROR, b"internal error; reconnect")
+
+
+class Conversation:
+    """One served socket, for :func:`close_all`: ask it to go away, and learn when it has."""
+
+    def __init__(self, ws: web.WebSocketResponse) -> None:
+        self.ws = ws
+        self.going_away = asyncio.Event()
+        self.finished = asyncio.Event()
 
 
 async def serve(
-    request: web.Request,
-    ws: web.WebSocketResponse,
-    endpoint: str,
-    pump: Pump,
+    request: web.Request, ws: web.WebSocketResponse, endpoint: str, pump: Pump, done: bytes = b""
 ) -> web.WebSocketResponse:
-    """Run ``pump`` (the writer) until it ends or the client goes; the handler task reads and discards.
+    """Run ``pump`` (the writer) until it ends or the client goes, then close the socket.
 
-    Reading stays in the handler task, as aiohttp requires. When the pump
-    finishes it closes the socket itself; a slow reader is closed with 1008.
+    A pump that ends closes the socket with the close it returns, else 1000 and
+    ``done`` as the reason; a slow reader gets 1008; any other exception of the pump is logged and the
+    socket closed with 1011, so the client reconnects (by cursor) instead of
+    waiting on a socket nothing is written to any more.
     """
     await ws.prepare(request)
-    request.app[keys.SOCKETS].add(ws)
+    conversation = Conversation(ws)
+    sockets = request.app[keys.SOCKETS]
+    sockets.add(conversation)
     gauge = metrics.WS_CLIENTS.labels(endpoint)
     gauge.inc()
-
-    async def write() -> None:
-        try:
-            await pump(ws)
-        except SlowReader:
-            metrics.WS_CLOSED_SLOW.labels(endpoint).inc()
-            await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"client too slow; reconnect")
-        except (ConnectionResetError, RuntimeError):
-            pass
-
     try:
-        await read_until_closed(ws, asyncio.create_task(write()))
+        replied = await converse(ws, _write(ws, endpoint, pump, done), conversation.going_away)
+        if replied is not None:
+            metrics.WS_CLOSE_HANDSHAKES.labels(endpoint, "replied" if replied else "no_reply").inc()
     finally:
         gauge.dec()
+        sockets.discard(conversation)
+        conversation.finished.set()
     return ws
 
 
-async def read_until_closed(ws: web.WebSocketResponse, writer: asyncio.Task[None]) -> None:
-    """Read and discard until the client closes or the socket fails, then stop ``writer``.
-
-    Reading stays in the handler task, as aiohttp requires.
-    """
+async def _write(ws: web.WebSocketResponse, endpoint: str, pump: Pump, done: bytes) -> Close | None:
+    """Run the pump; the close it calls for (None when the socket is already going)."""
     try:
-        async for msg in ws:
-            if msg.type in (WSMsgType.CLOSE, WSMsgType.ERROR):
-                break
+        close = await pump(ws)
+    except SlowReader:
+        metrics.WS_CLOSED_SLOW.labels(endpoint).inc()
+        return WSCloseCode.POLICY_VIOLATION, b"client too slow; reconnect"
+    except ConnectionResetError:
+        return None  # the connection is closing or gone
+    except Exception:
+        log.exception("WebSocket writer failed; closing the socket with 1011", extra={"endpoint": endpoint})
+        metrics.WS_WRITER_ERRORS.labels(endpoint).inc()
+        return INTERNAL_ERROR
+    return close if close is not None else (WSCloseCode.OK, done)
+
+
+async def converse(
+    ws: web.WebSocketResponse,
+    write: Coroutine[object, object, Close | None],
+    going_away: asyncio.Event | None = None,
+) -> bool | None:
+    """Write with ``write`` while reading (and discarding) what the client sends, then close.
+
+    The first to end decides. The client closing (or the connection failing)
+    stops the writer. The writer returning a close (or ``going_away``: 1001)
+    stops the reader, and then this task alone closes the socket: the close
+    frame is sent and the client's close reply awaited (up to the socket's
+    ``timeout``) before the TCP connection is closed, as RFC 6455 §7.1.1 asks.
+    Closing the TCP connection at once instead makes the kernel answer the
+    client's close reply with a reset, which may destroy what the client had
+    not read yet, the close frame included (the client then sees 1006).
+
+    Returns None when the server did not close the socket, else whether the
+    client's close reply arrived.
+    """
+    writer = asyncio.ensure_future(write)
+    reader = asyncio.create_task(read_until_closed(ws))
+    away = asyncio.create_task(going_away.wait()) if going_away is not None else None
+    tasks = [t for t in (writer, reader, away) if t is not None]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        writer.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await writer
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    close: Close | None = None
+    if going_away is not None and going_away.is_set():
+        close = WSCloseCode.GOING_AWAY, b"server shutdown"
+    elif writer.done() and not writer.cancelled() and writer.exception() is None:
+        close = writer.result()
+    if close is None or ws.closed:
+        return None
+    await ws.close(code=close[0], message=close[1])
+    return ws.close_code != WSCloseCode.ABNORMAL_CLOSURE
+
+
+async def read_until_closed(ws: web.WebSocketResponse) -> None:
+    """Read and discard until the client closes or the connection fails (the socket's one reader)."""
+    async for msg in ws:
+        if msg.type in (WSMsgType.CLOSE, WSMsgType.ERROR):
+            break
+
+
+async def go_away(app: web.Application) -> None:
+    """Close every open socket with 1001 (going away), each after the closing handshake, all at once.
+
+    Call it before the server shuts down: once aiohttp's shutdown has begun it
+    no longer reads from connections, so no client's close reply could arrive.
+    Waits at most ``CLOSE_TIMEOUT`` (+1) seconds.
+    """
+    conversations: set[Conversation] = app[keys.SOCKETS]
+    for conversation in list(conversations):
+        conversation.going_away.set()
+    waiting = [asyncio.ensure_future(c.finished.wait()) for c in list(conversations)]
+    if waiting:
+        await asyncio.wait(waiting, timeout=CLOSE_TIMEOUT + 1)
+        for task in waiting:
+            task.cancel()
 
 
 async def close_all(app: web.Application) -> None:
-    """on_shutdown: close every open socket with 1001 (going away), all at once, waiting at most 5 s."""
-    sockets: weakref.WeakSet[web.WebSocketResponse] = app[keys.SOCKETS]
+    """on_shutdown: close the sockets still open with 1001 at once, waiting at most 5 s.
+
+    aiohttp reads nothing more once shutdown has begun, so these closes cannot
+    wait for the client's reply; :func:`go_away`, called before, closes them properly.
+    """
+    conversations: set[Conversation] = app[keys.SOCKETS]
 
     async def close(ws: web.WebSocketResponse) -> None:
         with contextlib.suppress(Exception):
             await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
 
-    closing = [asyncio.ensure_future(close(ws)) for ws in list(sockets)]
+    closing = [asyncio.ensure_future(close(c.ws)) for c in list(conversations)]
     if closing:
         await asyncio.wait(closing, timeout=5)

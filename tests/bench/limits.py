@@ -41,7 +41,7 @@ from tack_common.tid import TidClock
 from tack_common.timefmt import NS_PER_SECOND, timestamp_from_ns
 from tack_control.engine.eventlog import STATUS_NSID
 from tack_control.engine.statuses import status_record
-from tack_control.web.sender import Framed, frame_binaries, frame_texts, read_until_closed
+from tack_control.web.sender import Close, Framed, converse, frame_binaries, frame_texts
 from tack_provider_kit.server import SERVER_OPTIONS
 from tests.bench.workers import JsonDict, Link, run_worker
 from tests.fakes.provider import accept_all
@@ -114,18 +114,18 @@ async def ws(link: Link, args: JsonDict) -> None:
                 await event.wait()
                 await send_framed(request, framed)
 
-        await read_until_closed(sock, asyncio.create_task(write()))
+        await converse(sock, write())
         return sock
 
     async def logs_handler(request: web.Request) -> web.WebSocketResponse:
         sock = web.WebSocketResponse(compress=False, max_msg_size=64 << 10)
         await sock.prepare(request)
 
-        async def write() -> None:
+        async def write() -> Close:
             await send_framed(request, framed)
-            await sock.close(code=1000, message=b"log stream complete")
+            return 1000, b"log stream complete"
 
-        await read_until_closed(sock, asyncio.create_task(write()))
+        await converse(sock, write())
         return sock
 
     async def backfill_handler(request: web.Request) -> web.WebSocketResponse:
@@ -146,7 +146,7 @@ async def ws(link: Link, args: JsonDict) -> None:
                 await send_framed(request, frame_texts(frame for _, frame in rows))
                 position = rows[-1][0]
 
-        await read_until_closed(sock, asyncio.create_task(write()))
+        await converse(sock, write())
         return sock
 
     app = web.Application()
@@ -200,7 +200,7 @@ async def relay(link: Link, args: JsonDict) -> None:
                 await send_framed(request, frame_texts(frames))
 
         try:
-            await read_until_closed(sock, asyncio.create_task(write()))
+            await converse(sock, write())
         finally:
             subscribers.discard(queue)
         return sock

@@ -391,6 +391,31 @@ async def test_duplicated_and_reordered_webhooks_give_one_terminal_status(make_r
     assert any(d.duplicate for d in rig.fake.webhook_deliveries)
 
 
+async def test_a_job_retried_after_the_build_failed_leaves_the_workflow_failed(make_rig: RigFactory) -> None:
+    """Terminal is final: a failed build whose job is retried in Buildkite and then passes is noted (log,
+    metric), not reported; the workflow's statuses stay pending, running, failed."""
+    rig = await make_rig(
+        {"fail": PipelineSpec(steps=STEPS, auto_scenario="fail")}, env={"TACK_BUILDKITE_POLL_INTERVAL": "0.3"}
+    )
+    request = await rig.spawn(buildkite_workflow("f.yml", "fail"))
+    k = key(request, "f.yml")
+    got = await rig.statuses([k])
+    assert _names(got["f.yml"]) == ["pending", "running", "failed"]
+    build = rig.fake.builds[0]
+    rig.fake.retry_job(build, "unit")
+    await rig.fake.wait_until(lambda: rig.fake.builds[0].state in ("scheduled", "running"))
+    rig.fake.advance(build, "unit", "passed")
+    await rig.fake.wait_until(lambda: rig.fake.builds[0].state == "passed")
+    deadline = time.monotonic() + 10
+    while await rig.metric("tack_buildkite_builds_total", {"outcome": "reopened"}) < 1:
+        assert time.monotonic() < deadline, "the re-opened build was never noticed"
+        await asyncio.sleep(0.1)
+    await rig.fake.wait_webhooks_idle()
+    await asyncio.sleep(1.0)  # polls and webhooks have had their chance to report it
+    assert await rig.status_now(k) == [st.PENDING, st.RUNNING, st.FAILED]
+    assert "the workflow keeps its final status" in rig.proc.output()
+
+
 async def test_429_storm_backs_off_without_duplicate_builds(make_rig: RigFactory) -> None:
     """A run of 429s delays the create (waiting the advertised reset) but makes exactly one build."""
     rig = await make_rig(

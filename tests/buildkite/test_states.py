@@ -36,6 +36,19 @@ def _job(state: str, **extra: Any) -> dict[str, Any]:
         ({"state": "passed", "blocked": True}, st.PENDING, "", None),
         ({"state": "failed", "blocked": True}, st.PENDING, "", None),
         ({"state": "blocked"}, st.PENDING, "", None),
+        ({"state": "passed", "blocked": True, "started_at": "2026-01-01T00:00:00Z"}, st.RUNNING, "", None),
+        (
+            {"state": "blocked", "jobs": [_job("passed", started_at="2026-01-01 00:00:00 UTC")]},
+            st.RUNNING,
+            "",
+            None,
+        ),
+        (
+            {"state": "failed", "blocked": True, "jobs": [_job("passed", started_at="x")]},
+            st.RUNNING,
+            "",
+            None,
+        ),
         ({"state": "passed", "blocked": False}, st.SUCCESS, "", None),
         ({"state": "canceled"}, st.CANCELLED, "", None),
         (

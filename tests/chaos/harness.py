@@ -3,7 +3,10 @@
 Faults (each chosen at random, at random times): kill -9 and restart of each
 process, dropped knot, Jetstream and /events connections, a stalled provider
 (SIGSTOP for a few seconds), and, with Buildkite, webhooks delayed,
-duplicated, reordered and dropped.
+duplicated, reordered and dropped. Inside the processes (TACK_FAULT_INJECTION):
+a supervised task of a random kind crashing (and failing again for up to 2 s),
+every database write failing for 1-3 s, and a full disk for 1-3 s, each in a
+process chosen at random.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ from tack_sandbox.knot import pipeline_record
 from tests.chaos.invariants import Expected, check_single_start, check_statuses
 from tests.chaos.procstats import open_fds, rss_bytes
 from tests.fakes.appview import AppviewClient
-from tests.support.procs import Proc
+from tests.support import faults
+from tests.support.procs import Proc, ProviderProcess
 from tests.support.stack import OWNER, TERMINAL, Stack, buildkite_entry, stub_workflow
 
 
@@ -73,14 +77,18 @@ class ChaosRun:
         self.min_faults = min_faults
         self.soak = soak
         self.figures = Figures(seed=seed)
+        inject = {"TACK_FAULT_INJECTION": "1"}
         self.stack = Stack(
             workdir,
             control_env={
                 "TACK_DISPATCH_GIVE_UP": "600",
                 "TACK_SEND_TIMEOUT": "10",
                 "TACK_LOG_LEVEL": "warning",
+                **inject,
             },
             buildkite=buildkite,
+            stub_env=inject,
+            buildkite_env=inject,
         )
         self.expected: list[Expected] = []
         self.appview: AppviewClient | None = None
@@ -97,6 +105,9 @@ class ChaosRun:
             "drop_knot": self.stack.knot.drop_connections,
             "drop_jetstream": self._drop_jetstream,
             "drop_events": self._drop_events,
+            "task_crash": self._task_crash,
+            "write_failure": lambda: self._storage_fault("write_failure"),
+            "disk_full": lambda: self._storage_fault("disk_full"),
         }
         bk = self.stack.buildkite
         if bk is not None:
@@ -130,6 +141,24 @@ class ChaosRun:
             await asyncio.sleep(self.rng.uniform(0.5, 3.0))
         finally:
             proc.popen.send_signal(signal.SIGCONT)  # type: ignore[union-attr]
+
+    def _fault_targets(self) -> list[str]:
+        """Where faults can be asked for: the control plane and each provider's metrics port."""
+        bases = [self.stack.cp.http]
+        providers: list[ProviderProcess] = [self.stack.stub]
+        if self.stack.buildkite is not None:
+            providers.append(self.stack.buildkite)
+        return bases + [f"http://127.0.0.1:{p.metrics_port}" for p in providers]
+
+    async def _task_crash(self) -> None:
+        """A supervised task of a random kind, in a random process, fails (and fails again for a while)."""
+        base = self.rng.choice(self._fault_targets())
+        kinds = await faults.kinds(base)
+        await faults.crash(base, self.rng.choice(kinds), hold=self.rng.uniform(0.0, 2.0))
+
+    async def _storage_fault(self, fault: str) -> None:
+        """Writes fail, or the disk is full, for a few seconds in a random process (it lasts on its own)."""
+        await faults.inject(self.rng.choice(self._fault_targets()), fault, self.rng.uniform(1.0, 3.0))
 
     async def _drop_jetstream(self) -> None:
         await self.stack.jetstream.drop_connections()

@@ -6,9 +6,11 @@ import asyncio
 import os
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from tack_control.doctor import Result, check_buildkite, run_checks
@@ -54,6 +56,7 @@ def good_env(stack: Stack, tmp_path: Path, plc_url: str) -> dict[str, str]:
         "TACK_DB_PATH": str(tmp_path / "doctor.db"),
         "TACK_JETSTREAM_URL": stack.jetstream.url,
         "TACK_PROVIDERS": f"stub={stack.stub.address}",
+        "TACK_LISTEN_ADDR": f"127.0.0.1:{stack.cp.port}",
     }
 
 
@@ -83,6 +86,7 @@ async def test_good_configuration_passes_with_one_line_per_check(
     lines = proc.stdout.splitlines()
     assert sum(line.startswith("ok ") for line in lines) == 7
     assert f"plc directory {plc_url}: reachable (HTTP 200)" in proc.stdout
+    assert "running control plane" in proc.stdout and proc.stdout.count(": ready") == 1
     assert any(line.startswith("skip") and "buildkite" in line for line in lines)
     assert "SERVING, stub" in proc.stdout
     assert f"answers {OWNER}" in proc.stdout
@@ -94,7 +98,7 @@ async def test_good_configuration_passes_with_one_line_per_check(
         ({"TACK_HOSTNAME": ""}, "configuration: TACK_HOSTNAME is required"),
         ({"TACK_OWNER_DID": "alice"}, "configuration: TACK_OWNER_DID must be a DID"),
         ({"TACK_PROVIDERS": "stub"}, "configuration: TACK_PROVIDERS entries must look like name=host:port"),
-        ({"TACK_DB_PATH": "/proc/self/nope/tack.db"}, "not writable"),
+        ({"TACK_DB_PATH": "/proc/self/nope/tack.db"}, "cannot be opened"),
         ({"TACK_PROVIDERS": "stub=127.0.0.1:{free}"}, "provider stub (127.0.0.1:{free}): unreachable"),
         ({"TACK_PROVIDERS": "buildkite={stub}"}, "answers as 'stub', not 'buildkite'"),
         ({"TACK_PROVIDERS": ""}, "providers: TACK_PROVIDERS is empty"),
@@ -159,3 +163,29 @@ async def test_an_unreachable_buildkite_api_fails_quickly() -> None:
     result = await check_buildkite(env)
     assert result.verdict == "FAIL"
     assert "unreachable" in result.detail
+
+
+async def test_a_control_plane_that_is_not_ready_and_its_waiting_webhooks_are_reported(
+    stack: Stack, tmp_path: Path, plc_url: str
+) -> None:
+    """With its provider down, the running control plane is reported not ready with /readyz's reason,
+    and a webhook it stored meanwhile is reported as waiting."""
+    stack.stub.kill9()
+    async with aiohttp.ClientSession() as session:
+        deadline = time.monotonic() + 15
+        while True:
+            async with session.get(stack.cp.http + "/readyz") as resp:
+                if resp.status == 503:
+                    break
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.2)
+        async with session.post(stack.cp.http + "/webhooks/stub", data=b"{}") as resp:
+            assert resp.status == 202
+    env = {**good_env(stack, tmp_path, plc_url), "TACK_DB_PATH": str(stack.cp.db_path)}
+    results = await run_checks(env)
+    failed = failures(results)
+    assert any(f.startswith("running control plane") and "no provider is reachable" in f for f in failed), (
+        failed
+    )
+    waiting = [r for r in results if r.name == "webhooks for stub"]
+    assert len(waiting) == 1 and waiting[0].detail.startswith("1 stored, waiting")

@@ -261,5 +261,9 @@ async def test_xrpc_owner_secrets_and_webhooks(stack: Stack) -> None:
         async with session.post(f"{base}/webhooks/stub", data=io.BytesIO(b"x" * (2 << 20))) as resp:
             assert resp.status == 413
         async with session.post(f"{base}/webhooks/stub", data=b"{}") as resp:
-            assert resp.status == 404
-            assert (await resp.json())["message"] == "this provider takes no webhooks"
+            assert (resp.status, await resp.json()) == (202, {"ok": True, "queued": True})
+    # Stored, then forwarded: the stub takes no webhooks and answers 404, which is counted.
+    deadline = asyncio.get_running_loop().time() + 10
+    while await metric(stack, 'tack_webhooks_forwarded_total{code="404",provider="stub"}') < 1:
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.05)

@@ -47,3 +47,13 @@ def test_start_cursor_without_a_usable_cursor_is_live(raw: str | None) -> None:
 def test_start_cursor_in_the_past_is_rewound_by_the_margin(raw: str, expected: int) -> None:
     """A past cursor is rewound by the margin (never below zero)."""
     assert start_cursor(raw, HEAD, REWIND) == expected
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    [HEAD + 1, HEAD + REWIND, HEAD + REWIND + 1, HEAD + 3_600_000_000_000, 2**63 - 1],
+)
+def test_start_cursor_ahead_of_the_newest_event_starts_at_the_newest_event(cursor: int) -> None:
+    """A cursor from a clock running ahead (even past the rewind) starts at the head, so later events are sent."""
+    assert start_cursor(str(cursor), HEAD, REWIND) == min(cursor - REWIND, HEAD)
+    assert start_cursor(str(cursor), HEAD, REWIND) <= HEAD

@@ -104,6 +104,10 @@ BUILDKITE_PIPELINES = {
         steps=[{"type": "script", "name": "slow", "step_key": "slow", "command": "make slow"}],
         auto_scenario="slow",
     ),
+    # Moved only by the test (FakeBuildkite.advance).
+    "app-manual": PipelineSpec(
+        steps=[{"type": "script", "name": "manual", "step_key": "manual", "command": "make manual"}]
+    ),
 }
 
 
@@ -118,6 +122,7 @@ class Stack:
         buildkite: bool = False,
         stub_env: Mapping[str, str] | None = None,
         tls_ca: bytes | None = None,
+        buildkite_env: Mapping[str, str] | None = None,
     ) -> None:
         self.workdir = workdir
         self.jetstream = SimulatedJetstream()
@@ -129,6 +134,7 @@ class Stack:
             FakeBuildkite(pipelines=BUILDKITE_PIPELINES) if buildkite else None
         )
         self.buildkite: BuildkiteProcess | None = None
+        self.buildkite_env = dict(buildkite_env or {})
         self._rkeys = 0
 
     async def start(self) -> None:
@@ -142,7 +148,7 @@ class Stack:
                 {"rate_limit_user": 100_000, "rate_limit_org": 100_000, "auto_tick_s": 0.2}
             )
             await self.fake_buildkite.start()
-            self.buildkite = BuildkiteProcess(self.workdir, self.fake_buildkite.url)
+            self.buildkite = BuildkiteProcess(self.workdir, self.fake_buildkite.url, self.buildkite_env)
             await self.buildkite.start_serving()
             providers += f",buildkite={self.buildkite.address}"
         env = {"TACK_JETSTREAM_URL": self.jetstream.url, "TACK_PROVIDERS": providers, **self.control_env}

@@ -31,7 +31,7 @@ from tack_control.web import keys
 from tack_control.web.ci import params, store
 from tack_control.web.ci.follow import Follower, Incomplete, Target
 from tack_control.web.ci.logcbor import error_message
-from tack_control.web.sender import Framed, Sender, frame_binaries, serve
+from tack_control.web.sender import CLOSE_TIMEOUT, Close, Framed, Sender, frame_binaries, serve
 from tack_control.web.xrpc import xrpc_error
 
 
@@ -80,7 +80,7 @@ def make_handler(
         targets = _targets(request)
         if isinstance(targets, web.Response):
             return targets
-        ws = web.WebSocketResponse(autoping=True, max_msg_size=64 << 10, compress=False)
+        ws = web.WebSocketResponse(autoping=True, max_msg_size=64 << 10, compress=False, timeout=CLOSE_TIMEOUT)
         if not ws.can_prepare(request).ok:
             return _error(400, "InvalidRequest", f"{NSID} is a WebSocket endpoint")
         metrics.CI_REQUESTS.labels(NSID, "101").inc()
@@ -92,9 +92,8 @@ def make_handler(
             resume_window,
         )
 
-        async def pump(ws: web.WebSocketResponse) -> None:
+        async def pump(ws: web.WebSocketResponse) -> Close:
             sender = Sender(ws, ENDPOINT, send_timeout, request)
-            pinger = asyncio.create_task(sender.ping_when_idle(ping_interval))
             out: asyncio.Queue[Framed | Target | Incomplete] = asyncio.Queue(QUEUE_DEPTH)
 
             async def follow(target: Target) -> None:
@@ -113,28 +112,28 @@ def make_handler(
             tasks = [asyncio.create_task(follow(t)) for t in targets]
             remaining, incomplete = len(tasks), []
             try:
-                while remaining:
-                    item = await out.get()
-                    if isinstance(item, Framed):
-                        await sender.send_framed(item)
-                        continue
-                    remaining -= 1
-                    if isinstance(item, Incomplete):
-                        incomplete.append(str(item))
-                if incomplete:
-                    await sender.send_framed(
-                        frame_binaries([error_message("LogIncomplete", "; ".join(incomplete))])
-                    )
+                async with sender.pinging(ping_interval):
+                    while remaining:
+                        item = await out.get()
+                        if isinstance(item, Framed):
+                            await sender.send_framed(item)
+                            continue
+                        remaining -= 1
+                        if isinstance(item, Incomplete):
+                            incomplete.append(str(item))
+                    if incomplete:
+                        await sender.send_framed(
+                            frame_binaries([error_message("LogIncomplete", "; ".join(incomplete))])
+                        )
             finally:
-                pinger.cancel()
                 for task in tasks:
                     task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await asyncio.gather(*tasks, return_exceptions=True)
+            # serve() closes the socket with this, after the closing handshake.
             if incomplete:
-                await ws.close(code=WSCloseCode.INTERNAL_ERROR, message=b"log incomplete")
-            else:
-                await ws.close(code=WSCloseCode.OK, message=CLOSE_DONE)
+                return WSCloseCode.INTERNAL_ERROR, b"log incomplete"
+            return WSCloseCode.OK, CLOSE_DONE
 
         return await serve(request, ws, ENDPOINT, pump)
 
