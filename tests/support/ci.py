@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
-import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -217,7 +216,7 @@ def ci_app(
     app[keys.LOAD_WORKFLOWS] = load
     app[keys.PROVIDERS] = {}
     app[keys.LOG_FRAMES] = LogFrames(BUDGET_BYTES)
-    app[keys.SOCKETS] = weakref.WeakSet()
+    app[keys.SOCKETS] = set()
     app.router.add_get("/.well-known/did.json", didweb.make_handler(hostname, dev=False))
     xrpc.add_routes(app, ci.methods(settings(Path("unused.db"), hostname)))
     return app

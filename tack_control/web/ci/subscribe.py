@@ -80,7 +80,9 @@ def make_handler(
         targets = _targets(request)
         if isinstance(targets, web.Response):
             return targets
-        ws = web.WebSocketResponse(autoping=True, max_msg_size=64 << 10, compress=False, timeout=CLOSE_TIMEOUT)
+        ws = web.WebSocketResponse(
+            autoping=True, max_msg_size=64 << 10, compress=False, timeout=CLOSE_TIMEOUT
+        )
         if not ws.can_prepare(request).ok:
             return _error(400, "InvalidRequest", f"{NSID} is a WebSocket endpoint")
         metrics.CI_REQUESTS.labels(NSID, "101").inc()
