@@ -129,7 +129,14 @@ class WebhookForwarder:
         self.queue = queue
         self.timeout = timeout
         self._throttle = LogThrottle()
-        metrics.WEBHOOKS_QUEUED.labels(provider.name).set_function(lambda: queue.count(provider.name))
+        metrics.WEBHOOKS_QUEUED.labels(provider.name).set_function(self._queued)
+
+    def _queued(self) -> float:
+        """The gauge's value, read at scrape time (NaN rather than a failed scrape if the database is gone)."""
+        try:
+            return self.queue.count(self.provider.name)
+        except sqlite3.Error:
+            return float("nan")
 
     async def run(self) -> None:
         """Forward forever: oldest first; an unreachable provider is retried with backoff."""

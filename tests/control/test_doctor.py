@@ -84,7 +84,7 @@ async def test_good_configuration_passes_with_one_line_per_check(
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     lines = proc.stdout.splitlines()
-    assert sum(line.startswith("ok ") for line in lines) == 7
+    assert sum(line.startswith("ok ") for line in lines) == 8
     assert f"plc directory {plc_url}: reachable (HTTP 200)" in proc.stdout
     assert "running control plane" in proc.stdout and proc.stdout.count(": ready") == 1
     assert any(line.startswith("skip") and "buildkite" in line for line in lines)
