@@ -78,7 +78,7 @@ async def test_the_poller_recovers_and_still_ends_the_workflow(rig: Rig) -> None
     k = key(request, "a.yml")
     await rig.fake.wait_until(lambda: len(rig.fake.builds) == 1)
     before = await metric(rig.base, "tack_task_restarts_total", {"task": "buildkite_poller"})
-    assert await crash(rig.base, "buildkite_poller", hold=2.0) == ["buildkite_poller"]
+    assert await crash(rig.base, "buildkite_poller", hold=3.0) == ["buildkite_poller"]
     assert not await rig.serving()
     build = rig.fake.builds[0]
     rig.fake.advance(build, "unit", "passed", log_append="ok\n")
@@ -101,7 +101,7 @@ async def test_a_build_creation_that_fails_is_restarted_and_creates_exactly_one_
     await rig.stub.Spawn(request, timeout=5)
     k = key(request, "c.yml")
     await rig.fake.wait_until(lambda: any(r.method == "POST" for r in rig.fake.requests), timeout=10)
-    hit = await crash(rig.base, "buildkite_create", hold=1.0)
+    hit = await crash(rig.base, "buildkite_create", hold=3.0)
     assert len(hit) == 1 and hit[0].startswith("buildkite_create:")
     assert not await rig.serving()
 
@@ -140,7 +140,7 @@ async def test_a_log_viewer_gets_the_whole_log_when_a_feed_or_tail_fails(rig: Ri
         return any(line.content == text for line in lines)
 
     await eventually(lambda: shown("before the failure"), 10, "the first line")
-    hit = await crash(rig.base, kind, hold=1.0)
+    hit = await crash(rig.base, kind, hold=3.0)
     assert len(hit) == 1
     assert not await rig.serving()
     rig.fake.advance(build, "unit", None, log_append="after the failure\n")

@@ -25,7 +25,7 @@ from tests.support.stack import OWNER, QUICK, Stack, registered, stub_workflow
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.e2e]
 
-HOLD = 2.0
+HOLD = 3.0
 ENV = {"TACK_FAULT_INJECTION": "1"}
 
 
