@@ -68,7 +68,7 @@ async def list_secrets(request: web.Request) -> web.Response:
 async def add_secret(request: web.Request) -> web.Response:
     """``POST /xrpc/sh.tangled.repo.addSecret`` ``{repo, key, value}``: refused with where secrets go instead."""
     caller = await authenticate(request, ADD_SECRET)
-    body = await _json_body(request)
+    body = await json_body(request)
     if not isinstance(body.get("key"), str) or not _SECRET_KEY.fullmatch(body["key"]):
         raise XrpcFailure(
             400, "InvalidRequest", "key must match [a-zA-Z_][a-zA-Z0-9_]* (at most 50 characters)"
@@ -82,12 +82,12 @@ async def add_secret(request: web.Request) -> web.Response:
 async def remove_secret(request: web.Request) -> web.Response:
     """``POST /xrpc/sh.tangled.repo.removeSecret`` ``{repo, key}``: there is nothing to remove."""
     caller = await authenticate(request, REMOVE_SECRET)
-    body = await _json_body(request)
+    body = await json_body(request)
     await _authorized_repo_did(request, caller, body.get("repo"))
     return xrpc_error(400, "SecretsUnsupported", SECRETS_ELSEWHERE)
 
 
-async def _json_body(request: web.Request) -> dict[str, Any]:
+async def json_body(request: web.Request) -> dict[str, Any]:
     try:
         body = await request.json()
     except ValueError:
