@@ -11,7 +11,7 @@ from __future__ import annotations
 from aiohttp.typedefs import Handler
 
 from tack_control.config import Settings
-from tack_control.web.ci import handlers, subscribe
+from tack_control.web.ci import actions, handlers, subscribe
 
 
 RESUME_WINDOW_S = 120.0
@@ -21,6 +21,7 @@ RESUME_WINDOW_S = 120.0
 def methods(settings: Settings) -> dict[str, tuple[str, Handler]]:
     """The CI API's XRPC methods: NSID → (HTTP verb, handler)."""
     return {
+        **actions.METHODS,
         handlers.QUERY: ("GET", handlers.query_pipelines),
         handlers.GET: ("GET", handlers.get_pipeline),
         handlers.DESCRIBE: ("GET", handlers.make_describe()),

@@ -222,7 +222,7 @@ async def _run(
 
 async def old_trigger_pipeline(request: web.Request) -> web.Response:
     """``sh.tangled.ci.pipeline.triggerPipeline`` ``{repo: AT-URI, sha, ref?, workflows?}``: a manual run."""
-    caller = await authenticate(request, request.match_info.get("nsid", OLD_TRIGGER))
+    caller = await authenticate(request, _nsid(request))
     body = await json_body(request)
     repo_did = await _repo_did_of(request, body.get("repo"))
     detail, sha, when = _manual({"sha": body.get("sha"), **({"ref": body["ref"]} if body.get("ref") else {})})
@@ -247,8 +247,7 @@ async def _repo_did_of(request: web.Request, repo: Any) -> str:
 
 async def cancel_pipeline(request: web.Request) -> web.Response:
     """``POST /xrpc/sh.tangled.ci.cancelPipeline`` ``{repo, pipeline, workflows?}`` → 200, empty."""
-    nsid = request.match_info.get("nsid", CANCEL)
-    caller = await authenticate(request, nsid)
+    caller = await authenticate(request, _nsid(request))
     body = await json_body(request)
     repo_did = await _repo_did_of(request, body.get("repo"))
     pipeline = body.get("pipeline")
@@ -278,10 +277,14 @@ async def cancel_pipeline(request: web.Request) -> web.Response:
     return web.Response(status=200)
 
 
-def add_routes(app: web.Application) -> None:
-    """Mount the methods (before the catch-all of :mod:`tack_control.web.xrpc`)."""
-    app.router.add_post(f"/xrpc/{TRIGGER}", trigger_pipeline)
-    app.router.add_post(f"/xrpc/{CANCEL}", cancel_pipeline)
-    app.router.add_post("/xrpc/{nsid:sh\\.tangled\\.ci\\.pipeline\\.triggerPipeline}", old_trigger_pipeline)
-    for nsid in OLD_CANCELS:
-        app.router.add_post("/xrpc/{nsid:" + re.escape(nsid) + "}", cancel_pipeline)
+def _nsid(request: web.Request) -> str:
+    """The method called: the service-auth token's ``lxm`` must name exactly it."""
+    return request.path.removeprefix("/xrpc/")
+
+
+METHODS: dict[str, tuple[str, Any]] = {
+    TRIGGER: ("POST", trigger_pipeline),
+    CANCEL: ("POST", cancel_pipeline),
+    OLD_TRIGGER: ("POST", old_trigger_pipeline),
+    **{nsid: ("POST", cancel_pipeline) for nsid in OLD_CANCELS},
+}
