@@ -34,6 +34,11 @@ CANCELS = Counter(
     "Cancel requests delivered to providers, by outcome (done, retry: asked again later, dropped).",
     ["outcome"],
 )
+PULL_EVENTS = Counter(
+    "tack_pull_events_total",
+    "Pull request events by what became of them (queued, pipeline, skipped, duplicate, rejected and why).",
+    ["outcome"],
+)
 REGISTRATIONS_REFUSED = Counter(
     "tack_registrations_refused_total",
     "Repository records naming this spindle that were refused.",

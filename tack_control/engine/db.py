@@ -278,9 +278,49 @@ CREATE TABLE write_probe (
 """
 
 
+# Pull requests (current Tangled): each Jetstream pull or pull.status event that may concern a
+# repository here, until decided (queued → done, skipped or rejected with the reason), and each
+# (pull, commit, action) run, so none runs twice.
+V_PULLS = """
+CREATE TABLE pull_events (
+    id INTEGER PRIMARY KEY,
+    uri TEXT NOT NULL,
+    collection TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    record TEXT NOT NULL,
+    state TEXT NOT NULL,
+    reason TEXT NOT NULL DEFAULT '',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_ns INTEGER NOT NULL DEFAULT 0,
+    pipeline_rkey TEXT NOT NULL DEFAULT '',
+    received_ns INTEGER NOT NULL
+);
+CREATE INDEX pull_events_queued ON pull_events (state, next_attempt_ns);
+CREATE INDEX pull_events_by_uri ON pull_events (uri);
+CREATE TABLE pull_runs (
+    uri TEXT NOT NULL,
+    sha TEXT NOT NULL,
+    action TEXT NOT NULL,
+    pipeline_rkey TEXT NOT NULL DEFAULT '',
+    received_ns INTEGER NOT NULL,
+    PRIMARY KEY (uri, sha, action)
+);
+"""
+
 SCHEMA = kit_sqlite.Schema(
     "",
-    (V1, V2, _v2_backfill, V_CANCEL, V_SERVICE_AUTH_NONCES, V_CI_COUNTS, V_WEBHOOK_QUEUE, V_WRITE_PROBE),
+    (
+        V1,
+        V2,
+        _v2_backfill,
+        V_CANCEL,
+        V_SERVICE_AUTH_NONCES,
+        V_CI_COUNTS,
+        V_WEBHOOK_QUEUE,
+        V_WRITE_PROBE,
+        V_PULLS,
+    ),
 )
 
 

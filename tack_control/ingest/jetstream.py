@@ -23,8 +23,9 @@ from tack_control import metrics
 from tack_control.engine.db import get_meta, set_meta
 from tack_control.engine.statuses import StatusBook
 from tack_control.ingest.lag import StreamLag
+from tack_control.ingest.pulls import COLLECTIONS as PULL_COLLECTIONS, PullIntake
 from tack_control.ingest.registry import COLLECTIONS, Registry
-from tack_control.ingest.wire import MAX_FRAME_BYTES, BadRecord, parse_jetstream
+from tack_control.ingest.wire import MAX_FRAME_BYTES, BadRecord, JetstreamEvent, parse_jetstream
 
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ SAVE_EVERY_S = 5.0
 
 def subscribe_url(base: str, cursor_us: int | None) -> str:
     """The subscribe URL with tack's collections and, when known, the cursor."""
-    params: list[tuple[str, str]] = [("wantedCollections", c) for c in COLLECTIONS]
+    params: list[tuple[str, str]] = [("wantedCollections", c) for c in (*COLLECTIONS, *PULL_COLLECTIONS)]
     if cursor_us is not None:
         params.insert(0, ("cursor", str(cursor_us)))
     sep = "&" if "?" in base else "?"
@@ -54,8 +55,12 @@ class JetstreamIngest:
         on_knots_changed: Callable[[], None],
         rewind_s: float = 5.0,
         on_members_changed: Callable[[], None] = lambda: None,
+        pulls: PullIntake | None = None,
+        on_pull: Callable[[], None] = lambda: None,
     ) -> None:
         self.url = url
+        self.pulls = pulls
+        self.on_pull = on_pull
         self.registry = registry
         self.book = book
         self.conn = book.conn
@@ -131,6 +136,9 @@ class JetstreamIngest:
         except BadRecord as exc:
             log.info("jetstream frame skipped", extra={"reason": str(exc)[:200]})
             return "malformed", None
+        if event.kind == "commit" and event.collection in PULL_COLLECTIONS and self.pulls is not None:
+            # Pull records come from anyone (they are exempt from the member filter).
+            return self._pull(event)
         if (
             not self.registry.wanted(event.did)
             or event.kind != "commit"
@@ -166,3 +174,26 @@ class JetstreamIngest:
         if applied.outcome in ("member_saved", "member_removed", "member_other_spindle"):
             self.on_members_changed()
         return applied.outcome, None
+
+    def _pull(self, event: JetstreamEvent) -> tuple[str, int | None]:
+        assert self.pulls is not None
+        try:
+            with self.book.transaction() as conn:
+                outcome = self.pulls.accept(conn, event)
+                if outcome == "pull_queued":
+                    set_meta(conn, CURSOR_KEY, str(event.time_us + 1))
+        except BadRecord as exc:
+            log.info(
+                "pull record skipped",
+                extra={
+                    "reason": str(exc)[:200],
+                    "did": event.did,
+                    "rkey": event.rkey,
+                    "collection": event.collection,
+                },
+            )
+            return "bad_record", event.time_us + 1
+        if outcome != "pull_queued":
+            return outcome, event.time_us + 1
+        self.on_pull()
+        return outcome, None

@@ -59,7 +59,9 @@ class Mint:
     when: WhenTrigger = field(default_factory=lambda: WhenTrigger("manual"))
 
 
-def select(files: Sequence[tuple[str, str]], mint: Mint, providers: Sequence[str], default: str | None) -> list[Routed]:
+def select(
+    files: Sequence[tuple[str, str]], mint: Mint, providers: Sequence[str], default: str | None
+) -> list[Routed]:
     """The workflows the trigger runs, each routed (or failed with the reason Tangled would drop it)."""
     routed = []
     for decision in decide(files, mint.when):
@@ -90,7 +92,10 @@ def workflow_entry(decision: Decision, raw: str) -> Workflow:
         return Workflow(decision.name, "", raw, Clone(submodules=True, tags=True))
     c = spec.clone
     return Workflow(
-        decision.name, spec.engine, raw, Clone(skip=c.skip, depth=c.depth, submodules=c.submodules, tags=c.tags)
+        decision.name,
+        spec.engine,
+        raw,
+        Clone(skip=c.skip, depth=c.depth, submodules=c.submodules, tags=c.tags),
     )
 
 
@@ -110,7 +115,11 @@ def pipeline_record(mint: Mint, default_branch: str, routed: Sequence[Routed]) -
     }
     if mint.source_repo:
         meta["sourceRepo"] = mint.source_repo
-    return {"$type": "sh.tangled.pipeline", "triggerMetadata": meta, "workflows": [workflow_json(r.workflow) for r in routed]}
+    return {
+        "$type": "sh.tangled.pipeline",
+        "triggerMetadata": meta,
+        "workflows": [workflow_json(r.workflow) for r in routed],
+    }
 
 
 def workflow_json(workflow: Workflow) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from tack_control import metrics
 from tack_control.engine.pipelines import Pipelines, Routed
 from tack_control.engine.statuses import StatusBook
 from tack_control.ingest.minting import LoadFailed, LoadWorkflows, Mint, Minter, load_failure
-from tack_control.ingest.registry import Registry, Repo
+from tack_control.ingest.registry import Registry
 from tack_control.ingest.when import Trigger as WhenTrigger
 
 
@@ -80,7 +80,9 @@ class PushWorker:
                 await self.wake.wait(self._next_due_s())
 
     def _next_due_s(self) -> float:
-        row = self.book.conn.execute("SELECT MIN(next_attempt_ns) FROM pushes WHERE state='queued'").fetchone()
+        row = self.book.conn.execute(
+            "SELECT MIN(next_attempt_ns) FROM pushes WHERE state='queued'"
+        ).fetchone()
         if row[0] is None:
             return 30.0
         return max(0.0, min(30.0, (int(row[0]) - time.time_ns()) / 1e9))
@@ -111,7 +113,11 @@ class PushWorker:
             commit=push.new_sha,
             origin="recovered" if recovered else "push",
             # A recovered push's changed files are unknown: its `paths:` filters are taken to match.
-            when=WhenTrigger("push", ref=push.ref, changed_files=None if recovered else tuple(push.event.get("changedFiles") or ())),
+            when=WhenTrigger(
+                "push",
+                ref=push.ref,
+                changed_files=None if recovered else tuple(push.event.get("changedFiles") or ()),
+            ),
         )
         started = time.monotonic()
         try:
@@ -124,7 +130,12 @@ class PushWorker:
             metrics.PUSHES.labels("load_failed").inc()
             log.warning(
                 "workflows could not be loaded",
-                extra={"repo_did": repo.repo_did, "ref": push.ref, "sha": push.new_sha, "reason": str(exc)[:300]},
+                extra={
+                    "repo_did": repo.repo_did,
+                    "ref": push.ref,
+                    "sha": push.new_sha,
+                    "reason": str(exc)[:300],
+                },
             )
             return
         metrics.WORKFLOW_LOAD_SECONDS.observe(time.monotonic() - started)
@@ -141,7 +152,8 @@ class PushWorker:
         spec = await self.minter.spec(mint, rkey, routed)
         with self.book.transaction() as conn:
             state = conn.execute(
-                "SELECT state FROM pushes WHERE repo=? AND ref=? AND new_sha=?", (push.repo_did, push.ref, push.new_sha)
+                "SELECT state FROM pushes WHERE repo=? AND ref=? AND new_sha=?",
+                (push.repo_did, push.ref, push.new_sha),
             ).fetchone()
             if state is None or state[0] != "queued":
                 return
@@ -152,7 +164,13 @@ class PushWorker:
             )
         log.info(
             "pipeline minted",
-            extra={"knot": spec.knot, "rkey": rkey, "repo_did": spec.repo_did, "ref": push.ref, "workflows": len(routed)},
+            extra={
+                "knot": spec.knot,
+                "rkey": rkey,
+                "repo_did": spec.repo_did,
+                "ref": push.ref,
+                "workflows": len(routed),
+            },
         )
         if any(r.route.provider for r in routed):
             self.on_queued()
@@ -163,7 +181,10 @@ class PushWorker:
                 "UPDATE pushes SET state=?, reason=? WHERE repo=? AND ref=? AND new_sha=? AND state='queued'",
                 (state, reason, push.repo_did, push.ref, push.new_sha),
             )
-        log.info("push handled", extra={"repo_did": push.repo_did, "ref": push.ref, "state": state, "reason": reason})
+        log.info(
+            "push handled",
+            extra={"repo_did": push.repo_did, "ref": push.ref, "state": state, "reason": reason},
+        )
 
     def _retry(self, push: QueuedPush, reason: str) -> None:
         at = time.time_ns() + int(backoff.delay(push.attempts + 1, base=1.0, cap=60.0) * 1e9)
@@ -174,5 +195,10 @@ class PushWorker:
             )
         log.warning(
             "loading workflows will be retried",
-            extra={"repo_did": push.repo_did, "ref": push.ref, "attempts": push.attempts + 1, "reason": reason[:300]},
+            extra={
+                "repo_did": push.repo_did,
+                "ref": push.ref,
+                "attempts": push.attempts + 1,
+                "reason": reason[:300],
+            },
         )

@@ -64,7 +64,11 @@ def _string(obj: dict[str, Any], key: str, where: str, required: bool = True, li
     if value is None and not required:
         return ""
     if not isinstance(value, str) or (required and not value) or len(value) > limit:
-        raise _fail(400, "InvalidRequest", f"{where}{key}: {'required ' if required else ''}string of at most {limit} characters")
+        raise _fail(
+            400,
+            "InvalidRequest",
+            f"{where}{key}: {'required ' if required else ''}string of at most {limit} characters",
+        )
     return value
 
 
@@ -72,7 +76,11 @@ def _workflow_names(body: dict[str, Any]) -> frozenset[str] | None:
     names = body.get("workflows")
     if names is None:
         return None
-    if not isinstance(names, list) or len(names) > MAX_WORKFLOWS or not all(isinstance(n, str) and n for n in names):
+    if (
+        not isinstance(names, list)
+        or len(names) > MAX_WORKFLOWS
+        or not all(isinstance(n, str) and n for n in names)
+    ):
         raise _fail(400, "InvalidRequest", f"workflows: a list of at most {MAX_WORKFLOWS} workflow names")
     return frozenset(names)
 
@@ -100,7 +108,9 @@ async def _source_knot(core: Core, repo: Repo, source_repo: str) -> str:
             raise _fail(400, "InvalidRepo", f"sourceRepo {source_repo}: its DID document names no knot")
         description = await core.knot_api.describe_repo(knot, source_repo)
     except ResolveError as exc:
-        raise _fail(502 if exc.reason == "unavailable" else 400, "InvalidRepo", f"sourceRepo: {exc}") from None
+        raise _fail(
+            502 if exc.reason == "unavailable" else 400, "InvalidRepo", f"sourceRepo: {exc}"
+        ) from None
     except KnotError as exc:
         raise _fail(502 if exc.transient else 400, "InvalidRepo", f"sourceRepo: {exc}") from None
     if description is None:
@@ -121,12 +131,19 @@ def _manual(trigger: dict[str, Any]) -> tuple[dict[str, Any], str, WhenTrigger]:
     inputs = trigger.get("inputs")
     if inputs is not None:
         if not isinstance(inputs, list) or len(inputs) > MAX_INPUTS:
-            raise _fail(400, "InvalidRequest", f"trigger.inputs: a list of at most {MAX_INPUTS} {{key, value}}")
+            raise _fail(
+                400, "InvalidRequest", f"trigger.inputs: a list of at most {MAX_INPUTS} {{key, value}}"
+            )
         pairs = []
         for i, item in enumerate(inputs):
             if not isinstance(item, dict):
                 raise _fail(400, "InvalidRequest", f"trigger.inputs[{i}]: an object {{key, value}}")
-            pairs.append({"key": _string(item, "key", f"trigger.inputs[{i}]."), "value": _string(item, "value", f"trigger.inputs[{i}].", limit=4096)})
+            pairs.append(
+                {
+                    "key": _string(item, "key", f"trigger.inputs[{i}]."),
+                    "value": _string(item, "value", f"trigger.inputs[{i}].", limit=4096),
+                }
+            )
         detail["inputs"] = pairs
     return detail, sha, WhenTrigger("manual")
 
@@ -162,9 +179,13 @@ async def trigger_pipeline(request: web.Request) -> web.Response:
     elif kind_type == PULL_TYPE:
         kind, origin, (detail, sha, when) = "pull_request", "pull", _pull_request(trigger)
     else:
-        raise _fail(400, "InvalidRequest", f"trigger.$type: unsupported trigger variant {str(kind_type)[:80]!r}")
+        raise _fail(
+            400, "InvalidRequest", f"trigger.$type: unsupported trigger variant {str(kind_type)[:80]!r}"
+        )
     source_repo = _string(trigger, "sourceRepo", "trigger.", required=False)
-    return await _run(request, caller, repo_did, kind, origin, detail, sha, when, source_repo, _workflow_names(body))
+    return await _run(
+        request, caller, repo_did, kind, origin, detail, sha, when, source_repo, _workflow_names(body)
+    )
 
 
 async def _run(
@@ -200,12 +221,18 @@ async def _run(
     try:
         files = await core.load_workflows(knot, source_repo if forked else repo.repo_did, sha)
     except LoadFailed as exc:
-        raise _fail(502 if exc.transient else 400, "InvalidRequest", f"cannot load .tangled/workflows at {sha}: {exc}") from None
+        raise _fail(
+            502 if exc.transient else 400, "InvalidRequest", f"cannot load .tangled/workflows at {sha}: {exc}"
+        ) from None
     if only is not None and (unknown := sorted(only - {name for name, _ in files})):
         raise _fail(400, "InvalidRequest", f"no workflow named {', '.join(unknown)} at {sha}")
     routed = core.minter.select(files, mint)
     if not routed:
-        raise _fail(400, "InvalidRequest", f"no workflows to run: none at {sha} matches this {kind.replace('_', ' ')} trigger")
+        raise _fail(
+            400,
+            "InvalidRequest",
+            f"no workflows to run: none at {sha} matches this {kind.replace('_', ' ')} trigger",
+        )
     rkey = core.pipelines.mint_rkey()
     spec = await core.minter.spec(mint, rkey, routed)
     with core.book.transaction() as conn:
@@ -215,7 +242,14 @@ async def _run(
     uri = pipeline_uri(repo.knot, rkey)
     log.info(
         "pipeline triggered",
-        extra={"caller": caller, "repo_did": repo.repo_did, "kind": kind, "rkey": rkey, "untrusted": forked, "workflows": len(routed)},
+        extra={
+            "caller": caller,
+            "repo_did": repo.repo_did,
+            "kind": kind,
+            "rkey": rkey,
+            "untrusted": forked,
+            "workflows": len(routed),
+        },
     )
     return web.json_response({"pipeline": uri})
 
@@ -226,7 +260,9 @@ async def old_trigger_pipeline(request: web.Request) -> web.Response:
     body = await json_body(request)
     repo_did = await _repo_did_of(request, body.get("repo"))
     detail, sha, when = _manual({"sha": body.get("sha"), **({"ref": body["ref"]} if body.get("ref") else {})})
-    return await _run(request, caller, repo_did, "manual", "manual", detail, sha, when, "", _workflow_names(body))
+    return await _run(
+        request, caller, repo_did, "manual", "manual", detail, sha, when, "", _workflow_names(body)
+    )
 
 
 async def _repo_did_of(request: web.Request, repo: Any) -> str:
@@ -271,9 +307,14 @@ async def cancel_pipeline(request: web.Request) -> web.Response:
     if not mine:
         raise _fail(403, "AccessControl", f"pipeline {pipeline} does not belong to {repo_did}")
     with core.book.transaction() as conn:
-        cancelled = core.cancels.request(conn, mine[0][0], pipeline, sorted(names) if names is not None else None)
+        cancelled = core.cancels.request(
+            conn, mine[0][0], pipeline, sorted(names) if names is not None else None
+        )
     core.cancels.wake.notify()
-    log.info("pipeline cancelled", extra={"caller": caller, "repo_did": repo_did, "rkey": pipeline, "workflows": cancelled})
+    log.info(
+        "pipeline cancelled",
+        extra={"caller": caller, "repo_did": repo_did, "rkey": pipeline, "workflows": cancelled},
+    )
     return web.Response(status=200)
 
 
