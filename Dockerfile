@@ -13,6 +13,9 @@ COPY tack_sandbox ./tack_sandbox
 RUN /opt/tack/bin/pip install --no-cache-dir --no-deps --no-build-isolation .
 
 FROM python:3.11-slim
+# git loads .tangled/workflows from knots (Debian 12's 2.39 is the oldest tack supports).
+RUN apt-get update && apt-get install -y --no-install-recommends git \
+    && rm -rf /var/lib/apt/lists/*
 RUN useradd --system --uid 10001 --home-dir /data --shell /usr/sbin/nologin tack \
     && mkdir -p /data && chown tack /data
 COPY --from=build /opt/tack /opt/tack

@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 .DEFAULT_GOAL := help
 TOOLS_STAMP := $(VENV)/.tools
 
-.PHONY: help venv lock tools proto proto-check lint fmt types unit test run trigger bench bench-smoke chaos soak clean
+.PHONY: help venv lock tools git-tool proto proto-check lint fmt types unit test run trigger bench bench-smoke chaos soak clean
 
 help:
 	@echo "make run      start tack (control plane + stub provider; a local sandbox without Tangled config)"
@@ -46,7 +46,19 @@ $(TOOLS_STAMP): | $(STAMP)
 	  else echo "install docker-compose (Debian: apt-get install docker-compose) to validate compose.yaml"; exit 1; fi; }
 	touch $(TOOLS_STAMP)
 
-tools: $(TOOLS_STAMP)
+# tack loads .tangled/workflows from knots with the git client (and the sandbox knot serves real
+# repositories with it): Debian's package when missing, and at least the version Debian 12 ships.
+GIT_MIN := 2.39
+git-tool:
+	@command -v git >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq git >/dev/null; \
+	  else echo "install git >= $(GIT_MIN) (Debian: apt-get install git): tack loads workflows with it"; exit 1; fi; }
+	@git --version | awk -v min=$(GIT_MIN) '{ split($$3, v, "."); split(min, m, "."); \
+	  if (v[1] < m[1] || (v[1] == m[1] && v[2] < m[2])) { \
+	    print "git " $$3 " is too old: tack needs git >= " min " (Debian 12 ships 2.39)"; exit 1 } }'
+
+tools: $(TOOLS_STAMP) git-tool
 
 proto: $(STAMP)
 	$(PY) tools/genproto.py
@@ -70,13 +82,13 @@ unit: $(STAMP)
 
 test: tools proto-check lint types unit
 
-run: $(STAMP)
+run: $(STAMP) git-tool
 	$(PY) -m tack_sandbox
 
-trigger: $(STAMP)
+trigger: $(STAMP) git-tool
 	$(PY) -m tack_sandbox trigger
 
-bench: $(STAMP)
+bench: $(STAMP) git-tool
 	$(PY) -m tests.bench
 
 chaos: $(STAMP)

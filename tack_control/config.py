@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -64,6 +65,14 @@ class Settings:
     did_cache_ttl_s: float = 3600.0
     reconcile_records_interval_s: float = 300.0
     reconcile_records_timeout_s: float = 60.0
+    reconcile_refs_interval_s: float = 300.0
+    git_cache_dir: str = ""
+    """Where workflow files are fetched into ("" = ``git-cache`` beside the database)."""
+
+    @property
+    def git_cache(self) -> str:
+        """The git cache directory to use."""
+        return self.git_cache_dir or os.path.join(os.path.dirname(os.path.abspath(self.db_path)), "git-cache")
 
     @classmethod
     def from_env(cls, e: Mapping[str, str]) -> Settings:
@@ -121,4 +130,6 @@ class Settings:
             did_cache_ttl_s=env.number(e, "TACK_DID_CACHE_TTL", 3600.0, 1, 86400),
             reconcile_records_interval_s=env.number(e, "TACK_RECONCILE_RECORDS_INTERVAL", 300.0, 1, 86400),
             reconcile_records_timeout_s=env.number(e, "TACK_RECONCILE_RECORDS_TIMEOUT", 60.0, 0.1, 3600),
+            reconcile_refs_interval_s=env.number(e, "TACK_RECONCILE_REFS_INTERVAL", 300.0, 1, 86400),
+            git_cache_dir=e.get("TACK_GIT_CACHE_DIR", "").strip(),
         )

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import math
 import time
+from pathlib import Path
 
 from tack_common.sqlite import BackgroundCheckpoints
 from tack_common.storage import WriteProbe
@@ -26,16 +27,24 @@ from tack_control.identity.replay import ReplayStore
 from tack_control.identity.resolver import DidResolver
 from tack_control.identity.serviceauth import ServiceAuth
 from tack_control.ingest.backfill import Limits, Reconciler
+from tack_control.ingest.gitcli import GitFetchError
+from tack_control.ingest.gitfetch import WorkflowFetcher, ls_remote_refs
 from tack_control.ingest.intake import Intake
 from tack_control.ingest.jetstream import JetstreamIngest
 from tack_control.ingest.knotapi import KnotApi
 from tack_control.ingest.knots import KnotConsumers
+from tack_control.ingest.minting import LoadFailed, Minter
+from tack_control.ingest.pulls import PullIntake, PullWorker
+from tack_control.ingest.pushes import PushWorker
+from tack_control.ingest.recovery import Recovery
 from tack_control.ingest.registry import Registry
 from tack_control.ingest.verify import Verifier, knot_from_document
 from tack_control.netguard import Fetcher
 
 
 log = logging.getLogger(__name__)
+
+TRANSIENT_GIT_FAILURES = frozenset({"unreachable", "timeout", "stalled", "http_error", "dns"})
 
 
 class Core:
@@ -66,6 +75,34 @@ class Core:
         self.pipelines = Pipelines(self.book, self.events)
         self.fetcher = Fetcher(settings.dev)
         self.knot_api = KnotApi(self.fetcher.get_json, settings.dev)
+        self.resolver = DidResolver(
+            self.fetcher, settings.plc_url, dev=settings.dev, ttl_s=settings.did_cache_ttl_s
+        )
+        self.service_auth = ServiceAuth(self.resolver, ReplayStore(self.conn), settings.hostname)
+        self.pds = PdsReader(self.resolver, self.fetcher)
+        self.git = WorkflowFetcher(Path(settings.git_cache), dev=settings.dev)
+        self.minter = Minter(self.knot_api, list(self.providers), settings.default_provider)
+        self.push_worker = PushWorker(
+            self.registry, self.book, self.pipelines, self.minter, self.load_workflows, self.dispatcher.poke
+        )
+        self.pull_worker = PullWorker(
+            self.registry,
+            self.book,
+            self.pipelines,
+            self.minter,
+            self.load_workflows,
+            self.resolver,
+            self.pds,
+            self.fetcher,
+            self.dispatcher.poke,
+        )
+        self.recovery = Recovery(
+            self.registry,
+            self.book,
+            self.list_refs,
+            self.push_worker.poke,
+            settings.reconcile_refs_interval_s,
+        )
         self.intake = Intake(
             self.registry,
             self.book,
@@ -73,9 +110,15 @@ class Core:
             list(self.providers),
             settings.default_provider,
             self.dispatcher.poke,
+            on_push=self.push_worker.poke,
         )
         self.knots = KnotConsumers(
-            self.conn, settings.dev, self.intake.handle_frame, settings.knot_rewind_s, self.supervisor
+            self.conn,
+            settings.dev,
+            self.intake.handle_frame,
+            settings.knot_rewind_s,
+            self.supervisor,
+            on_connected=self.recovery.knot_connected,
         )
         self.jetstream = JetstreamIngest(
             settings.jetstream_url,
@@ -84,15 +127,12 @@ class Core:
             self.registrations_changed,
             settings.jetstream_rewind_s,
             on_members_changed=lambda: self.reconciler.poke(),
+            pulls=PullIntake(self.registry),
+            on_pull=self.pull_worker.poke,
         )
-        resolver = DidResolver(
-            self.fetcher, settings.plc_url, dev=settings.dev, ttl_s=settings.did_cache_ttl_s
-        )
-        self.service_auth = ServiceAuth(resolver, ReplayStore(self.conn), settings.hostname)
         self.verifier = Verifier(
-            self.registry, self.book, self.knot_api, self.follow_knots, knot_from_document(resolver)
+            self.registry, self.book, self.knot_api, self.follow_knots, knot_from_document(self.resolver)
         )
-        self.pds = PdsReader(resolver, self.fetcher)
         self.reconciler = Reconciler(
             self.registry,
             self.book,
@@ -103,6 +143,23 @@ class Core:
         )
         self.webhooks = WebhookQueue(self.conn, settings.webhook_queue_bytes)
         self.forwarders = [WebhookForwarder(p, self.webhooks) for p in self.providers.values()]
+
+    async def load_workflows(self, knot: str, repo_did: str, sha: str) -> list[tuple[str, str]]:
+        """The workflow files at ``sha`` from the knot (LoadFailed says why not, and whether to try again)."""
+        try:
+            fetched = await self.git.fetch(knot, repo_did, sha)
+        except GitFetchError as exc:
+            raise LoadFailed(
+                f"{exc} ({exc.reason})", transient=exc.reason in TRANSIENT_GIT_FAILURES
+            ) from None
+        return [(f.name, f.text) for f in fetched.files]
+
+    async def list_refs(self, knot: str, repo_did: str) -> dict[str, str]:
+        """The branches and tags the knot serves now (GitFetchError becomes OSError for the recovery loop)."""
+        try:
+            return (await ls_remote_refs(knot, repo_did, dev=self.settings.dev)).refs
+        except GitFetchError as exc:
+            raise OSError(f"{exc} ({exc.reason})") from None
 
     def follow_knots(self) -> None:
         """Follow exactly the knots of the repositories registered now."""
@@ -125,6 +182,9 @@ class Core:
         spawn("verifier", self.verifier.run)
         spawn("reconciler", self.reconciler.run)
         spawn("cancels", self.cancels.run)
+        spawn("push_worker", self.push_worker.run)
+        spawn("pull_worker", self.pull_worker.run)
+        spawn("recovery", self.recovery.run)
         for watcher in self.watchers:
             spawn("watch_status", watcher.run, name=f"watch_status:{watcher.provider.name}")
         for forwarder in self.forwarders:

@@ -34,6 +34,7 @@ from tack_control.engine.webhooks import WebhookQueue
 from tack_control.identity.pds import PdsReader
 from tack_control.identity.resolver import DidResolver
 from tack_control.ingest.backfill import SHORT, Limits, read_did
+from tack_control.ingest.gitcli import MIN_GIT_VERSION, parse_git_version
 from tack_control.ingest.registry import COLLABORATOR, MEMBER, REPO, Registry
 from tack_control.ingest.snapshot import Snapshot, concerns, plan, project
 from tack_control.ingest.wire import BadRecord
@@ -212,6 +213,31 @@ async def check_buildkite(environ: Mapping[str, str]) -> Result:
             "check network access to Buildkite and TACK_BUILDKITE_API_URL",
         )
     return ok("buildkite token", f"valid, scopes ok, org {org!r} visible")
+
+
+async def check_git() -> Result:
+    """The git client is installed and at least MIN_GIT_VERSION (tack loads workflows from knots with it)."""
+    wanted = ".".join(map(str, MIN_GIT_VERSION))
+    fix = f"install git {wanted} or newer (Debian: apt-get install git)"
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            "git", "--version", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
+        )
+        async with asyncio.timeout(TIMEOUT_S):
+            out, _ = await proc.communicate()
+    except FileNotFoundError:
+        return fail("git client", "not installed", fix)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        return fail("git client", f"`git --version` did not answer within {TIMEOUT_S:g}s", fix)
+    version = parse_git_version(out.decode(errors="replace"))
+    if version is None:
+        return fail("git client", f"unrecognised version {out.decode(errors='replace').strip()[:80]!r}", fix)
+    shown = ".".join(map(str, version))
+    if version[:2] < MIN_GIT_VERSION:
+        return fail("git client", f"git {shown} is too old (tack needs {wanted})", fix)
+    return ok("git client", f"git {shown}")
 
 
 async def check_jetstream(settings: Settings) -> Result:
@@ -416,6 +442,7 @@ async def run_checks(environ: Mapping[str, str]) -> list[Result]:
             lambda n=n, a=a: check_provider(n, a, settings.provider_tls_ca)
             for n, a in settings.providers.items()
         ),
+        check_git,
         lambda: check_buildkite(environ),
         lambda: check_jetstream(settings),
         lambda: check_plc(settings),

@@ -164,3 +164,14 @@ RECONCILE_LAST_PASS = Gauge(
     "tack_reconcile_last_pass_timestamp_seconds",
     "When the last full reconciliation pass ended (Unix seconds).",
 )
+GIT_FETCHES = Counter(
+    "tack_git_fetches_total",
+    "Loads from knots over git (operation: workflows, refs) by outcome (ok or the failure reason).",
+    ["operation", "outcome"],
+)
+GIT_FETCH_SECONDS = Histogram(
+    "tack_git_fetch_duration_seconds",
+    "Time to load from a knot over git, by operation.",
+    ["operation"],
+    buckets=(0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)

@@ -25,8 +25,9 @@ import bisect
 import contextlib
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 from aiohttp import web
@@ -40,6 +41,8 @@ from tack_sandbox._loopback import (
     go_value,
     parse_go_int64,
 )
+from tack_sandbox.gitrepos import FileContent, ObjectFormat, Push, commit, create_repository
+from tack_sandbox.gitserver import GitServer
 
 
 PIPELINE_NSID = "sh.tangled.pipeline"
@@ -154,8 +157,11 @@ class SimulatedKnot(LoopbackWebSocketServer):
         protocol: Protocol = "legacy",
         drain_cap: int = 1000,
         retain: int | None = None,
+        git_root: Path | None = None,
     ) -> None:
         super().__init__(host=host, port=port, ping_interval=ping_interval)
+        self.git = GitServer(git_root) if git_root is not None else None
+        """Real repositories served over git smart HTTP at ``/<repoDid>``, as a knot serves them."""
         self.protocol = protocol
         self.drain_cap = drain_cap
         self.retain = retain
@@ -173,6 +179,7 @@ class SimulatedKnot(LoopbackWebSocketServer):
             web.get("/events", self._events),
             web.get("/xrpc/sh.tangled.repo.describeRepo", self._describe_repo),
             web.get("/xrpc/sh.tangled.repo.getDefaultBranch", self._default_branch),
+            *(self.git.routes() if self.git is not None else []),
             *self._extra_routes,
         ]
 
@@ -248,6 +255,44 @@ class SimulatedKnot(LoopbackWebSocketServer):
     def emit_ref_update(self, event: JsonObject) -> int:
         """Insert a ``sh.tangled.git.refUpdate`` event; see :func:`ref_update`."""
         return self.emit(REF_UPDATE_NSID, None, event)
+
+    async def create_repo(self, repo: HostedRepo, *, object_format: ObjectFormat = "sha1") -> None:
+        """Host ``repo`` with an empty git repository (needs ``git_root``)."""
+        assert self.git is not None, "this knot serves no git"
+        await create_repository(
+            self.git.repo_path(repo.repo_did), object_format=object_format, branch=repo.default_branch
+        )
+        self.host_repo(repo)
+
+    async def push(
+        self,
+        repo_did: str,
+        files: Mapping[str, FileContent],
+        *,
+        branch: str = "main",
+        committer: str | None = None,
+        push_options: Sequence[str] = (),
+        emit: bool = True,
+    ) -> Push:
+        """Commit ``files`` to a hosted repository, as a ``git push`` to the knot would, and (``emit``) send the
+        refUpdate a current knot sends for it, with the changed files."""
+        assert self.git is not None, "this knot serves no git"
+        repo = self.repos[repo_did]
+        pushed = await commit(self.git.repo_path(repo_did), files, branch=branch)
+        if emit:
+            self.emit_ref_update(
+                ref_update(
+                    repo_did=repo_did,
+                    owner=repo.owner,
+                    ref=pushed.ref,
+                    old_sha=pushed.old_sha,
+                    new_sha=pushed.new_sha,
+                    committer=committer,
+                    changed_files=pushed.changed_files,
+                    push_options=push_options,
+                )
+            )
+        return pushed
 
     def _query(self, cursor: int) -> list[KnotEvent]:
         start = bisect.bisect_right(self._created, cursor) if cursor > 0 else 0

@@ -46,7 +46,9 @@ class KnotConsumers:
         handle: FrameHandler,
         rewind_s: float = 30.0,
         supervisor: Supervisor | None = None,
+        on_connected: Callable[[str], None] = lambda knot: None,
     ) -> None:
+        self.on_connected = on_connected
         self.conn = conn
         self.supervisor = supervisor or Supervisor()
         self.lag: dict[str, StreamLag] = {}
@@ -134,6 +136,7 @@ class KnotConsumers:
                     lag.on_connect()
                     metrics.KNOTS_CONNECTED.set(len(self.connected))
                     log.info("knot connected", extra={"knot": knot, "url": url})
+                    self.on_connected(knot)
                     async for frame in ws:
                         lag.on_event()
                         metrics.KNOT_FRAMES.labels(self.handle_frame(knot, frame)).inc()

@@ -116,7 +116,8 @@ class PushWorker:
             when=WhenTrigger(
                 "push",
                 ref=push.ref,
-                changed_files=None if recovered else tuple(push.event.get("changedFiles") or ()),
+                changed_files=tuple(push.event.get("changedFiles") or ()),
+                changed_files_known=not recovered,
             ),
         )
         started = time.monotonic()

@@ -51,7 +51,7 @@ def build_app(settings: Settings) -> web.Application:
     app[keys.SERVICE_AUTH] = core.service_auth
     app[keys.PDS] = core.pds
     app[keys.REGISTRY] = core.registry
-    app[keys.LOAD_WORKFLOWS] = None
+    app[keys.LOAD_WORKFLOWS] = core.load_workflows
     metrics.BUILD_INFO.info({"version": VERSION})
     rewind_ns = int(settings.events_rewind_s * 1e9)
     app.router.add_get("/", root)

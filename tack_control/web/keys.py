@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from tack_control.engine.webhooks import WebhookQueue
     from tack_control.identity.pds import PdsReader
     from tack_control.identity.serviceauth import ServiceAuth
-    from tack_control.ingest.pushes import LoadWorkflows
+    from tack_control.ingest.minting import LoadWorkflows
     from tack_control.ingest.registry import Registry
     from tack_control.web.logframes import LogFrames
     from tack_control.web.sender import Conversation

@@ -12,7 +12,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tack_sandbox.knot import HostedRepo, SimulatedKnot, pipeline_record, ref_update
+from tack_sandbox.gitrepos import create_repository
+from tack_sandbox.knot import HostedRepo, SimulatedKnot, pipeline_record
 from tests.fakes.appview import AppviewClient
 from tests.fakes.atproto import FakePds, FakePlc
 from tests.support.atproto import Account
@@ -93,7 +94,7 @@ async def pds2() -> AsyncIterator[FakePds]:
 async def world(tmp_path: Path, plc: FakePlc, pds: FakePds, pds2: FakePds) -> AsyncIterator[World]:
     """Everything but the control plane running; the control plane's hostname is known (records name it)."""
     stack = Stack(tmp_path)
-    stack.knot = SimulatedKnot(protocol="current", ping_interval=1.0)
+    stack.knot = SimulatedKnot(protocol="current", ping_interval=1.0, git_root=tmp_path / "git")
     await stack.jetstream.start()
     await stack.knot.start()
     await stack.stub.start_serving()
@@ -260,11 +261,6 @@ async def test_a_push_to_a_repository_registered_only_through_backfill_runs(
     assert world.stack.jetstream.events == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the push worker (refUpdate → pipeline minted by tack) is not wired into the control plane on main yet; "
-    "once it is, serve the repository's .tangled/workflows from the knot over git and remove this mark",
-)
 async def test_a_current_tangled_push_to_a_repository_registered_only_through_backfill_runs(
     world: World, appview_factory: Callable[[Stack], AppviewClient]
 ) -> None:
@@ -275,5 +271,8 @@ async def test_a_current_tangled_push_to_a_repository_registered_only_through_ba
     await world.cp.start_ready()
     await until(lambda: world.repo_states().get(repo_did) == "verified", "the repository is verified")
     await world.stack.wait_knot_connected()
-    world.knot.emit_ref_update(ref_update(repo_did=repo_did, owner=alice.did))
-    await until(lambda: stub_runs(world.stack) >= 1, "a workflow reaches the provider", timeout=10)
+    assert world.knot.git is not None
+    await create_repository(world.knot.git.repo_path(repo_did))
+    workflow = 'when:\n  - event: ["push"]\n    branch: ["main"]\nengine: tack\ntack:\n  stub: {"queue_seconds": 0}\n'
+    await world.knot.push(repo_did, {".tangled/workflows/ci.yml": workflow})
+    await until(lambda: stub_runs(world.stack) >= 1, "a workflow reaches the provider", timeout=20)

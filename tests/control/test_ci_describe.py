@@ -1,6 +1,6 @@
 """sh.tangled.ci.describeWorkflowDefinition over HTTP, with real registry rows and a loader fake (tack_control.web.ci.handlers).
 
-The loader fake follows the git loader's contract (``ingest.pushes.LoadWorkflows``):
+The loader fake follows the git loader's contract (``ingest.minting.LoadWorkflows``):
 ``(knot, repo DID, sha)`` → the files of ``.tangled/workflows`` at that commit,
 ``LoadFailed`` (transient or not) when they cannot be read.
 """
@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Sequence
 import pytest
 
 from tack_common.sqlite import Transaction
-from tack_control.ingest.pushes import LoadFailed
+from tack_control.ingest.minting import LoadFailed
 from tack_control.ingest.registry import REPO, Registry
 from tests.fakes.ci_appview import DESCRIBE, CiAppview
 from tests.support.ci import KNOT, PipelineMaker, ci_app, serve, sha

@@ -13,7 +13,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tack_control.doctor import Result, check_buildkite, run_checks
+from tack_control.doctor import Result, check_buildkite, check_git, run_checks
 from tests.fakes.atproto import FakePds, FakePlc
 from tests.fakes.buildkite import FakeBuildkite
 from tests.fakes.buildkite.config import ALL_SCOPES, TokenInfo
@@ -90,6 +90,7 @@ async def test_good_configuration_passes_with_one_line_per_check(
     assert any(line.startswith("skip") and "buildkite" in line for line in lines)
     assert "SERVING, stub" in proc.stdout
     assert f"answers {OWNER}" in proc.stdout
+    assert "ok    git client: git 2." in proc.stdout
 
 
 @pytest.mark.parametrize(
@@ -189,3 +190,32 @@ async def test_a_control_plane_that_is_not_ready_and_its_waiting_webhooks_are_re
     )
     waiting = [r for r in results if r.name == "webhooks for stub"]
     assert len(waiting) == 1 and waiting[0].detail.startswith("1 stored, waiting")
+
+
+def fake_git(directory: Path, version_line: str) -> None:
+    """A `git` on PATH that answers `--version` with ``version_line`` (git's documented output)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    script = directory / "git"
+    script.write_text(f"#!/bin/sh\necho '{version_line}'\n")
+    script.chmod(0o755)
+
+
+async def test_the_git_client_is_checked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real git passes; a missing git, one older than 2.39 and an unrecognised one each fail with the fix."""
+    real = await check_git()
+    assert (real.verdict, real.name) == ("ok", "git client") and real.detail.startswith("git 2.")
+    fake_git(tmp_path / "old", "git version 2.30.2")
+    fake_git(tmp_path / "odd", "not git at all")
+    fake_git(tmp_path / "new", "git version 2.49.0")
+    expected = {
+        "none": "not installed",
+        "old": "git 2.30.2 is too old (tack needs 2.39)",
+        "odd": "unrecognised version 'not git at all'",
+    }
+    for directory, detail in expected.items():
+        monkeypatch.setenv("PATH", str(tmp_path / directory))
+        result = await check_git()
+        assert (result.verdict, result.detail) == ("FAIL", detail)
+        assert result.fix == "install git 2.39 or newer (Debian: apt-get install git)"
+    monkeypatch.setenv("PATH", str(tmp_path / "new"))
+    assert (await check_git()).detail == "git 2.49.0"

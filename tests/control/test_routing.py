@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from tack_control.ingest.routing import MAX_ALIASES, MAX_DEPTH, MAX_NODES, MAX_YAML_BYTES, Route
+from tack_control.ingest.routing import MAX_NODES, Route
+from tack_control.ingest.workflow_yaml import MAX_ALIASES, MAX_DEPTH, MAX_YAML_BYTES
 from tests.support.samples import (
     PROVIDERS,
     timed_route,

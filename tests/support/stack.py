@@ -123,10 +123,11 @@ class Stack:
         stub_env: Mapping[str, str] | None = None,
         tls_ca: bytes | None = None,
         buildkite_env: Mapping[str, str] | None = None,
+        knot: SimulatedKnot | None = None,
     ) -> None:
         self.workdir = workdir
         self.jetstream = SimulatedJetstream()
-        self.knot = SimulatedKnot(ping_interval=1.0)
+        self.knot = knot or SimulatedKnot(ping_interval=1.0)
         self.stub = StubProcess(workdir, stub_env, tls_ca)
         self.control_env = dict(control_env or {})
         self.control: ControlPlane | None = None

@@ -19,7 +19,7 @@ from aiohttp.typedefs import Handler
 
 from tack_control import metrics
 from tack_control.ingest.fingerprint import definition_names, describe_definition_hash
-from tack_control.ingest.pushes import LoadFailed
+from tack_control.ingest.minting import LoadFailed
 from tack_control.web import keys
 from tack_control.web.ci import params, store
 from tack_control.web.xrpc import xrpc_error

@@ -1,0 +1,263 @@
+"""Current Tangled end to end: a real git push to a knot → refUpdate → tack loads the workflows → runs them.
+
+Real processes (the control plane, the stub provider), a current-protocol knot on loopback serving real
+git repositories over smart HTTP, a PLC directory holding the repo DID's document.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tack_sandbox.gitrepos import sha256_supported
+from tack_sandbox.knot import HostedRepo, SimulatedKnot
+from tests.fakes.appview import AppviewClient
+from tests.fakes.atproto import FakePlc
+from tests.support.atproto import Account, plc_did
+from tests.support.stack import OWNER, Stack, stub_runs
+
+
+pytestmark = pytest.mark.e2e
+
+QUICK = {
+    "queue_seconds": 0,
+    "steps": [{"name": "build", "command": "make", "output": ["ok"], "duration": 0.1}],
+}
+
+
+def workflow(when: str, script: dict[str, Any] | None = None) -> str:
+    """A workflow file for the stub with this ``when:`` block."""
+    return f"{when}engine: tack\ntack:\n  stub: {json.dumps(script or QUICK)}\n"
+
+
+MAIN_PUSH = 'when:\n  - event: ["push"]\n    branch: ["main"]\n'
+WORKFLOWS = {
+    ".tangled/workflows/build.yml": workflow(MAIN_PUSH),
+    ".tangled/workflows/release.yml": workflow('when:\n  - event: ["push"]\n    tag: ["v*"]\n'),
+    ".tangled/workflows/docs.yml": workflow(
+        'when:\n  - event: ["push"]\n    branch: ["main"]\n    paths: ["docs/**"]\n'
+    ),
+    ".tangled/workflows/feature.yml": workflow('when:\n  - event: ["push"]\n    branch: ["feat/**"]\n'),
+    "README.md": "hello\n",
+}
+
+
+@dataclass
+class World:
+    """A stack whose knot speaks current Tangled, with one registered repository."""
+
+    stack: Stack
+    plc: FakePlc
+    repo_did: str
+
+    @property
+    def knot(self) -> SimulatedKnot:
+        return self.stack.knot
+
+    def pipelines(self) -> list[tuple[str, str, str, str, str]]:
+        """(rkey, kind, commit, origin, repo_did) of every pipeline, oldest first."""
+        with sqlite3.connect(self.stack.cp.db_path) as conn:
+            return conn.execute(
+                "SELECT rkey, kind, commit_sha, origin, repo_did FROM pipelines ORDER BY created_ns"
+            ).fetchall()
+
+    def workflows(self, rkey: str) -> dict[str, tuple[str, str]]:
+        """name → (status, error) of a pipeline's workflows."""
+        with sqlite3.connect(self.stack.cp.db_path) as conn:
+            rows = conn.execute("SELECT name, status, error FROM workflows WHERE rkey=?", (rkey,)).fetchall()
+        return {name: (status, error) for name, status, error in rows}
+
+    def pushes(self) -> list[tuple[str, str, str]]:
+        """(ref, state, reason) of every push tack recorded."""
+        with sqlite3.connect(self.stack.cp.db_path) as conn:
+            return conn.execute("SELECT ref, state, reason FROM pushes ORDER BY received_ns").fetchall()
+
+
+async def until(predicate: Callable[[], object], what: str, timeout: float = 20.0) -> None:
+    """Wait for ``predicate()`` to be true."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting until {what}")
+        await asyncio.sleep(0.05)
+
+
+async def make_world(tmp_path: Path, object_format: str = "sha1", **knot_options: Any) -> World:
+    plc = FakePlc()
+    await plc.start()
+    knot = SimulatedKnot(protocol="current", ping_interval=1.0, git_root=tmp_path / "git", **knot_options)
+    stack = Stack(tmp_path, control_env={"TACK_PLC_URL": plc.url}, knot=knot)
+    await stack.start()
+    repo_did = plc_did()
+    plc.publish(Account(did=repo_did, pds=f"http://{knot.hostname}"))
+    await knot.create_repo(HostedRepo(repo_did, OWNER, "hello"), object_format=object_format)  # type: ignore[arg-type]
+    stack.jetstream.commit(
+        OWNER,
+        "sh.tangled.repo",
+        "hello",
+        "create",
+        {
+            "name": "hello",
+            "knot": knot.hostname,
+            "spindle": stack.cp.hostname,
+            "repoDid": repo_did,
+            "createdAt": "2026-07-01T00:00:00Z",
+        },
+    )
+    await stack.wait_knot_connected()
+    return World(stack, plc, repo_did)
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[World]:
+    """A current knot with the owner's repository registered (and verified) here."""
+    w = await make_world(tmp_path)
+    try:
+        yield w
+    finally:
+        await w.stack.stop()
+        await w.plc.stop()
+
+
+async def test_a_push_runs_the_workflows_whose_when_matches(world: World) -> None:
+    """A push to main runs build.yml only: not the tag, paths (no docs change) or feature-branch workflows."""
+    appview = AppviewClient(world.stack.cp.http)
+    await appview.connect_events()
+    try:
+        pushed = await world.knot.push(world.repo_did, WORKFLOWS)
+        await until(lambda: len(world.pipelines()) == 1, "a pipeline is minted")
+        [(rkey, kind, commit, origin, repo_did)] = world.pipelines()
+        assert (kind, commit, origin, repo_did) == ("push", pushed.new_sha, "push", world.repo_did)
+        await until(
+            lambda: world.workflows(rkey).get("build.yml", ("",))[0] == "success", "build.yml succeeds"
+        )
+        assert set(world.workflows(rkey)) == {"build.yml"}
+        await until(
+            lambda: (appview.latest(world.knot.hostname, rkey, "build.yml") or {}).get("status") == "success",
+            "the appview sees success",
+        )
+        seen = [s["status"] for s in appview.statuses(world.knot.hostname, rkey, "build.yml")]
+        assert seen == ["pending", "running", "success"]
+    finally:
+        await appview.close()
+
+
+async def test_tag_paths_skip_ci_and_branch_filters_each_decide(world: World) -> None:
+    """A tag runs release.yml; a docs change runs docs.yml too; skip-ci runs nothing; a feature branch runs feature.yml."""
+    await world.knot.push(world.repo_did, WORKFLOWS)
+    await until(lambda: len(world.pipelines()) == 1, "the first pipeline")
+    await world.knot.push(world.repo_did, {"docs/guide.md": "# guide\n"})
+    await until(lambda: len(world.pipelines()) == 2, "the docs pipeline")
+    assert set(world.workflows(world.pipelines()[1][0])) == {"build.yml", "docs.yml"}
+    await world.knot.push(world.repo_did, {"src/x.c": "int x;\n"}, push_options=["skip-ci"])
+    await world.knot.push(world.repo_did, {**WORKFLOWS, "src/y.c": "int y;\n"}, branch="feat/login")
+    await until(lambda: len(world.pipelines()) == 3, "the feature-branch pipeline")
+    assert set(world.workflows(world.pipelines()[2][0])) == {"feature.yml"}
+    assert [s for _, s, _ in world.pushes()].count("done") == 3
+    assert ("refs/heads/main", "skipped") not in [
+        (r, s) for r, s, _ in world.pushes()
+    ]  # skip-ci is not even queued
+    head = world.pipelines()[1][2]
+    world.knot.emit_ref_update(
+        {
+            "$type": "",
+            "repo": world.repo_did,
+            "ref": "refs/tags/v1.0",
+            "oldSha": "0" * 40,
+            "newSha": head,
+            "committerDid": OWNER,
+            "ownerDid": OWNER,
+            "meta": None,
+        }
+    )
+    await until(lambda: len(world.pipelines()) == 4, "the tag pipeline")
+    assert set(world.workflows(world.pipelines()[3][0])) == {"release.yml"}
+
+
+async def test_a_replayed_push_runs_once(world: World) -> None:
+    """The same refUpdate delivered again (a replay) starts nothing new."""
+    await world.knot.push(world.repo_did, WORKFLOWS)
+    await until(lambda: len(world.pipelines()) == 1, "a pipeline")
+    world.knot.emit_ref_update(json.loads(json.dumps(world.knot.events[-1].event)))
+    await world.knot.drop_connections()
+    await world.stack.wait_knot_connected()
+    await asyncio.sleep(1.5)
+    assert len(world.pipelines()) == 1
+    assert stub_runs(world.stack) == 1
+
+
+async def test_workflows_that_cannot_be_loaded_fail_visibly_on_the_pipeline(world: World) -> None:
+    """A commit with more workflow files than tack loads gets a pipeline whose one workflow fails with the reason."""
+    files = {f".tangled/workflows/w{i:03d}.yml": workflow(MAIN_PUSH) for i in range(300)}
+    await world.knot.push(world.repo_did, files)
+    await until(lambda: len(world.pipelines()) == 1, "a pipeline")
+    [(rkey, *_)] = world.pipelines()
+    await until(
+        lambda: world.workflows(rkey).get("workflows", ("",))[0] == "failed", "the load failure is shown"
+    )
+    error = world.workflows(rkey)["workflows"][1]
+    assert "could not load .tangled/workflows" in error and "too_many_files" in error
+    assert stub_runs(world.stack) == 0
+
+
+async def test_kill9_mid_push_resumes_and_runs_once(world: World) -> None:
+    """tack killed right after the refUpdate arrives runs the push exactly once after restarting."""
+    await world.knot.push(world.repo_did, WORKFLOWS)
+    await until(lambda: len(world.pushes()) == 1, "the push is recorded")
+    world.stack.cp.kill9()
+    await world.stack.cp.start_ready()
+    await until(lambda: len(world.pipelines()) == 1, "the pipeline after the restart")
+    rkey = world.pipelines()[0][0]
+    await until(lambda: world.workflows(rkey).get("build.yml", ("",))[0] == "success", "it completes")
+    await asyncio.sleep(1.0)
+    assert len(world.pipelines()) == 1 and stub_runs(world.stack) == 1
+
+
+async def test_a_sha256_repository_runs_like_any_other(tmp_path: Path) -> None:
+    """A Knot2-style SHA-256 repository (64-hex commits) loads and runs."""
+    if not await sha256_supported():
+        pytest.skip("this git cannot create SHA-256 repositories")
+    w = await make_world(tmp_path, object_format="sha256")
+    try:
+        pushed = await w.knot.push(w.repo_did, WORKFLOWS)
+        assert len(pushed.new_sha) == 64
+        await until(lambda: len(w.pipelines()) == 1, "a pipeline")
+        [(rkey, _, commit, _, _)] = w.pipelines()
+        assert commit == pushed.new_sha
+        await until(lambda: w.workflows(rkey).get("build.yml", ("",))[0] == "success", "build.yml succeeds")
+    finally:
+        await w.stack.stop()
+        await w.plc.stop()
+
+
+async def test_a_push_missed_while_tack_was_down_is_recovered_once(tmp_path: Path) -> None:
+    """A push made while tack is down, gone from the knot's retained events, runs after restart, once, marked recovered."""
+    w = await make_world(tmp_path, retain=1)
+    try:
+        await w.knot.push(w.repo_did, WORKFLOWS)
+        await until(lambda: len(w.pipelines()) == 1, "the first pipeline")
+        # Let the recovery scan record the repository's refs (its baseline) after the connect.
+        await asyncio.sleep(3.0)
+        w.stack.cp.kill9()
+        missed = await w.knot.push(w.repo_did, {"src/a.c": "int a;\n"})
+        # Later events push the missed one out of the knot's memory.
+        for _ in range(3):
+            w.knot.emit("sh.tangled.knot.memberUpdate", None, {"op": "add", "subject": OWNER})
+        assert all(e.nsid != "sh.tangled.git.refUpdate" for e in w.knot.events)
+        await w.stack.cp.start_ready()
+        await until(lambda: len(w.pipelines()) == 2, "the missed push runs", timeout=30)
+        _, kind, commit, origin, _ = w.pipelines()[1]
+        assert (kind, commit, origin) == ("push", missed.new_sha, "recovered")
+        await asyncio.sleep(3.0)
+        assert len(w.pipelines()) == 2
+    finally:
+        await w.stack.stop()
+        await w.plc.stop()
