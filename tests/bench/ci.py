@@ -236,7 +236,7 @@ async def ci_logs(bench: Bench, stack: BenchStack) -> list[Row]:
         "queue_seconds": 0,
         "steps": [{"name": "build", "command": "make", "output_count": lines, "duration": 0}],
     }
-    (rkey,) = await stack.knot.push([stack.stub_pipeline(script)])
+    (rkey,) = await stack.knot.push_pipelines([stack.stub_pipeline(script)])
     await stack.wait_status(rkey, TERMINAL_NAMES)
     messages = _stub_log_messages(stack, rkey)
     expect = len(messages)
@@ -270,7 +270,7 @@ async def ci_logs(bench: Bench, stack: BenchStack) -> list[Row]:
     watched_limit: list[float] = []
     for run in range(bench.sizes.runs):
         await wait_idle(stack)
-        (rkey,) = await stack.knot.push([stack.stub_pipeline(live)])
+        (rkey,) = await stack.knot.push_pipelines([stack.stub_pipeline(live)])
         done = await logs_run(bench, _subscribe_url(stack, rkey), viewers)
         if done["min_frames"] != viewer_lines + 2:
             raise RuntimeError(f"a viewer got {done['min_frames']} of {viewer_lines + 2} frames")

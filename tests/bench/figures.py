@@ -180,7 +180,7 @@ async def _track_run(
         {"url": url, "connections": 1, "mode": "track", "expect": len(records), "until": list(until)},
     )
     async with bench.workers([client]):
-        rkeys = await (knot.pace(records, rate) if rate else knot.push(records))
+        rkeys = await (knot.pace(records, rate) if rate else knot.push_pipelines(records))
         done = await client.expect("done", timeout=120 + len(records) / 20)
     seen: dict[str, dict[str, int]] = {}
     for rkey, status, at in done["records"]:
@@ -353,7 +353,7 @@ async def events_fanout(bench: Bench, stack: BenchStack) -> list[Row]:
             await wait_idle(stack)
 
             async def push() -> None:
-                await stack.knot.push([stack.unroutable_pipeline(k) for k in sizes])
+                await stack.knot.push_pipelines([stack.unroutable_pipeline(k) for k in sizes])
 
             rate, least = await _fanout_run(bench, stack.events_url(), events, push)
             if least != events:
@@ -512,7 +512,7 @@ async def logs_streaming(bench: Bench, stack: BenchStack) -> list[Row]:
         "queue_seconds": 0,
         "steps": [{"name": "build", "command": "make", "output_count": lines, "duration": 0}],
     }
-    (rkey,) = await stack.knot.push([stack.stub_pipeline(script)])
+    (rkey,) = await stack.knot.push_pipelines([stack.stub_pipeline(script)])
     await stack.wait_status(rkey, TERMINAL)
     log = stack.stub_log(rkey)
     expect = len(log)
@@ -594,7 +594,7 @@ async def _logs_viewers(bench: Bench, stack: BenchStack) -> list[Row]:
     try:
         for run in range(bench.sizes.runs):
             await wait_idle(stack)
-            (rkey,) = await stack.knot.push([stack.stub_pipeline(script)])
+            (rkey,) = await stack.knot.push_pipelines([stack.stub_pipeline(script)])
             done = await logs_run(bench, stack.logs_url(rkey), viewers)
             expect = lines + 2
             if done["min_frames"] != expect:
@@ -672,7 +672,7 @@ async def memory(bench: Bench, stack: BenchStack) -> list[Row]:
         "queue_seconds": 0,
         "steps": [{"name": "build", "command": "make", "output_count": sizes.slow_log_lines, "duration": 0}],
     }
-    (rkey,) = await stack.knot.push([stack.stub_pipeline(script)])
+    (rkey,) = await stack.knot.push_pipelines([stack.stub_pipeline(script)])
     await stack.wait_status(rkey, TERMINAL, timeout=900)
     # The bare server only needs more frames than the slow client can read in the window.
     sample = min(sizes.slow_log_lines, 4 * sizes.slow_rate * math.ceil(sizes.slow_seconds) + 10)

@@ -59,7 +59,7 @@ class BenchKnot(SimulatedKnot):
                 self._progress.clear()
                 await self._progress.wait()
 
-    async def push(self, records: list[dict[str, Any]]) -> list[str]:
+    async def push_pipelines(self, records: list[dict[str, Any]]) -> list[str]:
         """Emit pipelines as fast as the subscriber takes them (one knot batch ahead); their rkeys."""
         rkeys: list[str] = []
         for start in range(0, len(records), BATCH_LIMIT):
