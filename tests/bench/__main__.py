@@ -14,14 +14,14 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from tests.bench import ci, figures
+from tests.bench import ci, figures, pushes
 from tests.bench.figures import FULL, QUICK, Bench
 from tests.bench.report import Row, machine, table, write_results
 from tests.bench.stack import BenchStack
 from tests.support.procs import ROOT
 
 
-FIGURES = ("1", "2", "3", "4", "5", "6", "7", "8", "9")
+FIGURES = ("1", "2", "3", "4", "5", "6", "7", "8", "9", "10")
 STACKED: dict[str, Callable[[Bench, BenchStack], Awaitable[list[Row]]]] = {
     "1": figures.trigger_throughput,
     "2": figures.trigger_latency,
@@ -40,6 +40,7 @@ TITLES = {
     "7": "provider RPC",
     "8": "CI API queries",
     "9": "CI API log subscription (CBOR)",
+    "10": "push -> pending on current Tangled (workflows loaded over git)",
 }
 
 
@@ -82,6 +83,9 @@ async def run(bench: Bench, only: list[str]) -> list[Row]:
     if "8" in only:
         progress(f"figure 8: {TITLES['8']}")
         rows += await ci.ci_queries(bench)
+    if "10" in only:
+        progress(f"figure 10: {TITLES['10']}")
+        rows += await pushes.push_latency(bench)
     stacked = [f for f in ("1", "2", "3", "5", "9", "6") if f in only]
     if stacked:
         stack = BenchStack(bench.workdir / "stack")

@@ -62,6 +62,7 @@ class Sizes:
     spawn_interval: float
     ci_pipelines: int
     ci_requests: int
+    push_latency_pushes: int
 
 
 FULL = Sizes(
@@ -84,6 +85,7 @@ FULL = Sizes(
     spawn_interval=0.01,
     ci_pipelines=100_000,
     ci_requests=2000,
+    push_latency_pushes=50,
 )
 QUICK = Sizes(
     runs=1,
@@ -105,6 +107,7 @@ QUICK = Sizes(
     spawn_interval=0.01,
     ci_pipelines=2000,
     ci_requests=100,
+    push_latency_pushes=5,
 )
 
 
