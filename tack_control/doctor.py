@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
@@ -108,6 +109,59 @@ def check_database(settings: Settings) -> list[Result]:
                 f"{queued['queued']} stored, waiting for the provider (oldest {queued['oldest_s']:.0f}s old)",
             )
         )
+    return results
+
+
+def check_knots(settings: Settings) -> list[Result]:
+    """The knots tack follows, what each speaks and when it last sent anything; pushes still waiting."""
+    try:
+        conn = open_db(settings.db_path)
+    except (sqlite3.Error, OSError):
+        return []
+    try:
+        followed = Registry(conn, settings.hostname, settings.owner_did).knots()
+        rows = {
+            knot: (speaks, cursor_ns, knot_clock)
+            for knot, speaks, cursor_ns, knot_clock in conn.execute(
+                "SELECT knot, speaks, cursor_ns, knot_clock FROM knot_cursors"
+            )
+        }
+        repos = dict(
+            conn.execute(
+                "SELECT knot, COUNT(*) FROM repos WHERE spindle=? AND state IN ('legacy', 'verified') GROUP BY knot",
+                (settings.hostname,),
+            ).fetchall()
+        )
+        queued, failed = conn.execute(
+            "SELECT (SELECT COUNT(*) FROM pushes WHERE state='queued'),"
+            " (SELECT COUNT(*) FROM pipelines p JOIN workflows w ON w.knot=p.knot AND w.rkey=p.rkey"
+            "  WHERE w.name='workflows' AND w.provider IS NULL AND p.origin IN ('push', 'recovered')"
+            "  AND p.created_ns > ?)",
+            (time.time_ns() - 86_400 * 10**9,),
+        ).fetchone()
+    finally:
+        conn.close()
+    results = []
+    for knot in sorted(followed | set(rows)):
+        speaks, cursor_ns, knot_clock = rows.get(knot, ("", 0, 0))
+        protocol = {
+            "current": "current Tangled (refUpdate)",
+            "legacy": "the 2025 protocol (sh.tangled.pipeline)",
+        }.get(speaks, "nothing yet")
+        seen = f"cursor {(time.time_ns() - cursor_ns) / 1e9:.0f}s old" if cursor_ns else "never connected"
+        state = "followed" if knot in followed else "no longer followed"
+        results.append(
+            ok(
+                f"knot {knot}",
+                f"{state}, {repos.get(knot, 0)} repositories; speaks {protocol}; {seen}{'' if knot_clock else ' (tack clock)'}",
+            )
+        )
+    results.append(
+        ok(
+            "pushes",
+            f"{queued} waiting for their workflows; {failed} pipelines in the last day could not load theirs",
+        )
+    )
     return results
 
 
@@ -428,6 +482,7 @@ async def run_checks(environ: Mapping[str, str]) -> list[Result]:
     results = [
         ok("configuration", f"hostname {settings.hostname}, owner {settings.owner_did}"),
         *check_database(settings),
+        *check_knots(settings),
     ]
     if not settings.providers:
         results.append(

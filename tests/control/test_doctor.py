@@ -219,3 +219,38 @@ async def test_the_git_client_is_checked(tmp_path: Path, monkeypatch: pytest.Mon
         assert result.fix == "install git 2.39 or newer (Debian: apt-get install git)"
     monkeypatch.setenv("PATH", str(tmp_path / "new"))
     assert (await check_git()).detail == "git 2.49.0"
+
+
+def test_knots_are_listed_with_the_protocol_they_speak(tmp_path: Path) -> None:
+    """Each knot tack follows or followed is listed: how many repositories, which protocol, how old its cursor is."""
+    from tack_control.config import Settings
+    from tack_control.doctor import check_knots
+    from tack_control.engine.db import open_db
+
+    db = tmp_path / "tack.db"
+    conn = open_db(str(db))
+    conn.execute(
+        "INSERT INTO repos (did, rkey, name, knot, spindle, repo_did, state) VALUES"
+        " ('did:plc:o', 'a', 'a', 'knot.new', 'spin.example', 'did:plc:r', 'verified'),"
+        " ('did:plc:o', 'b', 'b', 'knot.old', 'spin.example', '', 'legacy')"
+    )
+    conn.execute(
+        "INSERT INTO knot_cursors (knot, cursor_ns, speaks, knot_clock) VALUES"
+        " ('knot.new', ?, 'current', 1), ('knot.gone', 1, 'legacy', 0)",
+        (time.time_ns(),),
+    )
+    conn.close()
+    settings = Settings.from_env(
+        {"TACK_HOSTNAME": "spin.example", "TACK_OWNER_DID": "did:plc:o", "TACK_DB_PATH": str(db)}
+    )
+    lines = {r.name: r.detail for r in check_knots(settings)}
+    assert lines["knot knot.new"].startswith(
+        "followed, 1 repositories; speaks current Tangled (refUpdate); cursor 0s old"
+    )
+    assert (
+        lines["knot knot.old"] == "followed, 1 repositories; speaks nothing yet; never connected (tack clock)"
+    )
+    assert lines["knot knot.gone"].startswith("no longer followed, 0 repositories; speaks the 2025 protocol")
+    assert (
+        lines["pushes"] == "0 waiting for their workflows; 0 pipelines in the last day could not load theirs"
+    )
