@@ -15,14 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from tack_sandbox.gitrepos import sha256_supported
-from tack_sandbox.knot import HostedRepo, SimulatedKnot
+from tack_sandbox.knot import HostedRepo, SimulatedKnot, pipeline_record
 from tests.fakes.appview import AppviewClient
 from tests.fakes.atproto import FakePlc
 from tests.support.atproto import Account, plc_did
-from tests.support.stack import OWNER, Stack, stub_runs
+from tests.support.stack import OWNER, Stack, stub_runs, stub_workflow
 
 
 pytestmark = pytest.mark.e2e
@@ -261,3 +262,94 @@ async def test_a_push_missed_while_tack_was_down_is_recovered_once(tmp_path: Pat
     finally:
         await w.stack.stop()
         await w.plc.stop()
+
+
+async def test_a_legacy_knot_and_a_current_knot_at_once_each_push_runs_once(world: World) -> None:
+    """A 2025 knot (sh.tangled.pipeline plus its old-shape refUpdate) beside a current one: every push runs once."""
+    legacy = SimulatedKnot(ping_interval=1.0)
+    await legacy.start()
+    try:
+        world.stack.jetstream.commit(
+            OWNER,
+            "sh.tangled.repo",
+            "old",
+            "create",
+            {
+                "name": "old",
+                "knot": legacy.hostname,
+                "spindle": world.stack.cp.hostname,
+                "createdAt": "2025-11-01T00:00:00Z",
+            },
+        )
+        await legacy.wait_connected(1, timeout=15)
+        record = pipeline_record(
+            knot=legacy.hostname, did=OWNER, repo="old", workflows=[stub_workflow("old.yml", QUICK)]
+        )
+        push = record["triggerMetadata"]["push"]
+        # A 2025 knot sends the push twice: the old refUpdate shape (ignored) and the pipeline (run).
+        legacy.emit_ref_update(
+            {
+                "repoDid": OWNER,
+                "repoName": "old",
+                "ref": push["ref"],
+                "oldSha": push["oldSha"],
+                "newSha": push["newSha"],
+                "committerDid": OWNER,
+                "meta": {"isDefaultRef": True, "commitCount": {}},
+            }
+        )
+        legacy.emit_pipeline(legacy.new_rkey(), record)
+        # ... and the same pipeline again under another rkey (a replay): the push key stops it.
+        legacy.emit_pipeline(legacy.new_rkey(), record)
+        await world.knot.push(world.repo_did, WORKFLOWS)
+        await until(lambda: len(world.pipelines()) == 2, "one pipeline per push")
+        await asyncio.sleep(2.0)
+        origins = sorted((origin, kind) for _, kind, _, origin, _ in world.pipelines())
+        assert origins == [("knot", "push"), ("push", "push")]
+        await until(lambda: stub_runs(world.stack) == 2, "both run")
+        with sqlite3.connect(world.stack.cp.db_path) as conn:
+            speaks = dict(conn.execute("SELECT knot, speaks FROM knot_cursors").fetchall())
+        assert speaks == {legacy.hostname: "legacy", world.knot.hostname: "current"}
+    finally:
+        await legacy.stop()
+
+
+async def test_the_minted_pipeline_record_is_served_on_events(world: World) -> None:
+    """/events carries the sh.tangled.pipeline record tack minted (repo DID, record key, default branch) with created."""
+    pushed = await world.knot.push(world.repo_did, WORKFLOWS)
+    await until(lambda: len(world.pipelines()) == 1, "a pipeline")
+    rkey = world.pipelines()[0][0]
+    frames = await events_frames(world.stack.cp.http, until_nsid="sh.tangled.pipeline")
+    [frame] = [f for f in frames if f["nsid"] == "sh.tangled.pipeline"]
+    assert frame["rkey"] == rkey and isinstance(frame["created"], int)
+    meta = frame["event"]["triggerMetadata"]
+    assert meta["kind"] == "push" and meta["push"]["newSha"] == pushed.new_sha
+    assert meta["repo"] == {
+        "defaultBranch": "main",
+        "did": OWNER,
+        "knot": world.knot.hostname,
+        "repo": "hello",
+        "repoDid": world.repo_did,
+    }
+    assert [w["name"] for w in frame["event"]["workflows"]] == ["build.yml"]
+    assert frame["event"]["workflows"][0]["clone"] == {
+        "depth": 0,
+        "skip": False,
+        "submodules": True,
+        "tags": True,
+    }
+
+
+async def events_frames(base: str, until_nsid: str, timeout: float = 10.0) -> list[dict[str, Any]]:
+    """Frames of /events from the start until one of ``until_nsid`` has come."""
+    frames: list[dict[str, Any]] = []
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(base.replace("http", "ws") + "/events?cursor=1") as ws,
+    ):
+        async with asyncio.timeout(timeout):
+            async for msg in ws:
+                frames.append(json.loads(msg.data))
+                if frames[-1]["nsid"] == until_nsid:
+                    return frames
+    return frames
