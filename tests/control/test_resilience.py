@@ -88,7 +88,13 @@ async def test_jetstream_resumes_from_its_saved_cursor_rewound(tmp_path: Path) -
         cursor = int(query["cursor"][0])
         assert last_us - 5_000_000 <= cursor <= last_us + 1 - 5_000_000 + 10_000_000
         assert sorted(query["wantedCollections"]) == sorted(
-            ["sh.tangled.spindle.member", "sh.tangled.repo", "sh.tangled.repo.collaborator"]
+            [
+                "sh.tangled.spindle.member",
+                "sh.tangled.repo",
+                "sh.tangled.repo.collaborator",
+                "sh.tangled.repo.pull",
+                "sh.tangled.repo.pull.status",
+            ]
         )
         stack.add_repo(MEMBER, "second")
         knot = stack.knot.hostname
