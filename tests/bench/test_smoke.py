@@ -19,7 +19,7 @@ from tests.support.procs import ROOT
 pytestmark = pytest.mark.bench
 
 
-FIGURES = {"1", "2", "3", "4", "5", "6", "7", "8", "9"}
+FIGURES = {"1", "2", "3", "4", "5", "6", "7", "8", "9", "10"}
 
 
 @pytest.mark.timeout(600)
