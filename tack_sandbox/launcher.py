@@ -30,6 +30,7 @@ from aiohttp import web
 
 from tack_common import env as envlib
 from tack_sandbox import ci, state as statefile
+from tack_sandbox.gitrepos import GitCommandError
 from tack_sandbox.state import NotRunning, SandboxState
 from tack_sandbox.supervisor import Child, python_env
 from tack_sandbox.watch import Watcher
@@ -61,6 +62,7 @@ class Launcher:
         self.world: SandboxWorld | None = None
         self.triggers: web.AppRunner | None = None
         self.state: SandboxState | None = None
+        self.pushing = asyncio.Lock()
 
     @property
     def state_dir(self) -> Path:
@@ -181,7 +183,12 @@ class Launcher:
 
     async def _trigger_handler(self, request: web.Request) -> web.Response:
         body = await request.json() if request.can_read_body else {}
-        change = await (self.open_pull() if body.get("pr") else self.push())
+        async with self.pushing:  # one git push at a time: concurrent ones would race for the branch
+            try:
+                change = await (self.open_pull() if body.get("pr") else self.push())
+            except (GitCommandError, OSError) as exc:
+                say(f"trigger failed: {exc}")
+                return web.json_response({"error": str(exc)}, status=500)
         return web.json_response(asdict(change))
 
     async def push(self) -> Change:
@@ -254,7 +261,7 @@ class Launcher:
     def watcher(self) -> Watcher:
         """What prints the statuses and logs."""
         knot = self.world.knot.hostname if self.world is not None else ""
-        return Watcher(self.local, knot, current=self.protocol == "current" or not self.sandbox, say=say)
+        return Watcher(self.local, knot, current=self.protocol == "current", logs=self.sandbox, say=say)
 
     async def supervise(self) -> None:
         """Return when asked to stop or when a child dies."""
@@ -314,7 +321,8 @@ async def run(environ: Mapping[str, str]) -> int:
         launcher.banner()
         follower = asyncio.create_task(launcher.watcher().follow())
         if launcher.sandbox:
-            await launcher.push()
+            async with launcher.pushing:
+                await launcher.push()
         await launcher.supervise()
     except (RuntimeError, envlib.ConfigError) as exc:
         say(f"error: {exc}")
@@ -337,6 +345,9 @@ async def trigger(data_dir: Path, pull_request: bool) -> int:
         session.post(state.trigger_url, json={"pr": pull_request}) as resp,
     ):
         change = await resp.json()
+    if "error" in change:
+        say(f"the sandbox could not do it: {change['error']}")
+        return 1
     where = "the `make run` terminal" + (
         f" or {ci.api_urls(state)['pipelines']}" if state.repo_did else f" or {state.spindle}/events"
     )

@@ -43,12 +43,16 @@ def describe_pipeline(record: dict[str, Any]) -> str:
 
 
 class Watcher:
-    """Follows the spindle at ``spindle`` (``host:port``) and prints through ``say``."""
+    """Follows the spindle at ``spindle`` (``host:port``) and prints through ``say`` (finished workflows' logs too
+    when ``logs``: read from the CI API when ``current``, else from ``/logs`` on ``knot``)."""
 
-    def __init__(self, spindle: str, knot: str, *, current: bool, say: Callable[[str], None]) -> None:
+    def __init__(
+        self, spindle: str, knot: str, *, current: bool, logs: bool, say: Callable[[str], None]
+    ) -> None:
         self.spindle = spindle
         self.knot = knot
         self.current = current
+        self.logs = logs
         self.say = say
 
     async def follow(self) -> None:
@@ -78,7 +82,7 @@ class Watcher:
         rkey = record["pipeline"].rsplit("/", 1)[-1]
         extra = f"  ({record['error']}, exit code {record['exitCode']})" if "error" in record else ""
         self.say(f"{record['createdAt']}  {rkey}  {record['workflow']:<10} {record['status']}{extra}")
-        if record["status"] in TERMINAL_NAMES:
+        if self.logs and record["status"] in TERMINAL_NAMES:
             with contextlib.suppress(aiohttp.ClientError, OSError, ValueError):
                 if self.current:
                     await self._ci_log(session, rkey, record["workflow"])
