@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -12,11 +13,21 @@ from tests.support.codefacts import ROOT
 
 
 def make_dry_run(*args: str) -> str:
-    """The last command ``make -n args`` would run."""
+    """The sandbox command ``make -n args`` would run (as from a shell: not as a sub-make of ``make test``)."""
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")
+    }
     done = subprocess.run(
-        ["make", "-n", *args], cwd=ROOT, capture_output=True, text=True, timeout=30, check=True
+        ["make", "--no-print-directory", "-n", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
     )
-    return done.stdout.strip().splitlines()[-1]
+    [command] = [line for line in done.stdout.splitlines() if "-m tack_sandbox" in line]
+    return command.strip()
 
 
 @pytest.mark.parametrize(
