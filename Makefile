@@ -7,12 +7,14 @@ STAMP := $(VENV)/.installed
 .DEFAULT_GOAL := help
 TOOLS_STAMP := $(VENV)/.tools
 
-.PHONY: help venv lock tools git-tool proto proto-check lint fmt types unit test run trigger bench bench-smoke chaos soak clean
+.PHONY: help venv lock tools git-tool proto proto-check lint fmt types unit test run trigger ci-run ci-cancel bench bench-smoke chaos soak clean
 
 help:
 	@echo "make run      start tack (control plane + stub provider; a local sandbox without Tangled config)"
 	@echo "make test     install, then lint, type-check and run the whole test suite"
-	@echo "make trigger  push another sample pipeline into a running sandbox"
+	@echo "make trigger  push a commit to a running sandbox (PR=1: open a pull request)"
+	@echo "make ci-run   run CI in a running sandbox through the XRPC API (PIPELINE=<id>: retry it)"
+	@echo "make ci-cancel cancel the newest running sandbox pipeline (PIPELINE=<id>: that one)"
 	@echo "make bench    run the benchmarks (results in bench-results/latest.json)"
 	@echo "make chaos    run the chaos harness (CHAOS_SECONDS, CHAOS_SEED)"
 	@echo "make soak     run the chaos harness at steady load for SOAK_SECONDS"
@@ -85,8 +87,15 @@ test: tools proto-check lint types unit
 run: $(STAMP) git-tool
 	$(PY) -m tack_sandbox
 
+# The sandbox's commands (see `make run`'s banner): PR=1 opens a pull request; PIPELINE=<id> names a pipeline.
 trigger: $(STAMP) git-tool
-	$(PY) -m tack_sandbox trigger
+	$(PY) -m tack_sandbox trigger $(if $(filter-out 0 no false,$(PR)),--pr)
+
+ci-run: $(STAMP) git-tool
+	$(PY) -m tack_sandbox run-ci $(if $(PIPELINE),--pipeline $(PIPELINE))
+
+ci-cancel: $(STAMP)
+	$(PY) -m tack_sandbox cancel $(if $(PIPELINE),--pipeline $(PIPELINE))
 
 bench: $(STAMP) git-tool
 	$(PY) -m tests.bench

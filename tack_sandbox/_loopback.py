@@ -1,5 +1,5 @@
-"""Plumbing shared by the simulated servers: an aiohttp app on loopback whose websocket
-clients can be counted, fed raw frames and dropped, plus Go-compatible parsing and JSON."""
+"""Plumbing shared by the simulated servers: an aiohttp app on loopback (whose websocket clients
+can be counted, fed raw frames and dropped), plus Go-compatible parsing and JSON."""
 
 from __future__ import annotations
 
@@ -59,18 +59,14 @@ def go_json(value: Any, *, sort_keys: bool) -> str:
     return text.translate(_GO_HTML_ESCAPES)
 
 
-class LoopbackWebSocketServer:
-    """Base for the simulators: start/stop on 127.0.0.1, connection registry, hostile-input hooks."""
+class LoopbackServer:
+    """Base for the simulators: an aiohttp app on 127.0.0.1 (an ephemeral port unless one was given)."""
 
-    def __init__(self, *, host: str = "127.0.0.1", port: int = 0, ping_interval: float = 30.0) -> None:
-        self.ping_interval = ping_interval
-        self.pings_sent = 0
+    def __init__(self, *, host: str = "127.0.0.1", port: int = 0) -> None:
         self._host = host
         self._requested_port = port
         self._port: int | None = None
         self._runner: web.AppRunner | None = None
-        self._sockets: dict[web.WebSocketResponse, asyncio.Transport | None] = {}
-        self._changed = asyncio.Condition()
 
     def _routes(self) -> list[web.RouteDef]:
         raise NotImplementedError
@@ -87,10 +83,9 @@ class LoopbackWebSocketServer:
         self._port = int(runner.addresses[0][1])
 
     async def stop(self) -> None:
-        """Drop every client and stop listening."""
+        """Stop listening."""
         if self._runner is None:
             return
-        await self.drop_connections()
         await self._runner.cleanup()
         self._runner = None
 
@@ -114,6 +109,24 @@ class LoopbackWebSocketServer:
     def hostname(self) -> str:
         """``host:port``, the form Tangled uses for dev hostnames."""
         return f"{self._host}:{self.port}"
+
+
+class LoopbackWebSocketServer(LoopbackServer):
+    """A simulator with websocket clients: connection registry, hostile-input hooks."""
+
+    def __init__(self, *, host: str = "127.0.0.1", port: int = 0, ping_interval: float = 30.0) -> None:
+        super().__init__(host=host, port=port)
+        self.ping_interval = ping_interval
+        self.pings_sent = 0
+        self._sockets: dict[web.WebSocketResponse, asyncio.Transport | None] = {}
+        self._changed = asyncio.Condition()
+
+    async def stop(self) -> None:
+        """Drop every client and stop listening."""
+        if self._runner is None:
+            return
+        await self.drop_connections()
+        await super().stop()
 
     @property
     def connections(self) -> int:

@@ -1,18 +1,23 @@
-"""The sample pipeline the sandbox pushes: two workflows for the stub provider, one that passes and one
-that fails, so both kinds of status and log are visible."""
+"""The sample repository the sandbox hosts: two workflows for the stub provider, one that passes and one
+that fails, so both kinds of status and log are visible; both run for pushes and pull requests to main
+and for manual runs."""
 
 from __future__ import annotations
 
+from tack_sandbox._loopback import JsonObject
 from tack_sandbox.knot import workflow_entry
 
 
-BUILD_YML = """\
-# A simulated build: the stub provider prints these lines over a few seconds.
+WHEN = """\
 when:
-  - event: ["push"]
+  - event: ["push", "pull_request", "manual"]
     branch: ["main"]
 engine: tack
-tack:
+"""
+
+BUILD_YML = f"""\
+# A simulated build: the stub provider prints these lines over about ten seconds.
+{WHEN}tack:
   stub:
     steps:
       - name: checkout
@@ -26,16 +31,12 @@ tack:
       - name: test
         command: make test
         output_count: 20
-        duration: 3
+        duration: 7
 """
 
-LINT_YML = """\
+LINT_YML = f"""\
 # A simulated lint run that fails, to show a failed status with its exit code.
-when:
-  - event: ["push"]
-    branch: ["main"]
-engine: tack
-tack:
+{WHEN}tack:
   stub:
     steps:
       - name: lint
@@ -48,9 +49,35 @@ tack:
     error: "lint found 1 error"
 """
 
+README_MD = """\
+# sample
 
-def workflows() -> list[dict[str, object]]:
-    """The sample pipeline's workflows as the knot compiles them."""
+The repository tack's sandbox hosts on its simulated knot. `.tangled/workflows/` holds its CI:
+`build.yml` passes, `lint.yml` fails. Both run on pushes and pull requests to `main`.
+"""
+
+MAIN_C = """\
+#include <stdio.h>
+
+int main(void) {
+    puts("hello from the tack sandbox");
+    return 0;
+}
+"""
+
+
+def repository_files() -> dict[str, str | bytes | None]:
+    """The sample repository's first commit: its workflows, a README and a source file."""
+    return {
+        ".tangled/workflows/build.yml": BUILD_YML,
+        ".tangled/workflows/lint.yml": LINT_YML,
+        "README.md": README_MD,
+        "src/main.c": MAIN_C,
+    }
+
+
+def workflows() -> list[JsonObject]:
+    """The sample pipeline's workflows as a 2025-protocol knot compiles them (legacy mode)."""
     return [
         workflow_entry("build.yml", BUILD_YML, engine="tack"),
         workflow_entry("lint.yml", LINT_YML, engine="tack"),

@@ -124,11 +124,13 @@ async def commit(
     branch: str = "main",
     message: str = "sandbox commit",
     replace: bool = False,
+    base: str | None = None,
 ) -> Push:
     """Commit ``files`` (path → content; None deletes) on ``branch`` of the bare ``repo`` and push it.
 
     Paths are relative to the repository root. With ``replace`` every other file is removed, so the
-    commit holds exactly ``files``.
+    commit holds exactly ``files``. A ``branch`` that does not exist yet starts from the branch
+    ``base`` (a new branch with its own history when ``base`` is None).
     """
     ref = f"refs/heads/{branch}"
     fmt = await object_format(repo)
@@ -142,6 +144,9 @@ async def commit(
             old = heads.split()[0]
             await git("fetch", "-q", "origin", ref, cwd=work)
             await git("checkout", "-q", old, cwd=work)
+        elif base is not None:
+            await git("fetch", "-q", "origin", f"refs/heads/{base}", cwd=work)
+            await git("checkout", "-q", "FETCH_HEAD", cwd=work)
         if replace:
             await git("rm", "-rq", "--ignore-unmatch", ".", cwd=work)
         _write(work, files)

@@ -92,7 +92,7 @@ def _sorted_keys(value: Any) -> Any:
     return value
 
 
-def _fake_cid(record: JsonObject) -> str:
+def record_cid(record: JsonObject) -> str:
     """A syntactically valid CIDv1 (dag-cbor, sha2-256) derived from the record's JSON."""
     digest = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).digest()
     return "b" + base64.b32encode(bytes([0x01, 0x71, 0x12, 0x20]) + digest).decode().lower().rstrip("=")
@@ -139,7 +139,7 @@ class SimulatedJetstream(LoopbackWebSocketServer):
         }
         if record is not None:
             commit["record"] = _sorted_keys(record)
-            commit["cid"] = _fake_cid(record)
+            commit["cid"] = record_cid(record)
         return self.publish({"did": did, "kind": "commit", "commit": commit})
 
     def publish(self, event: JsonObject) -> JsonObject:

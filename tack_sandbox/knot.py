@@ -273,12 +273,14 @@ class SimulatedKnot(LoopbackWebSocketServer):
         committer: str | None = None,
         push_options: Sequence[str] = (),
         emit: bool = True,
+        message: str = "sandbox commit",
+        base: str | None = None,
     ) -> Push:
         """Commit ``files`` to a hosted repository, as a ``git push`` to the knot would, and (``emit``) send the
-        refUpdate a current knot sends for it, with the changed files."""
+        refUpdate a current knot sends for it, with the changed files. A new ``branch`` starts from ``base``."""
         assert self.git is not None, "this knot serves no git"
         repo = self.repos[repo_did]
-        pushed = await commit(self.git.repo_path(repo_did), files, branch=branch)
+        pushed = await commit(self.git.repo_path(repo_did), files, branch=branch, message=message, base=base)
         if emit:
             self.emit_ref_update(
                 ref_update(

@@ -1,39 +1,43 @@
 """``make run``: the control plane and its providers on embedded defaults, plus, without Tangled
-configuration, a local sandbox that shows a pipeline's statuses and logs flowing.
+configuration, a local sandbox that shows pipelines' statuses and logs flowing.
 
-The sandbox is a simulation: a loopback Jetstream and knot stand in for
-Tangled, an owner's repo names the local spindle, and a sample pipeline is
-pushed at start and on ``make trigger``. With ``TACK_HOSTNAME`` and
+The sandbox is a simulation of current Tangled on loopback (:mod:`tack_sandbox.world`):
+a Jetstream, a knot serving a real git repository, a PLC directory and the
+owner's PDS; the owner's repository names the local spindle, and a commit is
+pushed at start and on ``make trigger`` (``make trigger PR=1`` opens a pull
+request). ``make ci-run`` and ``make ci-cancel`` call the spindle's XRPC API
+with the owner's signed token (:mod:`tack_sandbox.ci`). ``TACK_SANDBOX_PROTOCOL=legacy``
+runs a 2025-protocol knot instead. With ``TACK_HOSTNAME`` and
 ``TACK_OWNER_DID`` set, no simulation runs and tack serves real Tangled.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
-import json
 import os
 import shutil
 import signal
+import sys
 import time
 from collections.abc import Mapping
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 from aiohttp import web
 
 from tack_common import env as envlib
-from tack_common.status import TERMINAL_NAMES
-from tack_sandbox import demo
-from tack_sandbox.jetstream import SimulatedJetstream
-from tack_sandbox.knot import SimulatedKnot, pipeline_record
+from tack_sandbox import ci, state as statefile
+from tack_sandbox.gitrepos import GitCommandError
+from tack_sandbox.state import NotRunning, SandboxState
 from tack_sandbox.supervisor import Child, python_env
+from tack_sandbox.watch import Watcher
+from tack_sandbox.world import PROTOCOLS, SANDBOX_OWNER, SANDBOX_REPO_DID, Change, Protocol, SandboxWorld
 
 
-SANDBOX_OWNER = "did:plc:tacksandboxowner0000000"
-SANDBOX_REPO = "sample"
-STATE_FILE = "sandbox.json"
+KEY_FILE = "service-auth-key.pem"
 
 
 def say(text: str = "") -> None:
@@ -48,15 +52,17 @@ class Launcher:
         self.environ = dict(environ)
         self.data_dir = Path(environ.get("TACK_DATA_DIR", ".data")).resolve()
         self.sandbox = not (environ.get("TACK_HOSTNAME") or environ.get("TACK_OWNER_DID"))
+        protocol = envlib.choice(environ, "TACK_SANDBOX_PROTOCOL", "current", PROTOCOLS)
+        self.protocol: Protocol = "legacy" if protocol == "legacy" else "current"
         host, port = envlib.address(environ, "TACK_LISTEN_ADDR", "127.0.0.1:8080")
         self.listen = f"{host}:{port}"
         self.local = f"127.0.0.1:{port}" if host in ("0.0.0.0", "::") else f"{host}:{port}"
         self.children: list[Child] = []
         self.stop = asyncio.Event()
-        self.jetstream: SimulatedJetstream | None = None
-        self.knot: SimulatedKnot | None = None
+        self.world: SandboxWorld | None = None
         self.triggers: web.AppRunner | None = None
-        self.pushed: list[str] = []
+        self.state: SandboxState | None = None
+        self.pushing = asyncio.Lock()
 
     @property
     def state_dir(self) -> Path:
@@ -106,15 +112,14 @@ class Launcher:
             "TACK_PROVIDERS": providers,
         }
         if self.sandbox:
-            self.jetstream = SimulatedJetstream()
-            self.knot = SimulatedKnot(ping_interval=20)
-            await self.jetstream.start()
-            await self.knot.start()
+            self.world = SandboxWorld(self.protocol, self.state_dir)
+            await self.world.start(await owner_multikey(self.state_dir / KEY_FILE))
             control_env |= {
                 "TACK_HOSTNAME": self.local,
                 "TACK_OWNER_DID": SANDBOX_OWNER,
                 "TACK_DEV": "1",
-                "TACK_JETSTREAM_URL": self.jetstream.url,
+                "TACK_JETSTREAM_URL": self.world.jetstream.url,
+                "TACK_PLC_URL": self.world.plc.url,
             }
         control = Child(
             "control", "tack_control", python_env(control_env), self.state_dir / "logs" / "control.log"
@@ -149,20 +154,13 @@ class Launcher:
                 raise RuntimeError(f"{child.name} exited with status {code}:\n{child.tail()}")
 
     async def _seed_sandbox(self) -> None:
-        assert self.jetstream is not None and self.knot is not None
-        self.jetstream.commit(
-            SANDBOX_OWNER,
-            "sh.tangled.repo",
-            "3sandboxrepo2",
-            "create",
-            {
-                "$type": "sh.tangled.repo",
-                "name": SANDBOX_REPO,
-                "knot": self.knot.hostname,
-                "spindle": self.local,
-            },
-        )
-        await self.knot.wait_connected(1, timeout=30)
+        assert self.world is not None
+        try:
+            await self.world.register(self.local)
+        except TimeoutError:
+            raise RuntimeError(
+                f"tack did not follow the sandbox's Jetstream and knot within 30s; see {self.state_dir / 'logs'}"
+            ) from None
         app = web.Application()
         app.router.add_post("/trigger", self._trigger_handler)
         self.triggers = web.AppRunner(app, access_log=None)
@@ -170,83 +168,100 @@ class Launcher:
         site = web.TCPSite(self.triggers, "127.0.0.1", 0)
         await site.start()
         port = self.triggers.addresses[0][1]
-        state = {
-            "trigger_url": f"http://127.0.0.1:{port}/trigger",
-            "spindle": f"http://{self.local}",
-            "knot": self.knot.hostname,
-        }
-        (self.data_dir / STATE_FILE).write_text(json.dumps(state))
+        self.state = SandboxState(
+            protocol=self.protocol,
+            trigger_url=f"http://127.0.0.1:{port}/trigger",
+            spindle=f"http://{self.local}",
+            hostname=self.local,
+            knot=self.world.knot.hostname,
+            owner=SANDBOX_OWNER,
+            repo_did=SANDBOX_REPO_DID if self.world.current else "",
+            key_path=str(self.state_dir / KEY_FILE),
+            clone_url=self.world.clone_url if self.world.current else "",
+        )
+        statefile.write(self.data_dir, self.state)
 
     async def _trigger_handler(self, request: web.Request) -> web.Response:
-        return web.json_response({"rkey": self.push_sample()})
+        body = await request.json() if request.can_read_body else {}
+        async with self.pushing:  # one git push at a time: concurrent ones would race for the branch
+            try:
+                change = await (self.open_pull() if body.get("pr") else self.push())
+            except (GitCommandError, OSError) as exc:
+                say(f"trigger failed: {exc}")
+                return web.json_response({"error": str(exc)}, status=500)
+        return web.json_response(asdict(change))
 
-    def push_sample(self) -> str:
-        """Push the sample pipeline on the simulated knot; returns its rkey."""
-        assert self.knot is not None
-        rkey = self.knot.new_rkey()
-        record = pipeline_record(
-            knot=self.knot.hostname, did=SANDBOX_OWNER, repo=SANDBOX_REPO, workflows=demo.workflows()
-        )
-        self.knot.emit_pipeline(rkey, record)
-        self.pushed.append(rkey)
-        say(f"pushed pipeline {rkey} (build.yml, lint.yml)")
-        return rkey
+    async def push(self) -> Change:
+        """Push to the sample repository (legacy: the knot sends a pipeline)."""
+        assert self.world is not None
+        change = await self.world.push()
+        say(change.summary)
+        return change
+
+    async def open_pull(self) -> Change:
+        """Open a pull request on the sample repository."""
+        assert self.world is not None
+        change = await self.world.open_pull()
+        say(change.summary)
+        return change
 
     def banner(self) -> None:
         """Tell the person what runs and what to do next."""
         base = f"http://{self.local}"
         ws = f"ws://{self.local}"
         say()
-        say(
-            "tack is running"
-            + (" against a LOCAL SANDBOX (simulated Jetstream and knot)" if self.sandbox else "")
-        )
-        say(
-            f"  spindle         {base}/   (hostname {self.local if self.sandbox else self.environ.get('TACK_HOSTNAME')})"
-        )
+        if not self.sandbox:
+            say("tack is running, serving real Tangled")
+            say(f"  spindle         {base}/   (hostname {self.environ.get('TACK_HOSTNAME')})")
+        elif self.protocol == "current":
+            say("tack is running against a LOCAL SANDBOX of current Tangled")
+            say(
+                "  (simulated Jetstream, PLC directory, the owner's PDS, and a knot serving a real git repository)"
+            )
+            say(f"  spindle         {base}/   (hostname {self.local})")
+        else:
+            say("tack is running against a LOCAL SANDBOX of 2025 Tangled (a legacy knot sending pipelines)")
+            say(f"  spindle         {base}/   (hostname {self.local})")
         say(f"  status stream   {ws}/events?cursor=1")
-        if self.sandbox and self.knot is not None:
-            say(f"  logs            {ws}/logs/{self.knot.hostname}/<pipeline rkey>/build.yml")
+        if self.state is not None and self.state.repo_did:
+            urls = ci.api_urls(self.state)
+            say(f"  repository      {self.state.clone_url}   (git clone it; owner {SANDBOX_OWNER})")
+            say(f"  pipelines       {urls['pipelines']}")
+            say(f"  one pipeline    {urls['pipeline']}")
+            say(f"  logs            {urls['logs']}")
+        elif self.state is not None:
+            say(f"  logs            {ws}/logs/{self.state.knot}/<pipeline rkey>/build.yml")
         say(f"  metrics         {base}/metrics")
         say(f"  readiness       {base}/readyz")
         say(f"  process logs    {self.state_dir / 'logs'}/")
         say()
-        if self.sandbox:
-            say("Push another sample pipeline with `make trigger`. Ctrl-C stops everything.")
-            say("Set TACK_HOSTNAME and TACK_OWNER_DID to serve real Tangled instead (see README).")
+        if not self.sandbox:
+            say("Ctrl-C stops everything.")
+            say()
+            return
+        say("From another terminal:")
+        if self.protocol == "current":
+            say("  make trigger              push a commit to main (runs build.yml and lint.yml)")
+            say("  make trigger PR=1         open a pull request into main (runs them for the pull request)")
+            say(
+                "  make ci-run               run CI on main through the XRPC API, with the owner's signed token"
+            )
+            say("  make ci-run PIPELINE=<id> retry a pipeline (a manual run at its commit)")
+            say("  make ci-cancel            cancel the newest running pipeline (PIPELINE=<id> for another)")
+            say("TACK_SANDBOX_PROTOCOL=legacy make run tries a 2025-protocol knot instead.")
         else:
-            say("Serving real Tangled. Ctrl-C stops everything.")
+            say("  make trigger              the knot sends another push pipeline")
+            say("  make trigger PR=1         the knot sends a pull request pipeline")
+            say("TACK_SANDBOX_PROTOCOL=current (the default) shows current Tangled.")
+        say(
+            "Ctrl-C stops everything. Set TACK_HOSTNAME and TACK_OWNER_DID to serve real Tangled (see README)."
+        )
         say()
 
-    async def follow(self) -> None:
-        """Print each status as it arrives on /events, and a finished workflow's log."""
-        async with aiohttp.ClientSession() as session:
-            while not self.stop.is_set():
-                try:
-                    async with session.ws_connect(f"ws://{self.local}/events?cursor=1", heartbeat=None) as ws:
-                        async for msg in ws:
-                            if msg.type == aiohttp.WSMsgType.TEXT:
-                                await self._show_status(session, json.loads(msg.data)["event"])
-                except (aiohttp.ClientError, OSError):
-                    await asyncio.sleep(1)
-
-    async def _show_status(self, session: aiohttp.ClientSession, record: dict[str, Any]) -> None:
-        rkey = record["pipeline"].rsplit("/", 1)[-1]
-        extra = f"  ({record['error']}, exit code {record['exitCode']})" if "error" in record else ""
-        say(f"{record['createdAt']}  {rkey}  {record['workflow']:<10} {record['status']}{extra}")
-        if record["status"] in TERMINAL_NAMES and self.knot is not None:
-            url = f"ws://{self.local}/logs/{self.knot.hostname}/{rkey}/{record['workflow']}"
-            with contextlib.suppress(aiohttp.ClientError, OSError):
-                async with session.ws_connect(url) as ws:
-                    async for msg in ws:
-                        if msg.type == aiohttp.WSMsgType.TEXT:
-                            line = json.loads(msg.data)
-                            if line["kind"] == "control" and line.get("step_status") == "start":
-                                say(
-                                    f"    ── {record['workflow']} · {line['content']}: $ {line.get('step_command', '')}"
-                                )
-                            elif line["kind"] == "data":
-                                say(f"    │ {line['content']}")
+    def watcher(self) -> Watcher:
+        """What prints the statuses and logs."""
+        knot = self.world.knot.hostname if self.world is not None else ""
+        return Watcher(self.local, knot, current=self.protocol == "current", logs=self.sandbox, say=say)
 
     async def supervise(self) -> None:
         """Return when asked to stop or when a child dies."""
@@ -257,35 +272,57 @@ class Launcher:
 
     async def shutdown(self) -> None:
         """Stop the control plane first, then providers and simulators; leave no process behind."""
+        statefile.remove(self.data_dir)
         for child in reversed(self.children):
             await asyncio.to_thread(child.stop)
         if self.triggers is not None:
             await self.triggers.cleanup()
-        if self.knot is not None:
-            await self.knot.stop()
-        if self.jetstream is not None:
-            await self.jetstream.stop()
-        with contextlib.suppress(FileNotFoundError):
-            (self.data_dir / STATE_FILE).unlink()
+        if self.world is not None:
+            await self.world.stop()
+
+
+async def owner_multikey(key_path: Path) -> str:
+    """The sandbox owner's signing key, created at ``key_path`` by ``python -m tack_control token``; its Multikey."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tack_control",
+        "token",
+        "--multikey",
+        "--key",
+        str(key_path),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"could not create the sandbox owner's key: {err.decode(errors='replace').strip()}"
+        )
+    return out.decode().strip()
 
 
 async def run(environ: Mapping[str, str]) -> int:
     """Run until SIGINT/SIGTERM; 0 on a clean stop, 1 when something failed."""
-    launcher = Launcher(environ)
+    try:
+        launcher = Launcher(environ)
+    except envlib.ConfigError as exc:
+        say(f"error: {exc}")
+        return 1
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, launcher.stop.set)
     follower: asyncio.Task[None] | None = None
     status = 0
     try:
-        say(
-            f"starting tack ({'sandbox' if launcher.sandbox else 'Tangled'} mode); data in {launcher.state_dir}"
-        )
+        mode = f"{launcher.protocol} sandbox" if launcher.sandbox else "Tangled"
+        say(f"starting tack ({mode} mode); data in {launcher.state_dir}")
         await launcher.start()
         launcher.banner()
-        follower = asyncio.create_task(launcher.follow())
+        follower = asyncio.create_task(launcher.watcher().follow())
         if launcher.sandbox:
-            launcher.push_sample()
+            async with launcher.pushing:
+                await launcher.push()
         await launcher.supervise()
     except (RuntimeError, envlib.ConfigError) as exc:
         say(f"error: {exc}")
@@ -300,24 +337,68 @@ async def run(environ: Mapping[str, str]) -> int:
     return status
 
 
-async def trigger(environ: Mapping[str, str]) -> int:
-    """Ask a running sandbox to push the sample pipeline again."""
-    state_file = Path(environ.get("TACK_DATA_DIR", ".data")).resolve() / STATE_FILE
-    if not state_file.exists():
-        say("no sandbox is running (start one with `make run` in another terminal)")
+async def trigger(data_dir: Path, pull_request: bool) -> int:
+    """Ask a running sandbox to push (or to open a pull request)."""
+    state = statefile.read(data_dir)
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(state.trigger_url, json={"pr": pull_request}) as resp,
+    ):
+        change = await resp.json()
+    if "error" in change:
+        say(f"the sandbox could not do it: {change['error']}")
         return 1
-    state = json.loads(state_file.read_text())
-    async with aiohttp.ClientSession() as session, session.post(state["trigger_url"]) as resp:
-        rkey = (await resp.json())["rkey"]
-    say(f"pushed pipeline {rkey}; watch it in the `make run` terminal or on {state['spindle']}/events")
+    where = "the `make run` terminal" + (
+        f" or {ci.api_urls(state)['pipelines']}" if state.repo_did else f" or {state.spindle}/events"
+    )
+    say(f"{change['summary']}; watch it in {where}")
+    return 0
+
+
+async def run_ci(data_dir: Path, pipeline: str | None) -> int:
+    """``make ci-run``: a manual run (or a retry of ``pipeline``) through the XRPC API."""
+    uri = await ci.run_ci(statefile.read(data_dir), pipeline)
+    say(
+        f"triggered pipeline {uri.rsplit('/', 1)[-1]} ({uri})"
+        + (f", a retry of {pipeline}" if pipeline else "")
+    )
+    return 0
+
+
+async def cancel(data_dir: Path, pipeline: str | None) -> int:
+    """``make ci-cancel``: cancel a pipeline through the XRPC API."""
+    cancelled = await ci.cancel(statefile.read(data_dir), pipeline)
+    if cancelled is None:
+        say("no pipeline is pending or running: nothing to cancel")
+        return 0
+    say(f"cancelled pipeline {cancelled}")
     return 0
 
 
 def main(argv: list[str]) -> int:
-    """``python -m tack_sandbox [trigger]``."""
-    if argv == ["trigger"]:
-        return asyncio.run(trigger(os.environ))
-    if argv:
-        say("usage: python -m tack_sandbox [trigger]")
-        return 2
-    return asyncio.run(run(os.environ))
+    """``python -m tack_sandbox [trigger [--pr] | run-ci [--pipeline ID] | cancel [--pipeline ID]]``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m tack_sandbox", description="make run's launcher and sandbox"
+    )
+    commands = parser.add_subparsers(dest="command")
+    push = commands.add_parser("trigger", help="push a commit to the running sandbox (make trigger)")
+    push.add_argument("--pr", action="store_true", help="open a pull request instead (make trigger PR=1)")
+    for name, what in (("run-ci", "run CI (or retry a pipeline)"), ("cancel", "cancel a pipeline")):
+        command = commands.add_parser(name, help=f"{what} through the spindle's XRPC API")
+        command.add_argument("--pipeline", default=None, help="the pipeline id (TID)")
+    args = parser.parse_args(argv)
+    if args.command is None:
+        return asyncio.run(run(os.environ))
+    data_dir = Path(os.environ.get("TACK_DATA_DIR", ".data")).resolve()
+    try:
+        if args.command == "trigger":
+            return asyncio.run(trigger(data_dir, args.pr))
+        if args.command == "run-ci":
+            return asyncio.run(run_ci(data_dir, args.pipeline))
+        return asyncio.run(cancel(data_dir, args.pipeline))
+    except (NotRunning, ci.CiError) as exc:
+        say(str(exc))
+        return 1
+    except aiohttp.ClientError as exc:
+        say(f"the sandbox did not answer ({exc}); is `make run` still running?")
+        return 1

@@ -78,3 +78,19 @@ def test_missing_issuer_or_audience_is_a_usage_error(
         == 2
     )
     assert "cannot use key" in capsys.readouterr().err
+
+
+def test_multikey_prints_the_public_key_a_did_document_publishes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--multikey creates the key once and prints its Multikey (what the sandbox publishes); no --lxm needed, but a token needs one."""
+    key_path = tmp_path / "owner.pem"
+    assert run(["token", "--multikey", "--key", str(key_path)], {}, monkeypatch) == 0
+    printed = capsys.readouterr().out.strip()
+    owner = Account()
+    owner.key = load_or_create_key(str(key_path))
+    assert printed == owner.multikey()
+    assert run(["token", "--multikey", "--key", str(key_path)], {}, monkeypatch) == 0
+    assert capsys.readouterr().out.strip() == printed
+    assert run(["token", "--iss", owner.did, "--aud", "did:web:h.example"], {}, monkeypatch) == 2
+    assert "--lxm" in capsys.readouterr().err

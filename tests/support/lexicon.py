@@ -6,8 +6,9 @@ datetime, tid, at-uri; ``minLength``/``maxLength`` in UTF-8 bytes;
 ``min``/``maxGraphemes`` counted in code points, exact for the ASCII names
 used here; ``enum``), integers (``minimum``/``maximum``; a JSON boolean is not
 an integer), booleans, arrays (``minLength``/``maxLength`` in items), refs
-(``#def``, ``nsid#def``, ``nsid``) and unions (``$type`` must name one of the
-refs: tack's unions are closed in practice, so an unknown member is an error here).
+(``#def``, ``nsid#def``, ``nsid``), unions (``$type`` must name one of the
+refs: tack's unions are closed in practice, so an unknown member is an error here),
+records (their ``record`` object) and blob references (JSON form, ``accept``ed MIME type).
 """
 
 from __future__ import annotations
@@ -63,7 +64,11 @@ class Lexicons:
 
     def _check(self, value: Any, schema: dict[str, Any], nsid: str, path: str) -> None:
         kind = schema["type"]
-        if kind == "ref":
+        if kind == "record":
+            self._check(value, schema["record"], nsid, path)
+        elif kind == "blob":
+            self._blob(value, schema, path)
+        elif kind == "ref":
             ref_nsid, target = self.definition(schema["ref"], nsid)
             self._check(value, target, ref_nsid, path)
         elif kind == "union":
@@ -113,6 +118,23 @@ class Lexicons:
                 self._check(item, schema["properties"][name], nsid, f"{path}.{name}")
 
     @staticmethod
+    def _blob(value: Any, schema: dict[str, Any], path: str) -> None:
+        """A blob reference as JSON carries it: ``{$type: blob, ref: {$link: CID}, mimeType, size}``."""
+        if not isinstance(value, dict) or value.get("$type") != "blob":
+            raise Invalid(f"{path}: not a blob reference: {value!r}")
+        ref = value.get("ref")
+        if not isinstance(ref, dict) or not isinstance(ref.get("$link"), str) or not ref["$link"]:
+            raise Invalid(f"{path}.ref: a blob's ref is a {{$link: CID}}, got {ref!r}")
+        if type(value.get("size")) is not int or value["size"] < 0:
+            raise Invalid(f"{path}.size: not a size: {value.get('size')!r}")
+        mime = value.get("mimeType")
+        accept = schema.get("accept")
+        if not isinstance(mime, str) or (accept is not None and mime not in accept):
+            raise Invalid(f"{path}.mimeType: {mime!r} is not accepted ({accept})")
+        if type(value.get("size")) is int and value["size"] > schema.get("maxSize", 1 << 62):
+            raise Invalid(f"{path}.size: {value['size']} is over the lexicon's maxSize")
+
+    @staticmethod
     def _string(value: Any, schema: dict[str, Any], path: str) -> None:
         if not isinstance(value, str):
             raise Invalid(f"{path}: not a string: {value!r}")
@@ -130,6 +152,7 @@ class Lexicons:
             "tid": _TID.fullmatch(value) is not None,
             "datetime": _DATETIME.fullmatch(value) is not None and parse_rfc3339(value) is not None,
             "at-uri": parse_at_uri(value) is not None,
+            "uri": re.fullmatch(r"[a-z][a-z0-9+.-]*:\S+", value) is not None,
         }.get(fmt)
         if ok is None:
             raise Invalid(f"{path}: string format {fmt!r} is not supported by this validator")
