@@ -63,15 +63,16 @@ class Core:
             name: ProviderClient(name, addr, settings.provider_tls_ca)
             for name, addr in settings.providers.items()
         }
+        self.cancels = Cancellations(self.book, self.providers, timeout_s=settings.spawn_timeout_s)
         self.dispatcher = Dispatcher(
             self.book,
             self.providers,
             spawn_timeout_s=settings.spawn_timeout_s,
             give_up_s=settings.dispatch_give_up_s,
             reconcile_after_s=settings.reconcile_after_s,
+            cancels=self.cancels.wake,
         )
         self.watchers = [StatusWatcher(p, self.book) for p in self.providers.values()]
-        self.cancels = Cancellations(self.book, self.providers, timeout_s=settings.spawn_timeout_s)
         self.pipelines = Pipelines(self.book, self.events)
         self.fetcher = Fetcher(settings.dev)
         self.knot_api = KnotApi(self.fetcher.get_json, settings.dev)

@@ -3,12 +3,18 @@
 A cancel is decided and published in one transaction: each unfinished
 workflow of the pipeline (or the ones named) gets ``cancelled`` with the stock
 spindle's error text, so the appview shows it immediately, and is marked for
-its provider. A workflow still waiting for ``Spawn`` is simply not spawned. A
-workflow its provider has is cancelled there by a supervised loop that calls
-the provider's ``Cancel`` and, when the provider cannot be reached or fails,
-asks again with backoff (the mark survives restarts). Whatever the provider
-reports later about such a run is a move backwards from a terminal status and
-is dropped by the state machine.
+its provider (``cancel='requested'``). A workflow still waiting for ``Spawn``
+is not spawned any more (``dispatch='cancelled'``). A supervised loop then
+calls the provider's ``Cancel`` for every marked workflow the provider may
+have: one it accepted, and one whose ``Spawn`` may have reached it (in flight,
+or timed out); a provider that never had the run answers ``NOT_FOUND`` and the
+mark is dropped. When the provider cannot be reached or fails, it is asked
+again with backoff (1 s doubling to 5 minutes, with jitter; the mark survives
+restarts). A ``Spawn`` that was in flight when the cancel came and is accepted
+afterwards marks the workflow again (:meth:`Dispatcher._accept`), so the run
+it started is cancelled too. Whatever the provider reports later about such a
+run is a move backwards from a terminal status and is dropped by the state
+machine.
 """
 
 from __future__ import annotations
@@ -59,8 +65,8 @@ class Cancellations:
         for workflow_id, name in rows:
             if names is not None and name not in names:
                 continue
-            # Not yet spawned: it never will be. A Spawn already in flight makes it 'accepted', and then the
-            # request below reaches its provider like any other.
+            # Not yet spawned: it never will be. A Spawn in flight (or one that timed out) may still have
+            # reached the provider, so every routed workflow is marked for its provider (see the module doc).
             conn.execute(
                 "UPDATE workflows SET dispatch=CASE WHEN dispatch='queued' THEN 'cancelled' ELSE dispatch END,"
                 " cancel=CASE WHEN provider IS NULL THEN '' ELSE 'requested' END, next_cancel_ns=0 WHERE id=?",
@@ -79,7 +85,7 @@ class Cancellations:
 
     def _next_due_s(self) -> float:
         row = self.book.conn.execute(
-            "SELECT MIN(next_cancel_ns) FROM workflows WHERE cancel='requested' AND dispatch='accepted'"
+            "SELECT MIN(next_cancel_ns) FROM workflows WHERE cancel='requested' AND dispatch IN ('accepted', 'cancelled')"
         ).fetchone()
         return 30.0 if row[0] is None else max(0.0, min(30.0, (int(row[0]) - time.time_ns()) / 1e9))
 
@@ -87,7 +93,7 @@ class Cancellations:
         """Call Cancel for every requested cancel that is due; returns how many were tried."""
         rows = self.book.conn.execute(
             "SELECT id, knot, rkey, name, provider, cancel_attempts FROM workflows"
-            " WHERE cancel='requested' AND dispatch='accepted' AND next_cancel_ns<=? LIMIT 256",
+            " WHERE cancel='requested' AND dispatch IN ('accepted', 'cancelled') AND next_cancel_ns<=? LIMIT 256",
             (time.time_ns(),),
         ).fetchall()
         await asyncio.gather(*(self._deliver(*row) for row in rows))
@@ -111,12 +117,15 @@ class Cancellations:
                 else:
                     outcome, reason = "retry", f"{exc.code().name}: {(exc.details() or '')[:200]}"
         metrics.CANCELS.labels(outcome).inc()
+        # cancel_attempts is also the mark's generation: a Spawn accepted while Cancel was on its way marks the
+        # workflow again (Dispatcher), and then this outcome is stale and the new mark stays.
         with self.book.transaction() as conn:
             if outcome == "retry":
                 at = time.time_ns() + int(backoff.delay(attempts + 1, base=1.0, cap=300.0) * 1e9)
                 conn.execute(
-                    "UPDATE workflows SET cancel_attempts=cancel_attempts+1, next_cancel_ns=? WHERE id=?",
-                    (at, workflow_id),
+                    "UPDATE workflows SET cancel_attempts=cancel_attempts+1, next_cancel_ns=?"
+                    " WHERE id=? AND cancel_attempts=?",
+                    (at, workflow_id, attempts),
                 )
                 log.warning(
                     "provider did not take a cancel; asking again",
@@ -129,7 +138,10 @@ class Cancellations:
                     },
                 )
             else:
-                conn.execute("UPDATE workflows SET cancel=? WHERE id=?", (outcome, workflow_id))
+                conn.execute(
+                    "UPDATE workflows SET cancel=? WHERE id=? AND cancel_attempts=?",
+                    (outcome, workflow_id, attempts),
+                )
                 log.info(
                     "cancel delivered" if outcome == "done" else "cancel not deliverable",
                     extra={

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sqlite3
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -143,6 +144,7 @@ class Dispatcher:
         give_up_s: float = 600.0,
         reconcile_after_s: float = 1800.0,
         concurrency: int = 64,
+        cancels: Notifier | None = None,
     ) -> None:
         self.book = book
         self.conn = book.conn
@@ -156,6 +158,8 @@ class Dispatcher:
         self.tasks: set[asyncio.Task[None]] = set()
         self._failure: Exception | None = None
         self.retry_logs = LogThrottle()
+        self.cancels = cancels
+        """Woken when a workflow cancelled while its Spawn was in flight must be cancelled at its provider."""
 
     def poke(self) -> None:
         """New work was queued."""
@@ -283,6 +287,9 @@ class Dispatcher:
                 acceptance = by_name.get(row.name)
                 if acceptance is not None and acceptance.status not in (pb.STATUS_UNSPECIFIED, st.PENDING):
                     self.book.record(conn, row.id, st.name(acceptance.status))
+            rearmed = self._rearm_cancels(conn, rows)
+        if rearmed:
+            self._wake_cancels()
         log.info(
             "spawned",
             extra={
@@ -322,6 +329,27 @@ class Dispatcher:
                 "UPDATE workflows SET attempts=?, next_attempt_ns=? WHERE id=?",
                 [(attempts, retry_at, r.id) for r in rows],
             )
+            # A Spawn that timed out may have reached the provider after all.
+            rearmed = self._rearm_cancels(conn, rows)
+        if rearmed:
+            self._wake_cancels()
+
+    @staticmethod
+    def _rearm_cancels(conn: sqlite3.Connection, rows: list[Queued]) -> int:
+        """Mark again for Cancel the workflows of ``rows`` cancelled while their Spawn was in flight (its run
+        at the provider is then cancelled there too); how many."""
+        return sum(
+            conn.execute(
+                "UPDATE workflows SET cancel='requested', next_cancel_ns=0, cancel_attempts=cancel_attempts+1"
+                " WHERE id=? AND cancel<>''",
+                (row.id,),
+            ).rowcount
+            for row in rows
+        )
+
+    def _wake_cancels(self) -> None:
+        if self.cancels is not None:
+            self.cancels.notify()
 
     def _fail(self, rows: list[Queued], reason: str) -> None:
         log.warning(
@@ -330,7 +358,8 @@ class Dispatcher:
         )
         with self.book.transaction() as conn:
             for row in rows:
-                conn.execute("UPDATE workflows SET dispatch='failed', error=? WHERE id=?", (reason, row.id))
+                # The error comes with the status (StatusBook.record): a workflow cancelled meanwhile keeps its own.
+                conn.execute("UPDATE workflows SET dispatch='failed' WHERE id=?", (row.id,))
                 self.book.record(conn, row.id, "failed", reason, -1)
 
     def reconcile(self) -> int:

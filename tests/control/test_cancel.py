@@ -45,9 +45,12 @@ def _workflows(conn: sqlite3.Connection, book: StatusBook) -> dict[str, int]:
 async def test_cancel_publishes_cancelled_at_once_and_tells_the_provider_once(
     conn: sqlite3.Connection, provider: RawLogsProvider
 ) -> None:
-    """Every unfinished workflow is cancelled with the stock error; spawned ones are cancelled at the provider once."""
+    """Every unfinished workflow is cancelled with the stock error; spawned ones are cancelled at the provider once,
+    one never spawned is asked once too (its Spawn may have been in flight) and dropped on NOT_FOUND."""
     book = StatusBook(conn, EventLog(conn))
     _workflows(conn, book)
+    provider.strict_cancel = True
+    provider.spawned.update({(KNOT, PIPELINE_RKEY, "a.yml"), (KNOT, PIPELINE_RKEY, "b.yml")})
     client = ProviderClient("stub", provider.address)
     cancels = Cancellations(book, {"stub": client})
     try:
@@ -61,12 +64,17 @@ async def test_cancel_publishes_cancelled_at_once_and_tells_the_provider_once(
             ("b.yml", "cancelled", CANCELLED_ERROR, "accepted", "requested"),
             ("c.yml", "cancelled", CANCELLED_ERROR, "cancelled", "requested"),
         ]
-        assert await cancels.deliver_due() == 2
-        assert sorted(k.workflow for k in provider.cancels) == ["a.yml", "b.yml"]
+        assert await cancels.deliver_due() == 3
+        assert sorted(k.workflow for k in provider.cancels) == ["a.yml", "b.yml", "c.yml"]
+        assert conn.execute("SELECT name, cancel FROM workflows ORDER BY name").fetchall() == [
+            ("a.yml", "done"),
+            ("b.yml", "done"),
+            ("c.yml", "dropped"),
+        ]
         assert await cancels.deliver_due() == 0
         with book.transaction() as tx:
             assert cancels.request(tx, KNOT, PIPELINE_RKEY, None) == []
-        assert len(provider.cancels) == 2
+        assert len(provider.cancels) == 3
     finally:
         await client.close()
 

@@ -9,9 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +17,10 @@ import aiohttp
 import pytest
 
 from tack_sandbox.gitrepos import sha256_supported
-from tack_sandbox.knot import HostedRepo, SimulatedKnot, pipeline_record
+from tack_sandbox.knot import SimulatedKnot, pipeline_record
 from tests.fakes.appview import AppviewClient
-from tests.fakes.atproto import FakePlc
-from tests.support.atproto import Account, plc_did
-from tests.support.stack import OWNER, Stack, stub_runs, stub_workflow
+from tests.support.current import World, make_world, until
+from tests.support.stack import OWNER, stub_runs, stub_workflow
 
 
 pytestmark = pytest.mark.e2e
@@ -51,72 +48,6 @@ WORKFLOWS = {
 }
 
 
-@dataclass
-class World:
-    """A stack whose knot speaks current Tangled, with one registered repository."""
-
-    stack: Stack
-    plc: FakePlc
-    repo_did: str
-
-    @property
-    def knot(self) -> SimulatedKnot:
-        return self.stack.knot
-
-    def pipelines(self) -> list[tuple[str, str, str, str, str]]:
-        """(rkey, kind, commit, origin, repo_did) of every pipeline, oldest first."""
-        with sqlite3.connect(self.stack.cp.db_path) as conn:
-            return conn.execute(
-                "SELECT rkey, kind, commit_sha, origin, repo_did FROM pipelines ORDER BY created_ns"
-            ).fetchall()
-
-    def workflows(self, rkey: str) -> dict[str, tuple[str, str]]:
-        """name → (status, error) of a pipeline's workflows."""
-        with sqlite3.connect(self.stack.cp.db_path) as conn:
-            rows = conn.execute("SELECT name, status, error FROM workflows WHERE rkey=?", (rkey,)).fetchall()
-        return {name: (status, error) for name, status, error in rows}
-
-    def pushes(self) -> list[tuple[str, str, str]]:
-        """(ref, state, reason) of every push tack recorded."""
-        with sqlite3.connect(self.stack.cp.db_path) as conn:
-            return conn.execute("SELECT ref, state, reason FROM pushes ORDER BY received_ns").fetchall()
-
-
-async def until(predicate: Callable[[], object], what: str, timeout: float = 20.0) -> None:
-    """Wait for ``predicate()`` to be true."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting until {what}")
-        await asyncio.sleep(0.05)
-
-
-async def make_world(tmp_path: Path, object_format: str = "sha1", **knot_options: Any) -> World:
-    plc = FakePlc()
-    await plc.start()
-    knot = SimulatedKnot(protocol="current", ping_interval=1.0, git_root=tmp_path / "git", **knot_options)
-    stack = Stack(tmp_path, control_env={"TACK_PLC_URL": plc.url}, knot=knot)
-    await stack.start()
-    repo_did = plc_did()
-    plc.publish(Account(did=repo_did, pds=f"http://{knot.hostname}"))
-    await knot.create_repo(HostedRepo(repo_did, OWNER, "hello"), object_format=object_format)  # type: ignore[arg-type]
-    stack.jetstream.commit(
-        OWNER,
-        "sh.tangled.repo",
-        "hello",
-        "create",
-        {
-            "name": "hello",
-            "knot": knot.hostname,
-            "spindle": stack.cp.hostname,
-            "repoDid": repo_did,
-            "createdAt": "2026-07-01T00:00:00Z",
-        },
-    )
-    await stack.wait_knot_connected()
-    return World(stack, plc, repo_did)
-
-
 @pytest.fixture
 async def world(tmp_path: Path) -> AsyncIterator[World]:
     """A current knot with the owner's repository registered (and verified) here."""
@@ -124,8 +55,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
     try:
         yield w
     finally:
-        await w.stack.stop()
-        await w.plc.stop()
+        await w.stop()
 
 
 async def test_a_push_runs_the_workflows_whose_when_matches(world: World) -> None:
@@ -235,8 +165,7 @@ async def test_a_sha256_repository_runs_like_any_other(tmp_path: Path) -> None:
         assert commit == pushed.new_sha
         await until(lambda: w.workflows(rkey).get("build.yml", ("",))[0] == "success", "build.yml succeeds")
     finally:
-        await w.stack.stop()
-        await w.plc.stop()
+        await w.stop()
 
 
 async def test_a_push_missed_while_tack_was_down_is_recovered_once(tmp_path: Path) -> None:
@@ -260,8 +189,7 @@ async def test_a_push_missed_while_tack_was_down_is_recovered_once(tmp_path: Pat
         await asyncio.sleep(3.0)
         assert len(w.pipelines()) == 2
     finally:
-        await w.stack.stop()
-        await w.plc.stop()
+        await w.stop()
 
 
 async def test_a_legacy_knot_and_a_current_knot_at_once_each_push_runs_once(world: World) -> None:

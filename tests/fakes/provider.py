@@ -3,7 +3,11 @@
 It speaks the contract's shape over real gRPC on loopback: health says
 SERVING, Spawn accepts every workflow as pending, WatchStatus stays open and
 quiet, and Logs sends the test's messages as raw bytes, unchecked, so a test
-can hand the control plane a message no protobuf library would build.
+can hand the control plane a message no protobuf library would build. It keeps
+every Spawn request and Cancel call; a test can hold Spawns back
+(``spawn_gate``), make Cancel fail UNAVAILABLE (``cancel_failures``), and have
+Cancel of a run it never spawned answer NOT_FOUND, as a real provider does
+(``strict_cancel``).
 """
 
 from __future__ import annotations
@@ -39,6 +43,14 @@ class RawLogsProvider:
         self.cancels: list[pb.WorkflowKey] = []
         self.cancel_failures = 0
         """Answer this many Cancel calls UNAVAILABLE before accepting."""
+        self.spawns: list[pb.SpawnRequest] = []
+        """Every Spawn request received (held ones too)."""
+        self.spawned: set[tuple[str, str, str]] = set()
+        """(knot, pipeline rkey, workflow) of every run a Spawn created."""
+        self.spawn_gate: asyncio.Event | None = None
+        """While set to an unset event, Spawn waits for it before answering."""
+        self.strict_cancel = False
+        """Cancel of a run never spawned answers NOT_FOUND (else OK, whatever the key)."""
         self.server = grpc.aio.server()
         self.port = self.server.add_insecure_port("127.0.0.1:0")
         health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), self.server)
@@ -81,6 +93,10 @@ class RawLogsProvider:
     async def _spawn(
         self, request: pb.SpawnRequest, context: grpc.aio.ServicerContext[pb.SpawnRequest, pb.SpawnResponse]
     ) -> pb.SpawnResponse:
+        self.spawns.append(request)
+        if self.spawn_gate is not None:
+            await self.spawn_gate.wait()
+        self.spawned.update((request.knot, request.pipeline_rkey, w.name) for w in request.workflows)
         return accept_all(request)
 
     async def _cancel(
@@ -89,6 +105,9 @@ class RawLogsProvider:
         context: grpc.aio.ServicerContext[pb.CancelRequest, pb.CancelResponse],
     ) -> pb.CancelResponse:
         self.cancels.append(request.key)
+        key = (request.key.knot, request.key.pipeline_rkey, request.key.workflow)
+        if self.strict_cancel and key not in self.spawned:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no run {key}")
         if self.cancel_failures > 0:
             self.cancel_failures -= 1
             await context.abort(grpc.StatusCode.UNAVAILABLE, "stopping the build failed; try again")

@@ -124,8 +124,11 @@ class Stack:
         tls_ca: bytes | None = None,
         buildkite_env: Mapping[str, str] | None = None,
         knot: SimulatedKnot | None = None,
+        providers: Mapping[str, str] | None = None,
     ) -> None:
         self.workdir = workdir
+        self.extra_providers = dict(providers or {})
+        """More providers (name → address), e.g. a fake provider served by the test."""
         self.jetstream = SimulatedJetstream()
         self.knot = knot or SimulatedKnot(ping_interval=1.0)
         self.stub = StubProcess(workdir, stub_env, tls_ca)
@@ -152,6 +155,7 @@ class Stack:
             self.buildkite = BuildkiteProcess(self.workdir, self.fake_buildkite.url, self.buildkite_env)
             await self.buildkite.start_serving()
             providers += f",buildkite={self.buildkite.address}"
+        providers += "".join(f",{name}={address}" for name, address in self.extra_providers.items())
         env = {"TACK_JETSTREAM_URL": self.jetstream.url, "TACK_PROVIDERS": providers, **self.control_env}
         self.control = ControlPlane(self.workdir, env)
         await self.control.start_ready()

@@ -10,22 +10,31 @@ untrusted for the providers. A manual trigger runs every workflow of the
 commit (or those named); a pull-request trigger runs those whose ``when:``
 matches it. Retry is a manual trigger at the original commit.
 
-The transitional names older appviews used (docs/tangled-current.md §8) are
+The transitional names older appviews used (docs/tangled-current.md §8.11) are
 served too: ``sh.tangled.ci.pipeline.cancelPipeline`` and
 ``sh.tangled.pipeline.cancelPipeline`` (repo and pipeline given as AT-URIs or
-as a DID and a TID), and ``sh.tangled.ci.pipeline.triggerPipeline`` (``{repo:
-AT-URI, sha, ref?, workflows?}``, a manual run).
+as a DID and a TID, one ``workflow`` or several ``workflows``), and
+``sh.tangled.ci.pipeline.triggerPipeline`` (``{repo: AT-URI, sha, ref?,
+workflows?}``, a manual run), a form ``sh.tangled.ci.triggerPipeline`` also
+takes (told apart by ``sha`` in place of ``trigger``).
+
+Every answer is counted in ``tack_ci_requests_total`` by method and HTTP
+status; a failure tack did not foresee is logged with its traceback and
+answered 500 ``InternalServerError`` in XRPC form.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
 from tack_common.tid import is_tid
+from tack_control import metrics
 from tack_control.core import Core
 from tack_control.engine.statuses import pipeline_uri
 from tack_control.identity.pds import RecordError, parse_record_uri
@@ -38,7 +47,8 @@ from tack_control.ingest.verify import knot_from_document
 from tack_control.ingest.when import Trigger as WhenTrigger
 from tack_control.ingest.wire import is_did, is_sha
 from tack_control.web import keys
-from tack_control.web.xrpc import XrpcFailure, json_body
+from tack_control.web.ci.objects import PR_ACTIONS
+from tack_control.web.xrpc import XrpcFailure, json_body, xrpc_error
 
 
 log = logging.getLogger(__name__)
@@ -49,14 +59,45 @@ OLD_TRIGGER = "sh.tangled.ci.pipeline.triggerPipeline"
 OLD_CANCELS = ("sh.tangled.ci.pipeline.cancelPipeline", "sh.tangled.pipeline.cancelPipeline")
 MANUAL_TYPE = "sh.tangled.ci.trigger#manual"
 PULL_TYPE = "sh.tangled.ci.trigger#pullRequest"
+DEFAULT_PULL_ACTION = "opened"
+"""A pull-request trigger without ``action`` is an opening, as ``when:`` counts it (docs §5.5)."""
 MAX_WORKFLOWS = 50
 MAX_INPUTS = 64
-_PIPELINE_URI = re.compile(r"^at://did:web:([^/]+)/sh\.tangled\.pipeline/([a-z2-7]{13})$")
+_PIPELINE_URI = re.compile(r"^at://did:web:([^/]+)/sh\.tangled\.(?:ci\.)?pipeline/([a-z2-7]{13})$")
 _PULL_URI = re.compile(r"^at://did:[a-z]+:[A-Za-z0-9._:%-]+/sh\.tangled\.repo\.pull/[A-Za-z0-9._:~-]{1,512}$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _fail(status: int, tag: str, message: str) -> XrpcFailure:
     return XrpcFailure(status, tag, message)
+
+
+def _nsid(request: web.Request) -> str:
+    """The method called (each is mounted at exactly ``/xrpc/<nsid>``): the token's ``lxm`` must name it."""
+    return request.path.removeprefix("/xrpc/")
+
+
+def counted(handler: Handler) -> Handler:
+    """Count every answer of ``handler`` by method and status; turn an unforeseen failure into a logged 500."""
+
+    @functools.wraps(handler)
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        nsid = _nsid(request)
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            metrics.CI_REQUESTS.labels(nsid, str(exc.status)).inc()
+            raise
+        except Exception:
+            log.exception("ci call failed", extra={"method": nsid})
+            metrics.CI_REQUESTS.labels(nsid, "500").inc()
+            return xrpc_error(500, "InternalServerError", f"{nsid} failed inside tack; its log says why")
+        metrics.CI_REQUESTS.labels(nsid, str(response.status)).inc()
+        return response
+
+    return wrapped
 
 
 def _string(obj: dict[str, Any], key: str, where: str, required: bool = True, limit: int = 1024) -> str:
@@ -79,7 +120,7 @@ def _workflow_names(body: dict[str, Any]) -> frozenset[str] | None:
     if (
         not isinstance(names, list)
         or len(names) > MAX_WORKFLOWS
-        or not all(isinstance(n, str) and n for n in names)
+        or not all(isinstance(n, str) and 0 < len(n) <= 255 for n in names)
     ):
         raise _fail(400, "InvalidRequest", f"workflows: a list of at most {MAX_WORKFLOWS} workflow names")
     return frozenset(names)
@@ -87,6 +128,8 @@ def _workflow_names(body: dict[str, Any]) -> frozenset[str] | None:
 
 def _registered(core: Core, repo_did: str, caller: str) -> Repo:
     """The registered repository, if ``caller`` may push to it."""
+    if not is_did(repo_did):
+        raise _fail(400, "InvalidRequest", "repo: the repository's DID")
     repo = core.registry.by_repo_did(repo_did)
     if repo is None:
         raise _fail(400, "RepoNotFound", f"{repo_did} is not a repository registered on this spindle")
@@ -101,18 +144,20 @@ async def _source_knot(core: Core, repo: Repo, source_repo: str) -> str:
     if not source_repo or source_repo == repo.repo_did:
         return repo.knot
     if not is_did(source_repo):
-        raise _fail(400, "InvalidRequest", "sourceRepo: not a DID")
+        raise _fail(400, "InvalidRequest", "trigger.sourceRepo: not a DID")
     try:
         knot = await knot_from_document(core.resolver)(source_repo)
         if knot is None:
             raise _fail(400, "InvalidRepo", f"sourceRepo {source_repo}: its DID document names no knot")
         description = await core.knot_api.describe_repo(knot, source_repo)
     except ResolveError as exc:
-        raise _fail(
-            502 if exc.reason == "unavailable" else 400, "InvalidRepo", f"sourceRepo: {exc}"
-        ) from None
+        if exc.reason == "unavailable":
+            raise _fail(502, "UpstreamFailure", f"sourceRepo: {exc}") from None
+        raise _fail(400, "InvalidRepo", f"sourceRepo: {exc}") from None
     except KnotError as exc:
-        raise _fail(502 if exc.transient else 400, "InvalidRepo", f"sourceRepo: {exc}") from None
+        if exc.transient:
+            raise _fail(502, "UpstreamFailure", f"sourceRepo: {exc}") from None
+        raise _fail(400, "InvalidRepo", f"sourceRepo: {exc}") from None
     if description is None:
         raise _fail(400, "InvalidRepo", f"sourceRepo {source_repo}: its knot {knot} does not host it")
     return knot
@@ -123,10 +168,11 @@ def _manual(trigger: dict[str, Any]) -> tuple[dict[str, Any], str, WhenTrigger]:
     if not is_sha(sha):
         raise _fail(400, "InvalidRequest", "trigger.sha: a 40- or 64-hex commit id")
     detail: dict[str, Any] = {"sha": sha}
-    ref = _string(trigger, "ref", "trigger.", required=False)
+    # Only shown and handed to the CI (TANGLED_REF): any name the caller resolved the commit from.
+    ref = _string(trigger, "ref", "trigger.", required=False, limit=1024)
+    if _CONTROL.search(ref):
+        raise _fail(400, "InvalidRequest", "trigger.ref: no control characters")
     if ref:
-        if not ref.startswith("refs/"):
-            raise _fail(400, "InvalidRequest", "trigger.ref: a full ref (refs/...)")
         detail["ref"] = ref
     inputs = trigger.get("inputs")
     if inputs is not None:
@@ -153,7 +199,10 @@ def _pull_request(trigger: dict[str, Any]) -> tuple[dict[str, Any], str, WhenTri
     sha = _string(trigger, "sourceSha", "trigger.")
     if not is_sha(sha):
         raise _fail(400, "InvalidRequest", "trigger.sourceSha: a 40- or 64-hex commit id")
-    detail: dict[str, Any] = {"sourceSha": sha, "targetBranch": target}
+    action = _string(trigger, "action", "trigger.", required=False, limit=32) or DEFAULT_PULL_ACTION
+    if action not in PR_ACTIONS:
+        raise _fail(400, "InvalidRequest", f"trigger.action: one of {', '.join(sorted(PR_ACTIONS))}")
+    detail: dict[str, Any] = {"action": action, "sourceSha": sha, "targetBranch": target}
     source_branch = _string(trigger, "sourceBranch", "trigger.", required=False, limit=256)
     if source_branch:
         detail["sourceBranch"] = source_branch
@@ -162,13 +211,16 @@ def _pull_request(trigger: dict[str, Any]) -> tuple[dict[str, Any], str, WhenTri
         if not _PULL_URI.fullmatch(pull):
             raise _fail(400, "InvalidRepo", "trigger.pull: the AT-URI of a sh.tangled.repo.pull record")
         detail["pull"] = pull
-    return detail, sha, WhenTrigger("pull_request", target_branch=target)
+    return detail, sha, WhenTrigger("pull_request", target_branch=target, action=action)
 
 
+@counted
 async def trigger_pipeline(request: web.Request) -> web.Response:
     """``POST /xrpc/sh.tangled.ci.triggerPipeline`` ``{repo, trigger, workflows?}`` → ``{pipeline}``."""
-    caller = await authenticate(request, TRIGGER)
+    caller = await authenticate(request, _nsid(request))
     body = await json_body(request)
+    if _nsid(request) == OLD_TRIGGER or ("trigger" not in body and "sha" in body):
+        return await _old_trigger(request, caller, body)
     repo_did = _string(body, "repo", "")
     trigger = body.get("trigger")
     if not isinstance(trigger, dict):
@@ -185,6 +237,16 @@ async def trigger_pipeline(request: web.Request) -> web.Response:
     source_repo = _string(trigger, "sourceRepo", "trigger.", required=False)
     return await _run(
         request, caller, repo_did, kind, origin, detail, sha, when, source_repo, _workflow_names(body)
+    )
+
+
+async def _old_trigger(request: web.Request, caller: str, body: dict[str, Any]) -> web.Response:
+    """The transitional form ``{repo: AT-URI (or DID), sha, ref?, workflows?}``: a manual run."""
+    repo_did = await _repo_did_of(request, body.get("repo"))
+    manual = {"sha": body.get("sha"), **({"ref": body["ref"]} if body.get("ref") is not None else {})}
+    detail, sha, when = _manual(manual)
+    return await _run(
+        request, caller, repo_did, "manual", "manual", detail, sha, when, "", _workflow_names(body)
     )
 
 
@@ -221,17 +283,25 @@ async def _run(
     try:
         files = await core.load_workflows(knot, source_repo if forked else repo.repo_did, sha)
     except LoadFailed as exc:
-        raise _fail(
-            502 if exc.transient else 400, "InvalidRequest", f"cannot load .tangled/workflows at {sha}: {exc}"
-        ) from None
+        log.info(
+            "triggered commit could not be loaded",
+            extra={"caller": caller, "repo_did": repo.repo_did, "sha": sha, "error": str(exc)},
+        )
+        if exc.transient:
+            raise _fail(
+                502, "UpstreamFailure", f"cannot load .tangled/workflows at {sha} from {knot}: {exc}"
+            ) from None
+        raise _fail(400, "InvalidRequest", f"cannot load .tangled/workflows at {sha}: {exc}") from None
     if only is not None and (unknown := sorted(only - {name for name, _ in files})):
         raise _fail(400, "InvalidRequest", f"no workflow named {', '.join(unknown)} at {sha}")
     routed = core.minter.select(files, mint)
     if not routed:
+        what = "no workflow files" if not files else f"none of {len(files)} workflow files matches this"
         raise _fail(
             400,
             "InvalidRequest",
-            f"no workflows to run: none at {sha} matches this {kind.replace('_', ' ')} trigger",
+            f"no workflows to run: {what} {kind.replace('_', ' ')} trigger at {sha}"
+            + ("" if files else " (.tangled/workflows is empty or missing)"),
         )
     rkey = core.pipelines.mint_rkey()
     spec = await core.minter.spec(mint, rkey, routed)
@@ -254,17 +324,6 @@ async def _run(
     return web.json_response({"pipeline": uri})
 
 
-async def old_trigger_pipeline(request: web.Request) -> web.Response:
-    """``sh.tangled.ci.pipeline.triggerPipeline`` ``{repo: AT-URI, sha, ref?, workflows?}``: a manual run."""
-    caller = await authenticate(request, _nsid(request))
-    body = await json_body(request)
-    repo_did = await _repo_did_of(request, body.get("repo"))
-    detail, sha, when = _manual({"sha": body.get("sha"), **({"ref": body["ref"]} if body.get("ref") else {})})
-    return await _run(
-        request, caller, repo_did, "manual", "manual", detail, sha, when, "", _workflow_names(body)
-    )
-
-
 async def _repo_did_of(request: web.Request, repo: Any) -> str:
     """A repo DID given as itself or as the AT-URI of its sh.tangled.repo record (read from its owner's PDS)."""
     if isinstance(repo, str) and is_did(repo):
@@ -274,27 +333,39 @@ async def _repo_did_of(request: web.Request, repo: Any) -> str:
     try:
         record = await request.app[keys.PDS].get_record(parse_record_uri(repo, "sh.tangled.repo"))
     except RecordError as exc:
-        raise _fail(502 if exc.reason == "unavailable" else 400, "InvalidRepo", str(exc)) from None
+        if exc.reason == "unavailable":
+            raise _fail(502, "UpstreamFailure", str(exc)) from None
+        raise _fail(400, "InvalidRepo" if exc.reason == "bad_uri" else "RepoNotFound", str(exc)) from None
     repo_did = record.get("repoDid")
     if not isinstance(repo_did, str) or not is_did(repo_did):
         raise _fail(400, "InvalidRepo", f"repo record {repo} has no repoDid")
     return repo_did
 
 
+def _cancel_names(body: dict[str, Any]) -> frozenset[str] | None:
+    """``workflows`` (current), or the one ``workflow`` of ``sh.tangled.pipeline.cancelPipeline``; None = all."""
+    names = _workflow_names(body)
+    single = body.get("workflow")
+    if names is None and single is not None:
+        if not isinstance(single, str) or not 0 < len(single) <= 255:
+            raise _fail(400, "InvalidRequest", "workflow: a workflow name")
+        names = frozenset({single})
+    return names
+
+
+@counted
 async def cancel_pipeline(request: web.Request) -> web.Response:
     """``POST /xrpc/sh.tangled.ci.cancelPipeline`` ``{repo, pipeline, workflows?}`` → 200, empty."""
     caller = await authenticate(request, _nsid(request))
     body = await json_body(request)
-    repo_did = await _repo_did_of(request, body.get("repo"))
     pipeline = body.get("pipeline")
     knot_hint = ""
     if isinstance(pipeline, str) and (m := _PIPELINE_URI.fullmatch(pipeline)):
         knot_hint, pipeline = m.group(1), m.group(2)
     if not isinstance(pipeline, str) or not is_tid(pipeline):
         raise _fail(400, "InvalidRequest", "pipeline: the pipeline's TID (or its AT-URI)")
-    names = _workflow_names(body)
-    if names is None and isinstance(body.get("workflow"), str):
-        names = frozenset({body["workflow"]})
+    names = _cancel_names(body)
+    repo_did = await _repo_did_of(request, body.get("repo"))
     core = request.app[keys.CORE]
     _registered(core, repo_did, caller)
     rows = core.conn.execute(
@@ -302,14 +373,21 @@ async def cancel_pipeline(request: web.Request) -> web.Response:
     ).fetchall()
     rows = [r for r in rows if not knot_hint or r[0] == knot_hint]
     if not rows:
-        raise _fail(404, "PipelineNotFound", f"no pipeline {pipeline} on this spindle")
+        raise _fail(400, "PipelineNotFound", f"no pipeline {pipeline} on this spindle")
     mine = [r for r in rows if r[1] == repo_did]
     if not mine:
+        log.info("ci call refused", extra={"caller": caller, "repo_did": repo_did, "rkey": pipeline})
         raise _fail(403, "AccessControl", f"pipeline {pipeline} does not belong to {repo_did}")
+    knot = mine[0][0]
+    if names is not None:
+        known = {
+            r[0]
+            for r in core.conn.execute("SELECT name FROM workflows WHERE knot=? AND rkey=?", (knot, pipeline))
+        }
+        if unknown := sorted(names - known):
+            raise _fail(400, "WorkflowNotFound", f"pipeline {pipeline} has no workflow {', '.join(unknown)}")
     with core.book.transaction() as conn:
-        cancelled = core.cancels.request(
-            conn, mine[0][0], pipeline, sorted(names) if names is not None else None
-        )
+        cancelled = core.cancels.request(conn, knot, pipeline, sorted(names) if names is not None else None)
     core.cancels.wake.notify()
     log.info(
         "pipeline cancelled",
@@ -318,14 +396,9 @@ async def cancel_pipeline(request: web.Request) -> web.Response:
     return web.Response(status=200)
 
 
-def _nsid(request: web.Request) -> str:
-    """The method called: the service-auth token's ``lxm`` must name exactly it."""
-    return request.path.removeprefix("/xrpc/")
-
-
 METHODS: dict[str, tuple[str, Any]] = {
     TRIGGER: ("POST", trigger_pipeline),
     CANCEL: ("POST", cancel_pipeline),
-    OLD_TRIGGER: ("POST", old_trigger_pipeline),
+    OLD_TRIGGER: ("POST", trigger_pipeline),
     **{nsid: ("POST", cancel_pipeline) for nsid in OLD_CANCELS},
 }
