@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 from collections.abc import AsyncIterator
 
 import pytest
 
+from tack_common.pb import provider_pb2 as pb
 from tack_control.engine.cancel import CANCELLED_ERROR, Cancellations
+from tack_control.engine.dispatch import Dispatcher
 from tack_control.engine.eventlog import EventLog
 from tack_control.engine.providers import ProviderClient
 from tack_control.engine.statuses import StatusBook
 from tests.fakes.provider import RawLogsProvider
+from tests.support.ci import KNOT as CI_KNOT, PipelineMaker, sha
+from tests.support.current import until
 from tests.support.samples import KNOT, PIPELINE_RKEY, add_workflow, published
 
 
@@ -124,3 +129,81 @@ def test_a_finished_workflow_is_not_cancelled(conn: sqlite3.Connection) -> None:
         "",
     )
     assert json.dumps(published(book.events)).count("cancelled") == 0
+
+
+async def test_a_workflow_cancelled_while_its_spawn_is_in_flight_is_cancelled_at_the_provider_too(
+    conn: sqlite3.Connection, provider: RawLogsProvider
+) -> None:
+    """Cancel while Spawn is held at the provider: cancelled at once; the early Cancel finds no run (NOT_FOUND), and
+    when the Spawn is accepted the workflow is marked again and its new run cancelled, without waiting for a timer."""
+    maker = PipelineMaker.on(conn)
+    book = maker.book
+    rkey = maker.make("push", "did:plc:repo0000000000000000000", sha(1))
+    provider.strict_cancel = True
+    provider.spawn_gate = asyncio.Event()
+    client = ProviderClient("stub", provider.address)
+    cancels = Cancellations(book, {"stub": client})
+    dispatcher = Dispatcher(book, {"stub": client}, cancels=cancels.wake)
+    tasks = [asyncio.create_task(dispatcher.run()), asyncio.create_task(cancels.run())]
+    try:
+        await until(lambda: len(provider.spawns) == 1, "the Spawn reaches the provider", timeout=5)
+        with book.transaction() as tx:
+            assert cancels.request(tx, CI_KNOT, rkey, None) == ["build.yml"]
+        cancels.wake.notify()
+        await until(lambda: len(provider.cancels) == 1, "the first Cancel", timeout=5)
+        await until(
+            lambda: conn.execute("SELECT cancel FROM workflows").fetchone() == ("dropped",),
+            "the provider has no run yet",
+            timeout=5,
+        )
+        provider.spawn_gate.set()
+        await until(lambda: len(provider.cancels) == 2, "Cancel of the run the Spawn made", timeout=5)
+        await until(
+            lambda: conn.execute("SELECT dispatch, cancel FROM workflows").fetchone() == ("accepted", "done"),
+            "the cancel is delivered",
+            timeout=5,
+        )
+        assert conn.execute("SELECT status, error FROM workflows").fetchone() == (
+            "cancelled",
+            CANCELLED_ERROR,
+        )
+        assert {(k.pipeline_rkey, k.workflow) for k in provider.cancels} == {(rkey, "build.yml")}
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await dispatcher.close()
+        await client.close()
+
+
+async def test_a_stale_cancel_outcome_does_not_undo_a_new_mark(
+    conn: sqlite3.Connection, provider: RawLogsProvider
+) -> None:
+    """A Cancel answered NOT_FOUND while the workflow was marked again meanwhile leaves the new mark to deliver."""
+    book = StatusBook(conn, EventLog(conn))
+    ids = _workflows(conn, book)
+    provider.strict_cancel = True
+    client = ProviderClient("stub", provider.address)
+    cancels = Cancellations(book, {"stub": client})
+    real_cancel = client.cancel
+
+    async def cancel_then_rearm(key: pb.WorkflowKey, timeout: float) -> pb.CancelResponse:
+        try:
+            return await real_cancel(key, timeout)
+        finally:
+            # What Dispatcher._accept does when a Spawn in flight is accepted meanwhile.
+            with book.transaction() as tx:
+                tx.execute(
+                    "UPDATE workflows SET cancel='requested', next_cancel_ns=0,"
+                    " cancel_attempts=cancel_attempts+1 WHERE id=?",
+                    (ids["c.yml"],),
+                )
+
+    client.cancel = cancel_then_rearm  # type: ignore[method-assign]
+    try:
+        with book.transaction() as tx:
+            cancels.request(tx, KNOT, PIPELINE_RKEY, ["c.yml"])
+        assert await cancels.deliver_due() == 1
+        assert conn.execute("SELECT cancel FROM workflows WHERE name='c.yml'").fetchone() == ("requested",)
+    finally:
+        await client.close()
