@@ -28,7 +28,7 @@ from tack_common.throttle import LogThrottle
 from tack_control import metrics
 from tack_control.engine.providers import RETRYABLE, ProviderClient
 from tack_control.engine.statuses import StatusBook, pipeline_uri
-from tack_control.ingest.wire import Pipeline, parse_pipeline
+from tack_control.ingest.wire import BadRecord, Pipeline, parse_pipeline
 
 
 log = logging.getLogger(__name__)
@@ -258,7 +258,13 @@ class Dispatcher:
         provenance = Provenance(
             untrusted=bool(untrusted), recovered=origin == "recovered", source_knot=source_knot
         )
-        request = spawn_request(first.knot, first.rkey, parse_pipeline(json.loads(record)), rows, provenance)
+        try:
+            pipeline = parse_pipeline(json.loads(record))
+        except BadRecord as exc:
+            # The stored record never gets better: fail now rather than retrying until the give-up.
+            self._fail(rows, f"tack cannot read this pipeline's record: {exc}")
+            return
+        request = spawn_request(first.knot, first.rkey, pipeline, rows, provenance)
         try:
             response = await provider.spawn(request, self.spawn_timeout_s)
         except grpc.aio.AioRpcError as exc:

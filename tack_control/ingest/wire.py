@@ -421,7 +421,8 @@ def _trigger(obj: dict[str, Any]) -> Trigger:
         return Trigger(
             kind=kind,
             repo=repo,
-            source_branch=_str(pr, "sourceBranch", where),
+            # Optional in the trigger lexicon: a fork's pull request run through Run CI may carry none.
+            source_branch=_str(pr, "sourceBranch", where, required=False),
             target_branch=_str(pr, "targetBranch", where),
             source_sha=_str(pr, "sourceSha", where),
             action=_str(pr, "action", where, required=False),

@@ -190,8 +190,9 @@ async def make_world(
     stack = Stack(
         tmp_path, control_env={"TACK_PLC_URL": plc.url}, knot=knot, buildkite=buildkite, providers=providers
     )
-    await stack.start()
+    # Before the start: tack resolves the owner at once (reconciliation), and remembers a DID it cannot find.
     owner = plc.publish(Account(did=OWNER, pds=pds.url))
+    await stack.start()
     repo_did = plc_did()
     plc.publish(Account(did=repo_did, pds=f"http://{knot.hostname}"))
     await knot.create_repo(HostedRepo(repo_did, OWNER, REPO_RKEY), object_format=object_format)  # type: ignore[arg-type]

@@ -202,10 +202,14 @@ def _pull_request(trigger: dict[str, Any]) -> tuple[dict[str, Any], str, WhenTri
     action = _string(trigger, "action", "trigger.", required=False, limit=32) or DEFAULT_PULL_ACTION
     if action not in PR_ACTIONS:
         raise _fail(400, "InvalidRequest", f"trigger.action: one of {', '.join(sorted(PR_ACTIONS))}")
-    detail: dict[str, Any] = {"action": action, "sourceSha": sha, "targetBranch": target}
+    # sourceBranch is always written (possibly ""), as stock spindles write it.
     source_branch = _string(trigger, "sourceBranch", "trigger.", required=False, limit=256)
-    if source_branch:
-        detail["sourceBranch"] = source_branch
+    detail: dict[str, Any] = {
+        "action": action,
+        "sourceBranch": source_branch,
+        "sourceSha": sha,
+        "targetBranch": target,
+    }
     pull = _string(trigger, "pull", "trigger.", required=False, limit=2048)
     if pull:
         if not _PULL_URI.fullmatch(pull):
@@ -296,13 +300,11 @@ async def _run(
         raise _fail(400, "InvalidRequest", f"no workflow named {', '.join(unknown)} at {sha}")
     routed = core.minter.select(files, mint)
     if not routed:
-        what = "no workflow files" if not files else f"none of {len(files)} workflow files matches this"
-        raise _fail(
-            400,
-            "InvalidRequest",
-            f"no workflows to run: {what} {kind.replace('_', ' ')} trigger at {sha}"
-            + ("" if files else " (.tangled/workflows is empty or missing)"),
-        )
+        if not files:
+            reason = f"no workflow files at {sha} (.tangled/workflows is empty or missing)"
+        else:
+            reason = f"none of the {len(files)} workflow files at {sha} matches this {kind.replace('_', ' ')} trigger"
+        raise _fail(400, "InvalidRequest", f"no workflows to run: {reason}")
     rkey = core.pipelines.mint_rkey()
     spec = await core.minter.spec(mint, rkey, routed)
     with core.book.transaction() as conn:
