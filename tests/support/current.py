@@ -152,6 +152,17 @@ class World:
             ).fetchall()
         return {r[0] for r in rows}
 
+    async def register_repo(self, rkey: str) -> str:
+        """Another repository of the owner on the same knot, registered here and verified; its repo DID."""
+        repo_did = await _register(self.stack, self.plc, self.pds, rkey)
+        await until(lambda: self._verified(repo_did), f"repository {rkey} is verified")
+        return repo_did
+
+    def _verified(self, repo_did: str) -> bool:
+        with self.db() as conn:
+            row = conn.execute("SELECT state FROM repos WHERE repo_did=?", (repo_did,)).fetchone()
+        return row is not None and row[0] == "verified"
+
     async def fork(self, tmp_path: Path, files: Mapping[str, str]) -> tuple[str, str]:
         """A fork of the repository on a knot of its own (its repo DID's document names that knot, which hosts
         it), with ``files`` committed to branch ``feature``; (fork repo DID, commit)."""
@@ -193,17 +204,25 @@ async def make_world(
     # Before the start: tack resolves the owner at once (reconciliation), and remembers a DID it cannot find.
     owner = plc.publish(Account(did=OWNER, pds=pds.url))
     await stack.start()
+    repo_did = await _register(stack, plc, pds, REPO_RKEY, object_format)
+    await stack.wait_knot_connected()
+    return World(stack, plc, pds, repo_did, owner)
+
+
+async def _register(stack: Stack, plc: FakePlc, pds: FakePds, rkey: str, object_format: str = "sha1") -> str:
+    """The owner's repository ``rkey``: a repo DID whose document names the knot, an empty git repository there,
+    and the owner's record naming this spindle, on their PDS and through Jetstream; its repo DID."""
+    knot = stack.knot
     repo_did = plc_did()
     plc.publish(Account(did=repo_did, pds=f"http://{knot.hostname}"))
-    await knot.create_repo(HostedRepo(repo_did, OWNER, REPO_RKEY), object_format=object_format)  # type: ignore[arg-type]
+    await knot.create_repo(HostedRepo(repo_did, OWNER, rkey), object_format=object_format)  # type: ignore[arg-type]
     record = {
-        "name": REPO_RKEY,
+        "name": rkey,
         "knot": knot.hostname,
         "spindle": stack.cp.hostname,
         "repoDid": repo_did,
         "createdAt": CREATED_AT,
     }
-    pds.put(OWNER, "sh.tangled.repo", REPO_RKEY, record)
-    stack.jetstream.commit(OWNER, "sh.tangled.repo", REPO_RKEY, "create", record)
-    await stack.wait_knot_connected()
-    return World(stack, plc, pds, repo_did, owner)
+    pds.put(OWNER, "sh.tangled.repo", rkey, record)
+    stack.jetstream.commit(OWNER, "sh.tangled.repo", rkey, "create", record)
+    return repo_did
