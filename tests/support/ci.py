@@ -225,10 +225,12 @@ def ci_app(
 class Spindle:
     """The whole control plane application in this event loop, on a loopback port."""
 
-    def __init__(self, workdir: Path, providers: dict[str, str]) -> None:
+    def __init__(self, workdir: Path, providers: dict[str, str], **more: Any) -> None:
         self.jetstream = SimulatedJetstream()
         self.workdir = workdir
         self.providers = providers
+        self.more = more
+        """More settings (e.g. ``plc_url``)."""
         self.app: web.Application | None = None
         self.url = ""
         self._serving: contextlib.AbstractAsyncContextManager[str] | None = None
@@ -236,7 +238,12 @@ class Spindle:
     async def __aenter__(self) -> Spindle:
         await self.jetstream.start()
         self.app = build_app(
-            settings(self.workdir / "tack.db", providers=self.providers, jetstream_url=self.jetstream.url)
+            settings(
+                self.workdir / "tack.db",
+                providers=self.providers,
+                jetstream_url=self.jetstream.url,
+                **self.more,
+            )
         )
         self._serving = serve(self.app)
         self.url = await self._serving.__aenter__()
