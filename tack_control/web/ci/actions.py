@@ -223,7 +223,8 @@ async def trigger_pipeline(request: web.Request) -> web.Response:
     """``POST /xrpc/sh.tangled.ci.triggerPipeline`` ``{repo, trigger, workflows?}`` → ``{pipeline}``."""
     caller = await authenticate(request, _nsid(request))
     body = await json_body(request)
-    if _nsid(request) == OLD_TRIGGER or ("trigger" not in body and "sha" in body):
+    # The old form has sha and no trigger; either name takes either form.
+    if "trigger" not in body and ("sha" in body or _nsid(request) == OLD_TRIGGER):
         return await _old_trigger(request, caller, body)
     repo_did = _string(body, "repo", "")
     trigger = body.get("trigger")
