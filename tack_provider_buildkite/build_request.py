@@ -10,8 +10,9 @@
   ``tack.buildkite.branch`` or the repository's default branch.
 
 Untrusted runs (a fork's pull request run through "Run CI": the code is not the repository's) are
-refused unless the workflow sets ``tack.buildkite.allow_untrusted: true``: a Buildkite build runs on
-your agents with your pipeline's secrets, so building a stranger's code must be a decision.
+refused unless the operator lists the Buildkite pipeline in ``TACK_BUILDKITE_UNTRUSTED_PIPELINES``: a
+build runs on your agents with the pipeline's secrets, so building a stranger's code must be the
+operator's decision. (Not the workflow's: the workflow file of such a run is the fork's own.)
 
 Every build carries ``meta_data`` ``tack:knot``, ``tack:pipeline_rkey`` and ``tack:workflow``: the
 run's key, by which an existing build is found again instead of creating a second one.
@@ -30,6 +31,9 @@ from tack_provider_kit.provider import InvalidArgument
 from tack_provider_kit.store import RunKey
 
 
+UNTRUSTED_REFUSED = (
+    "this run builds code from outside the repository (a fork's pull request run through Run CI)"
+)
 META_KNOT = "tack:knot"
 META_RKEY = "tack:pipeline_rkey"
 META_WORKFLOW = "tack:workflow"
@@ -192,13 +196,18 @@ def repo_url(knot: str, repo_did: str) -> str:
 
 
 def plan(
-    request: pb.SpawnRequest, workflow: pb.Workflow, config: BuildkiteConfig, default_org: str
+    request: pb.SpawnRequest,
+    workflow: pb.Workflow,
+    config: BuildkiteConfig,
+    default_org: str,
+    untrusted_pipelines: frozenset[str] = frozenset(),
 ) -> BuildPlan:
     """The create-build call for one workflow; InvalidArgument when the trigger cannot be built."""
-    if request.untrusted and not config.allow_untrusted:
+    slug = f"{config.org or default_org}/{config.pipeline}"
+    if request.untrusted and slug not in untrusted_pipelines:
         raise InvalidArgument(
-            f"{WHERE}.allow_untrusted: this run builds code from outside the repository (a fork's pull request);"
-            " set it to true to let Buildkite build untrusted code with this pipeline's agents and secrets"
+            f"{UNTRUSTED_REFUSED}: {slug} is not in TACK_BUILDKITE_UNTRUSTED_PIPELINES, the operator's list of"
+            " Buildkite pipelines that may build untrusted code with their agents and secrets"
         )
     values, commit, branch, default_message = _trigger_facts(request.trigger)
     commit = config.commit or commit

@@ -28,6 +28,8 @@ class Settings:
     api_budget: float = 40.0
     create_timeout: float = 30.0
     webhook_max_bytes: int = 1 << 20
+    untrusted_pipelines: frozenset[str] = frozenset()
+    """``org/pipeline`` slugs that may build untrusted code (a fork's pull request run through Run CI)."""
 
     @classmethod
     def from_env(cls, e: Mapping[str, str]) -> Settings:
@@ -49,4 +51,22 @@ class Settings:
             api_budget=env.number(e, "TACK_BUILDKITE_API_BUDGET", 40.0, 1.0, 100_000.0),
             create_timeout=env.number(e, "TACK_BUILDKITE_CREATE_TIMEOUT", 30.0, 0.5, 600.0),
             webhook_max_bytes=env.integer(e, "TACK_BUILDKITE_WEBHOOK_MAX_BYTES", 1 << 20, 1024, 64 << 20),
+            untrusted_pipelines=_pipelines(e, org),
         )
+
+
+def _pipelines(e: Mapping[str, str], org: str) -> frozenset[str]:
+    """TACK_BUILDKITE_UNTRUSTED_PIPELINES: ``pipeline`` (in the default org) or ``org/pipeline``, comma-separated."""
+    slugs = set()
+    for item in e.get("TACK_BUILDKITE_UNTRUSTED_PIPELINES", "").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        owner, _, pipeline = item.rpartition("/")
+        owner = owner or org
+        if SLUG.fullmatch(owner) is None or SLUG.fullmatch(pipeline) is None:
+            raise ConfigError(
+                f"TACK_BUILDKITE_UNTRUSTED_PIPELINES entries must be pipeline or org/pipeline slugs, got {item!r}"
+            )
+        slugs.add(f"{owner}/{pipeline}")
+    return frozenset(slugs)

@@ -141,7 +141,9 @@ class BuildkiteProvider(Provider):
     def prepare(self, request: pb.SpawnRequest, workflow: pb.Workflow) -> JSONDict:
         """Validate ``tack.buildkite`` and prepare the create-build call (nothing is sent yet)."""
         config = workflow_config.parse_json(workflow.config_json)
-        plan = build_request.plan(request, workflow, config, self.settings.org)
+        plan = build_request.plan(
+            request, workflow, config, self.settings.org, self.settings.untrusted_pipelines
+        )
         return {"org": plan.org, "pipeline": plan.pipeline, "body": plan.body, "phase": QUEUED}
 
     async def start(self, run: Run) -> None:

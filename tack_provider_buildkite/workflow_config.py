@@ -26,7 +26,6 @@ KEYS = (
     "meta_data",
     "clean_checkout",
     "author",
-    "allow_untrusted",
 )
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 RESERVED_ENV_PREFIX = "TANGLED_"
@@ -56,8 +55,6 @@ class BuildkiteConfig:
     meta_data: Mapping[str, str] = field(default_factory=dict)
     clean_checkout: bool = False
     author: Author | None = None
-    allow_untrusted: bool = False
-    """Build runs tack marks untrusted (a fork's pull request, run through "Run CI"); off by default."""
 
 
 def _string(value: object, where: str, *, empty: bool = False) -> str:
@@ -135,9 +132,7 @@ def parse(config: object) -> BuildkiteConfig:
     clean = raw.get("clean_checkout", False)
     if not isinstance(clean, bool):
         raise InvalidArgument(f"{WHERE}.clean_checkout: must be true or false")
-    allow_untrusted = raw.get("allow_untrusted", False)
-    if not isinstance(allow_untrusted, bool):
-        raise InvalidArgument(f"{WHERE}.allow_untrusted: must be true or false")
+
     return BuildkiteConfig(
         pipeline=_slug(raw["pipeline"], f"{WHERE}.pipeline", "pipeline"),
         org=_slug(raw["org"], f"{WHERE}.org", "organization") if "org" in raw else None,
@@ -148,7 +143,6 @@ def parse(config: object) -> BuildkiteConfig:
         meta_data=_meta_data(raw.get("meta_data", {})),
         clean_checkout=clean,
         author=_author(raw["author"]) if "author" in raw else None,
-        allow_untrusted=allow_untrusted,
     )
 
 

@@ -153,16 +153,19 @@ def test_meta_data_round_trips_to_run_key() -> None:
     assert build_request.key_from_meta_data(None) is None
 
 
-def test_an_untrusted_run_is_refused_unless_the_workflow_opts_in() -> None:
-    """A fork's pull request (untrusted) is refused naming tack.buildkite.allow_untrusted; allowed when it is true."""
+def test_an_untrusted_run_is_refused_unless_the_operator_lists_the_pipeline() -> None:
+    """A fork's pull request (untrusted) is refused naming TACK_BUILDKITE_UNTRUSTED_PIPELINES; built when listed."""
     request = _request(_pr())
     request.untrusted = True
-    with pytest.raises(InvalidArgument, match=r"tack\.buildkite\.allow_untrusted"):
-        build_request.plan(request, WORKFLOW, workflow_config.parse({"pipeline": "app"}), "acme")
-    allowed = build_request.plan(
-        request, WORKFLOW, workflow_config.parse({"pipeline": "app", "allow_untrusted": True}), "acme"
-    )
+    config = workflow_config.parse({"pipeline": "app"})
+    with pytest.raises(InvalidArgument, match="acme/app is not in TACK_BUILDKITE_UNTRUSTED_PIPELINES"):
+        build_request.plan(request, WORKFLOW, config, "acme")
+    with pytest.raises(InvalidArgument):
+        build_request.plan(request, WORKFLOW, config, "acme", frozenset({"other/app"}))
+    allowed = build_request.plan(request, WORKFLOW, config, "acme", frozenset({"acme/app"}))
     assert allowed.body["env"]["TANGLED_UNTRUSTED"] == "true"
+    with pytest.raises(InvalidArgument, match="unknown key"):
+        workflow_config.parse({"pipeline": "app", "allow_untrusted": True})
 
 
 def test_a_current_tangled_run_carries_the_repo_did_and_its_clone_url() -> None:

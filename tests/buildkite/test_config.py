@@ -41,6 +41,7 @@ def test_settings_defaults_and_token_hidden() -> None:
         ({"TACK_BUILDKITE_WEBHOOK_MODE": "hmac"}, "TACK_BUILDKITE_WEBHOOK_MODE"),
         ({"TACK_BUILDKITE_API_URL": "ftp://x"}, "TACK_BUILDKITE_API_URL"),
         ({"TACK_BUILDKITE_POLL_INTERVAL": "soon"}, "TACK_BUILDKITE_POLL_INTERVAL"),
+        ({"TACK_BUILDKITE_UNTRUSTED_PIPELINES": "ok, bad slug"}, "TACK_BUILDKITE_UNTRUSTED_PIPELINES"),
     ],
 )
 def test_settings_errors_name_the_variable(change: dict[str, str], variable: str) -> None:
@@ -118,3 +119,10 @@ def test_config_json_must_be_json() -> None:
     """config_json that is not JSON is refused naming config_json."""
     with pytest.raises(InvalidArgument, match=r"^config_json: not JSON"):
         workflow_config.parse_json("{nope")
+
+
+def test_untrusted_pipelines_are_org_qualified() -> None:
+    """A bare slug is in the default org; org/pipeline names another; empty entries are ignored."""
+    settings = Settings.from_env({**BASE_ENV, "TACK_BUILDKITE_UNTRUSTED_PIPELINES": "forks, other/ci ,"})
+    assert settings.untrusted_pipelines == frozenset({"acme/forks", "other/ci"})
+    assert Settings.from_env(BASE_ENV).untrusted_pipelines == frozenset()

@@ -31,7 +31,7 @@ PULL = "sh.tangled.ci.trigger#pullRequest"
 ON_MAIN = 'when:\n  - event: ["push"]\n    branch: ["main"]\n'
 ON_TAG = 'when:\n  - event: ["push"]\n    tag: ["v*"]\n'
 ON_PULL = 'when:\n  - event: ["pull_request"]\n    branch: ["main"]\n'
-ALLOW_UNTRUSTED = "tack.buildkite.allow_untrusted: this run builds code from outside the repository"
+ALLOW_UNTRUSTED = "acme/app-fail is not in TACK_BUILDKITE_UNTRUSTED_PIPELINES"
 
 
 def stub(when: str) -> str:
@@ -260,18 +260,20 @@ async def test_a_fork_pull_request_runs_untrusted_from_the_forks_own_knot(
         await world.stop()
 
 
-async def test_buildkite_refuses_untrusted_runs_unless_the_workflow_opts_in(tmp_path: Path) -> None:
-    """A fork's pull request routed to Buildkite fails with the allow_untrusted message and creates no build;
-    the workflow that sets allow_untrusted: true is built, marked TANGLED_UNTRUSTED, and succeeds."""
-    world = await make_world(tmp_path, buildkite=True)
+async def test_buildkite_refuses_untrusted_runs_unless_the_operator_lists_the_pipeline(
+    tmp_path: Path,
+) -> None:
+    """A fork's pull request routed to Buildkite fails, creating no build, on a pipeline the operator did not list;
+    on a listed pipeline it is built, marked TANGLED_UNTRUSTED, and succeeds. The fork cannot opt itself in."""
+    world = await make_world(
+        tmp_path, buildkite=True, buildkite_env={"TACK_BUILDKITE_UNTRUSTED_PIPELINES": "app-ci"}
+    )
     try:
         fake = world.stack.fake_buildkite
         assert fake is not None
         fork_files = {
-            ".tangled/workflows/ci.yml": provider_file(ON_PULL, "buildkite", {"pipeline": "app-ci"}),
-            ".tangled/workflows/trusting.yml": provider_file(
-                ON_PULL, "buildkite", {"pipeline": "app-ci", "allow_untrusted": True}
-            ),
+            ".tangled/workflows/ci.yml": provider_file(ON_PULL, "buildkite", {"pipeline": "app-fail"}),
+            ".tangled/workflows/trusting.yml": provider_file(ON_PULL, "buildkite", {"pipeline": "app-ci"}),
         }
         fork_did, fork_sha = await world.fork(tmp_path, fork_files)
         trigger = {

@@ -190,6 +190,7 @@ async def make_world(
     object_format: str = "sha1",
     *,
     buildkite: bool = False,
+    buildkite_env: Mapping[str, str] | None = None,
     providers: Mapping[str, str] | None = None,
     **knot_options: Any,
 ) -> World:
@@ -199,7 +200,12 @@ async def make_world(
     await pds.start()
     knot = SimulatedKnot(protocol="current", ping_interval=1.0, git_root=tmp_path / "git", **knot_options)
     stack = Stack(
-        tmp_path, control_env={"TACK_PLC_URL": plc.url}, knot=knot, buildkite=buildkite, providers=providers
+        tmp_path,
+        control_env={"TACK_PLC_URL": plc.url},
+        knot=knot,
+        buildkite=buildkite,
+        buildkite_env=buildkite_env,
+        providers=providers,
     )
     # Before the start: tack resolves the owner at once (reconciliation), and remembers a DID it cannot find.
     owner = plc.publish(Account(did=OWNER, pds=pds.url))
