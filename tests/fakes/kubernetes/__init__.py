@@ -89,6 +89,13 @@ class FakeKubernetes:
         """Forget the change history: resuming a watch from any version seen so far answers 410."""
         self.store.compact()
 
+    def set_spec_status(self, name: str, value: str, namespace: str = NAMESPACE) -> None:
+        """Set a PipelineRun's ``spec.status`` as an operator would (``tkn pipelinerun cancel``)."""
+        found = self.store.get("pipelineruns", namespace, name)
+        assert found is not None, name
+        found["spec"]["status"] = value
+        self.store.put("pipelineruns", namespace, found)
+
     def pipeline_runs(self, namespace: str = NAMESPACE) -> list[JSON]:
         return self.store.items("pipelineruns", namespace)
 
