@@ -1,7 +1,8 @@
 """Creating each run's PipelineRun exactly once, in the background (docs/tekton-api.md §3).
 
 The name is deterministic, so a create whose outcome is unknown (a timeout, a reset) is simply sent
-again: 409 AlreadyExists then means an earlier one landed, and the existing PipelineRun is adopted when
+again, even when the watch already reported the run finished (the run needs its PipelineRun for its log,
+and for a cancel that came meanwhile): 409 AlreadyExists then means an earlier one landed, and the existing PipelineRun is adopted when
 its ``tack.tangled.org/run`` label is this run's. A cancel that came while the create was in flight is
 applied to the PipelineRun as soon as it exists.
 """
@@ -108,8 +109,10 @@ class Creator:
             await self.ready.wait()
             run = self.store.get_by_id(run_id)
             data = self.book.data(run_id)
-            if run is None or data is None or run.terminal or data.get("phase") in (CREATED, REJECTED):
+            if run is None or data is None or data.get("phase") in (CREATED, REJECTED):
                 return
+            if run.terminal and not data.get("sent"):
+                return  # cancelled before anything was sent
             if await self._attempt(run_id, data):
                 return
             attempt += 1
@@ -118,6 +121,7 @@ class Creator:
     async def _attempt(self, run_id: int, data: Mapping[str, Any]) -> bool:
         """One try at creating the run's PipelineRun; True when nothing more is to be done."""
         name = str(data["name"])
+        self.book.update(run_id, sent=True)
         try:
             await self._adopt(run_id, await self.kube.create_pipeline_run(data["body"]), "created")
             return True

@@ -2,8 +2,8 @@
 
 A run's ``data`` holds the PipelineRun prepared at Spawn (``name``, ``run_hash``, ``body``), the
 ``cancel`` mode and the progress of creating it: ``phase`` ``queued`` (not created yet),
-``created`` (it exists) or ``rejected`` (the API server refused it; the run failed); ``cancel_requested``
-once Cancel was called.
+``created`` (it exists) or ``rejected`` (the API server refused it; the run failed); ``sent`` once a
+create may have reached the API server; ``cancel_requested`` once Cancel was called.
 
 ``tekton_names`` maps PipelineRun names (what the watch carries) to runs, and ``tekton_watch`` keeps
 the watch's last resourceVersion, so a restart resumes the watch where it stopped.
