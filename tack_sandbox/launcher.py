@@ -105,7 +105,10 @@ class Launcher:
                     "tekton",
                     "tack_provider_tekton",
                     python_env(
-                        {"TACK_TEKTON_DB_PATH": str(self.state_dir / "tekton.db"), "TACK_TEKTON_LISTEN_ADDR": tk_addr}
+                        {
+                            "TACK_TEKTON_DB_PATH": str(self.state_dir / "tekton.db"),
+                            "TACK_TEKTON_LISTEN_ADDR": tk_addr,
+                        }
                     ),
                     self.state_dir / "logs" / "tekton.log",
                 )

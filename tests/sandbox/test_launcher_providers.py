@@ -9,7 +9,9 @@ from tack_sandbox.launcher import Launcher
 
 def test_tekton_is_started_when_configured(tmp_path: Path) -> None:
     """With TACK_TEKTON_KUBECONFIG set, the launcher runs tack_provider_tekton on 7104 and routes `tekton` to it."""
-    launcher = Launcher({"TACK_DATA_DIR": str(tmp_path), "TACK_TEKTON_KUBECONFIG": str(tmp_path / "kubeconfig")})
+    launcher = Launcher(
+        {"TACK_DATA_DIR": str(tmp_path), "TACK_TEKTON_KUBECONFIG": str(tmp_path / "kubeconfig")}
+    )
     providers, children = launcher._providers()
     assert providers == "stub=127.0.0.1:7102,tekton=127.0.0.1:7104"
     [tekton] = [c for c in children if c.name == "tekton"]
