@@ -46,13 +46,16 @@ def check() -> int:
 
 
 def run() -> None:
-    """Serve until SIGTERM."""
+    """Serve until SIGTERM; exit 2 with a one-line reason when the cluster configuration cannot be loaded."""
+    started: list[TektonProvider] = []
 
     def make_factory(env: Mapping[str, str]) -> ProviderFactory:
         settings = Settings.from_env(env)
 
         def factory(store: ProviderStore) -> TektonProvider:
-            return TektonProvider(store, settings)
+            provider = TektonProvider(store, settings)
+            started.append(provider)
+            return provider
 
         return factory
 
@@ -64,6 +67,9 @@ def run() -> None:
         db_path="tack-tekton.db",
         extension=SCHEMA,
     )
+    if started and started[0].fatal:
+        print(f"configuration error: {started[0].fatal}", file=sys.stderr)
+        raise SystemExit(2)
 
 
 if __name__ == "__main__":

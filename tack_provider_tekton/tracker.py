@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -116,8 +117,11 @@ class Tracker:
                         raise KubeError("list_pipelineruns", 200, "", "the list has no resourceVersion")
                 self.synced.set()
                 self.failing = False
+                opened = time.monotonic()
                 reason = await self._watch(version)
                 attempt = 0
+                if reason == "ended" and time.monotonic() - opened < 1.0:
+                    await asyncio.sleep(1.0)  # a server (or proxy) that ends watches at once is not hammered
             except (KubeError, Unreachable, Malformed, LineTooLong) as exc:
                 reason = "error"
                 attempt += 1

@@ -209,3 +209,19 @@ async def test_missing_rbac_keeps_the_provider_not_serving_and_says_what(tmp_pat
     finally:
         proc.kill9()
         await fake.stop()
+
+
+async def test_an_unusable_kubeconfig_stops_the_provider_with_exit_status_2(tmp_path: Path) -> None:
+    """A kubeconfig that cannot be loaded ends the process at start with one line naming the variable."""
+    fake = await fake_kubernetes()
+    proc = TektonProcess(tmp_path, fake)
+    (tmp_path / "kubeconfig").write_text("apiVersion: v1\nkind: Config\ncurrent-context: nowhere\n")
+    try:
+        proc.start()
+        assert proc.popen is not None
+        status = await asyncio.to_thread(proc.popen.wait, 20)
+        assert status == 2
+        assert "configuration error: TACK_TEKTON_KUBECONFIG cannot be used" in proc.output()
+    finally:
+        proc.kill9()
+        await fake.stop()
