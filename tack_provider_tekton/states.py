@@ -21,7 +21,6 @@ RUNNING_REASONS = frozenset(
         "CancelledRunningFinally",
         "StoppedRunningFinally",
         "PipelineRunTimeoutRunningFinally",
-        "Cancelled",
     }
 )
 SUCCESS_REASONS = frozenset({"Succeeded", "Completed"})
@@ -118,6 +117,8 @@ def verdict(pipelinerun: Mapping[str, Any], taskruns: Sequence[Mapping[str, Any]
         return Verdict(st.PENDING)
     state, reason, message = condition.get("status"), _text(condition, "reason"), _text(condition, "message")
     if state == "Unknown":
+        if reason == CANCELLED_REASON:
+            return Verdict(None)  # being cancelled: it may never have started, and its end is coming
         if reason in PENDING_REASONS:
             return Verdict(st.PENDING)
         return Verdict(st.RUNNING)

@@ -91,6 +91,10 @@ class Tracker:
 
     async def relist(self) -> str | None:
         """List every PipelineRun of tack's, apply each, fail runs whose PipelineRun vanished; the list's version."""
+        # Only runs whose PipelineRun existed before the list was asked for can be missing from it.
+        existed = {
+            run.id: run.data.get("name") for run in self.store.active() if run.data.get("phase") == CREATED
+        }
         answer = await self.kube.list_pipeline_runs(SELECTOR)
         items = answer.get("items")
         present = set()
@@ -98,9 +102,8 @@ class Tracker:
             if isinstance(item, dict):
                 present.add(_name(item))
                 await self.observe(item)
-        for run in self.store.active():
-            name = run.data.get("name")
-            if run.data.get("phase") == CREATED and isinstance(name, str) and name not in present:
+        for name in existed.values():
+            if isinstance(name, str) and name not in present:
                 await self.observe({"metadata": {"name": name}}, deleted=True)
         return object_version(answer)
 

@@ -47,7 +47,6 @@ def taskrun(task: str, reason: str, steps: list[dict[str, Any]] | None = None) -
         ("Unknown", "CancelledRunningFinally", st.RUNNING),
         ("Unknown", "StoppedRunningFinally", st.RUNNING),
         ("Unknown", "PipelineRunTimeoutRunningFinally", st.RUNNING),
-        ("Unknown", "Cancelled", st.RUNNING),
         ("True", "Succeeded", st.SUCCESS),
         ("True", "Completed", st.SUCCESS),
         ("False", "PipelineRunTimeout", st.TIMEOUT),
@@ -94,6 +93,8 @@ def test_failed_without_a_failed_step_names_the_task() -> None:
     assert found.error.startswith("task 'build' failed")
 
 
-def test_an_unknown_condition_status_reports_nothing() -> None:
-    """A condition status Tekton never documented changes nothing."""
+def test_nothing_is_reported_while_a_cancel_is_processed_or_for_unknown_condition_statuses() -> None:
+    """`Unknown`/`Cancelled` (a run that may never have started is being cancelled) and a condition status
+    Tekton never documented change nothing."""
+    assert verdict(run("Unknown", "Cancelled")).status is None
     assert verdict(run("Maybe", "Running")).status is None
