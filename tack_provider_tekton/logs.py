@@ -10,6 +10,7 @@ finished and every task was shown.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
@@ -152,16 +153,18 @@ class LogView:
                 try:
                     count = 0
                     lines = Lines(MAX_LOG_LINE)
-                    async for chunk in self.kube.pod_log(step.pod, step.container, follow=not ended):
-                        fresh: list[pb.LogLine] = []
-                        for raw in [*lines.feed(chunk)]:
-                            count += 1
-                            if count > seen:
-                                seen = count
-                                ns, text = split_timestamp(raw)
-                                fresh.append(self.steps.data(text, ns=ns))
-                        if fresh:
-                            yield fresh
+                    reader = self.kube.pod_log(step.pod, step.container, follow=not ended)
+                    async with contextlib.aclosing(reader) as chunks:
+                        async for chunk in chunks:
+                            fresh: list[pb.LogLine] = []
+                            for raw in [*lines.feed(chunk)]:
+                                count += 1
+                                if count > seen:
+                                    seen = count
+                                    ns, text = split_timestamp(raw)
+                                    fresh.append(self.steps.data(text, ns=ns))
+                            if fresh:
+                                yield fresh
                     tail = lines.flush()
                     if tail and ended and count + 1 > seen:
                         seen = count + 1

@@ -11,6 +11,7 @@ provider is not ready.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Mapping
@@ -141,18 +142,21 @@ class Tracker:
         self.connected = True
         metrics.WATCH_CONNECTED.set(1)
         try:
-            async for event in self.kube.watch_pipeline_runs(SELECTOR, version):
-                if event.kind == "GONE":
-                    log.info("watch version expired (410); listing again", extra={"version": version})
-                    self.book.set_watch_version(None)
-                    return "gone"
-                if event.kind == "ERROR":
-                    raise KubeError("watch_pipelineruns", event.code, "", str(event.obj.get("message", "")))
-                if event.kind != "BOOKMARK":
-                    await self.observe(event.obj, deleted=event.kind == "DELETED")
-                if event.version is not None:
-                    version = event.version
-                    self.book.set_watch_version(version)
+            async with contextlib.aclosing(self.kube.watch_pipeline_runs(SELECTOR, version)) as stream:
+                async for event in stream:
+                    if event.kind == "GONE":
+                        log.info("watch version expired (410); listing again", extra={"version": version})
+                        self.book.set_watch_version(None)
+                        return "gone"
+                    if event.kind == "ERROR":
+                        raise KubeError(
+                            "watch_pipelineruns", event.code, "", str(event.obj.get("message", ""))
+                        )
+                    if event.kind != "BOOKMARK":
+                        await self.observe(event.obj, deleted=event.kind == "DELETED")
+                    if event.version is not None:
+                        version = event.version
+                        self.book.set_watch_version(version)
             return "ended"
         finally:
             self.connected = False
