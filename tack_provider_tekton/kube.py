@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -180,7 +180,7 @@ class Kube:
             ),
         )
 
-    async def watch_pipeline_runs(self, selector: str, version: str) -> AsyncIterator[Event]:
+    async def watch_pipeline_runs(self, selector: str, version: str) -> AsyncGenerator[Event, None]:
         """Events after ``version`` until the server ends the watch (``TACK_TEKTON_WATCH_TIMEOUT``).
 
         A 410 answered as the HTTP status comes out as a ``GONE`` event, like the in-stream form.
@@ -273,7 +273,7 @@ class Kube:
             ),
         )
 
-    async def pod_log(self, pod: str, container: str, *, follow: bool) -> AsyncIterator[bytes]:
+    async def pod_log(self, pod: str, container: str, *, follow: bool) -> AsyncGenerator[bytes, None]:
         """A container's log with timestamps, in chunks; with ``follow``, until the container ends."""
         make = lambda: k8s.CoreV1Api(self.api).read_namespaced_pod_log(  # noqa: E731
             pod,
