@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -269,6 +270,43 @@ async def check_buildkite(environ: Mapping[str, str]) -> Result:
     return ok("buildkite token", f"valid, scopes ok, org {org!r} visible")
 
 
+async def check_tekton(environ: Mapping[str, str]) -> Result:
+    """The Tekton provider's cluster access (``python -m tack_provider_tekton check``, with this environment)."""
+    if not (environ.get("TACK_TEKTON_KUBECONFIG") or environ.get("TACK_TEKTON_NAMESPACE")):
+        return Result("skip", "tekton cluster", "TACK_TEKTON_KUBECONFIG/TACK_TEKTON_NAMESPACE not set here")
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "tack_provider_tekton",
+            "check",
+            env=dict(environ),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await asyncio.wait_for(proc.communicate(), 6 * TIMEOUT_S)
+    except TimeoutError:
+        proc.kill()
+        return fail(
+            "tekton cluster",
+            f"no answer within {6 * TIMEOUT_S:g}s",
+            "check the API server address and network",
+        )
+    except OSError as exc:
+        return fail(
+            "tekton cluster", f"the check could not run ({exc})", "install tack with its Tekton provider"
+        )
+    lines = [line for line in out.decode("utf-8", "replace").splitlines() if line.strip()]
+    if proc.returncode == 0:
+        return ok("tekton cluster", lines[-1].removeprefix("ok").strip() if lines else "access granted")
+    return fail(
+        "tekton cluster",
+        "; ".join(line.removeprefix("FAIL").strip() for line in lines[-10:])
+        or f"exit status {proc.returncode}",
+        "apply deploy/kubernetes/rbac.yaml (or grant those verbs) to the provider's service account in its namespace",
+    )
+
+
 async def check_git() -> Result:
     """The git client is installed and at least MIN_GIT_VERSION (tack loads workflows from knots with it)."""
     wanted = ".".join(map(str, MIN_GIT_VERSION))
@@ -499,6 +537,7 @@ async def run_checks(environ: Mapping[str, str]) -> list[Result]:
         ),
         check_git,
         lambda: check_buildkite(environ),
+        lambda: check_tekton(environ),
         lambda: check_jetstream(settings),
         lambda: check_plc(settings),
         lambda: check_owner(settings),

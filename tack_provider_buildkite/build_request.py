@@ -29,6 +29,7 @@ from tack_common.pb import provider_pb2 as pb
 from tack_provider_buildkite.workflow_config import WHERE, BuildkiteConfig
 from tack_provider_kit.provider import InvalidArgument
 from tack_provider_kit.store import RunKey
+from tack_provider_kit.trigger_env import tangled_env, trigger_facts
 
 
 UNTRUSTED_REFUSED = (
@@ -84,117 +85,6 @@ def render(template: str, values: Mapping[str, str], where: str) -> str:
     return _PLACEHOLDER.sub(substitute, template)
 
 
-def _env_name(text: str) -> str:
-    return re.sub(r"[^A-Z0-9_]", "_", text.upper())
-
-
-def _trigger_facts(trigger: pb.Trigger) -> tuple[dict[str, str], str, str, str]:
-    """(template values, commit, branch, default message) for the trigger."""
-    kind: str = trigger.WhichOneof("detail") or ""
-    values: dict[str, str] = {
-        "kind": kind,
-        "ref": "",
-        "branch": "",
-        "tag": "",
-        "sha": "",
-        "source_branch": "",
-        "target_branch": "",
-    }
-    if kind == "push":
-        push = trigger.push
-        ref = push.ref
-        values.update(ref=ref, sha=push.new_sha)
-        if ref.startswith("refs/tags/"):
-            values["tag"] = values["branch"] = ref.removeprefix("refs/tags/")
-            message = "tangled: tag {tag} in {repo} ({workflow})"
-        else:
-            values["branch"] = ref.removeprefix("refs/heads/") if ref.startswith("refs/heads/") else ref
-            message = "tangled: push to {branch} in {repo} ({workflow})"
-        return values, push.new_sha, values["branch"], message
-    if kind == "pull_request":
-        pr = trigger.pull_request
-        values.update(
-            branch=pr.source_branch,
-            sha=pr.source_sha,
-            source_branch=pr.source_branch,
-            target_branch=pr.target_branch,
-        )
-        message = "tangled: pull request {source_branch} → {target_branch} in {repo} ({workflow})"
-        return values, pr.source_sha, pr.source_branch, message
-    manual = trigger.manual
-    branch = manual.ref.removeprefix("refs/heads/") if manual.ref.startswith("refs/heads/") else ""
-    if manual.ref.startswith("refs/tags/"):
-        values["tag"] = branch = manual.ref.removeprefix("refs/tags/")
-    branch = branch or trigger.repo.default_branch
-    values.update(branch=branch, ref=manual.ref, sha=manual.sha)
-    return (values, manual.sha or "HEAD", branch, "tangled: manual run on {branch} in {repo} ({workflow})")
-
-
-def _tangled_env(
-    request: pb.SpawnRequest, workflow: pb.Workflow, values: Mapping[str, str], commit: str, branch: str
-) -> dict[str, str]:
-    trigger = request.trigger
-    repo = trigger.repo
-    env = {
-        "TANGLED_KNOT": request.knot,
-        "TANGLED_PIPELINE_RKEY": request.pipeline_rkey,
-        "TANGLED_WORKFLOW": workflow.name,
-        "TANGLED_ACTOR_DID": request.actor_did,
-        "TANGLED_REPO_KNOT": repo.knot,
-        "TANGLED_REPO_DID": repo.did,
-        "TANGLED_REPO_NAME": repo.name,
-        "TANGLED_REPO_URL": repo_url(repo.knot, repo.repo_did)
-        if repo.repo_did
-        else f"https://{repo.knot}/{repo.did}/{repo.name}",
-        "TANGLED_TRIGGER_KIND": values["kind"],
-        "TANGLED_COMMIT": commit,
-        "TANGLED_BRANCH": branch,
-    }
-    if repo.default_branch:
-        env["TANGLED_REPO_DEFAULT_BRANCH"] = repo.default_branch
-    if repo.repo_did:
-        env["TANGLED_REPO_REPO_DID"] = repo.repo_did
-    if request.pipeline_uri:
-        env["TANGLED_PIPELINE_ID"] = request.pipeline_uri
-    if trigger.source_repo_did:
-        env["TANGLED_SOURCE_REPO_DID"] = trigger.source_repo_did
-        env["TANGLED_SOURCE_REPO_URL"] = repo_url(trigger.source_knot or repo.knot, trigger.source_repo_did)
-    if request.untrusted:
-        env["TANGLED_UNTRUSTED"] = "true"
-    if request.recovered:
-        env["TANGLED_RECOVERED"] = "true"
-    kind = values["kind"]
-    if kind == "push":
-        env.update(
-            TANGLED_REF=trigger.push.ref,
-            TANGLED_OLD_SHA=trigger.push.old_sha,
-            TANGLED_NEW_SHA=trigger.push.new_sha,
-        )
-        if values["tag"]:
-            env["TANGLED_TAG"] = values["tag"]
-    elif kind == "pull_request":
-        pr = trigger.pull_request
-        env.update(
-            TANGLED_PR_SOURCE_BRANCH=pr.source_branch,
-            TANGLED_PR_TARGET_BRANCH=pr.target_branch,
-            TANGLED_PR_SOURCE_SHA=pr.source_sha,
-            TANGLED_PR_ACTION=pr.action,
-        )
-        if pr.pull:
-            env["TANGLED_PR_PULL"] = pr.pull
-    else:
-        if trigger.manual.ref:
-            env["TANGLED_REF"] = trigger.manual.ref
-        for item in trigger.manual.inputs:
-            env[f"TANGLED_INPUT_{_env_name(item.key)}"] = item.value
-    return env
-
-
-def repo_url(knot: str, repo_did: str) -> str:
-    """Where a current-Tangled repository is cloned from."""
-    return f"https://{knot}/{repo_did}"
-
-
 def plan(
     request: pb.SpawnRequest,
     workflow: pb.Workflow,
@@ -209,7 +99,7 @@ def plan(
             f"{UNTRUSTED_REFUSED}: {slug} is not in TACK_BUILDKITE_UNTRUSTED_PIPELINES, the operator's list of"
             " Buildkite pipelines that may build untrusted code with their agents and secrets"
         )
-    values, commit, branch, default_message = _trigger_facts(request.trigger)
+    values, commit, branch, default_message = trigger_facts(request.trigger)
     commit = config.commit or commit
     branch = config.branch or branch
     if not branch:
@@ -237,7 +127,7 @@ def plan(
     env = {
         **{k: v for k, v in workflow.environment.items() if not k.startswith("TANGLED_")},
         **config.env,
-        **_tangled_env(request, workflow, values, commit, branch),
+        **tangled_env(request, workflow, values, commit, branch),
     }
     body: dict[str, Any] = {
         "commit": commit,

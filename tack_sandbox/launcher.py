@@ -98,6 +98,22 @@ class Launcher:
                 )
             )
             providers.append(f"buildkite={bk_addr}")
+        if self.environ.get("TACK_TEKTON_KUBECONFIG") or self.environ.get("TACK_TEKTON_NAMESPACE"):
+            tk_addr = self.environ.get("TACK_TEKTON_LISTEN_ADDR", "127.0.0.1:7104")
+            children.append(
+                Child(
+                    "tekton",
+                    "tack_provider_tekton",
+                    python_env(
+                        {
+                            "TACK_TEKTON_DB_PATH": str(self.state_dir / "tekton.db"),
+                            "TACK_TEKTON_LISTEN_ADDR": tk_addr,
+                        }
+                    ),
+                    self.state_dir / "logs" / "tekton.log",
+                )
+            )
+            providers.append(f"tekton={tk_addr}")
         return self.environ.get("TACK_PROVIDERS") or ",".join(providers), children
 
     async def start(self) -> None:

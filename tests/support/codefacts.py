@@ -14,6 +14,7 @@ PACKAGES = (
     "tack_provider_kit",
     "tack_provider_stub",
     "tack_provider_buildkite",
+    "tack_provider_tekton",
     "tack_sandbox",
 )
 SETTINGS_SUFFIXES = (

@@ -1,0 +1,1 @@
+"""The Tekton provider: each workflow routed to it becomes one PipelineRun of an existing Pipeline."""

@@ -1,0 +1,78 @@
+"""``python -m tack_provider_tekton``: serve the Tekton provider; ``... check``: check cluster access and exit."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import Mapping
+
+from tack_common.env import ConfigError
+from tack_provider_kit.server import ProviderFactory, main
+from tack_provider_kit.store import ProviderStore
+from tack_provider_tekton import access
+from tack_provider_tekton.config import Settings
+from tack_provider_tekton.kube import Kube, KubeError, Unreachable
+from tack_provider_tekton.provider import TektonProvider
+from tack_provider_tekton.runs import SCHEMA
+
+
+async def _check(settings: Settings) -> int:
+    kube = Kube(settings)
+    try:
+        await kube.open()
+        found = await access.problems(kube)
+    except (KubeError, Unreachable, OSError, ValueError) as exc:
+        print(f"FAIL cluster unreachable or refusing: {exc}")
+        return 1
+    finally:
+        await kube.close()
+    for problem in found:
+        print(f"FAIL {problem}")
+    if not found:
+        verbs = sum(len(p.verbs) for p in access.PERMISSIONS)
+        print(f"ok   Tekton v1 served in namespace {settings.namespace}; all {verbs} permissions granted")
+    return 1 if found else 0
+
+
+def check() -> int:
+    """Check the cluster as configured; one line per finding, exit 1 when anything is missing."""
+    try:
+        settings = Settings.from_env(os.environ)
+    except ConfigError as exc:
+        print(f"FAIL configuration: {exc}")
+        return 2
+    return asyncio.run(_check(settings))
+
+
+def run() -> None:
+    """Serve until SIGTERM; exit 2 with a one-line reason when the cluster configuration cannot be loaded."""
+    started: list[TektonProvider] = []
+
+    def make_factory(env: Mapping[str, str]) -> ProviderFactory:
+        settings = Settings.from_env(env)
+
+        def factory(store: ProviderStore) -> TektonProvider:
+            provider = TektonProvider(store, settings)
+            started.append(provider)
+            return provider
+
+        return factory
+
+    main(
+        prefix="TACK_TEKTON",
+        make_factory=make_factory,
+        listen="127.0.0.1:7104",
+        metrics_addr="127.0.0.1:9104",
+        db_path="tack-tekton.db",
+        extension=SCHEMA,
+    )
+    if started and started[0].fatal:
+        print(f"configuration error: {started[0].fatal}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["check"]:
+        raise SystemExit(check())
+    run()
