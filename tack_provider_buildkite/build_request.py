@@ -29,12 +29,9 @@ from tack_common.pb import provider_pb2 as pb
 from tack_provider_buildkite.workflow_config import WHERE, BuildkiteConfig
 from tack_provider_kit.provider import InvalidArgument
 from tack_provider_kit.store import RunKey
-from tack_provider_kit.trigger_env import tangled_env, trigger_facts
+from tack_provider_kit.trigger_env import UNTRUSTED_REFUSED, tangled_env, trigger_facts
 
 
-UNTRUSTED_REFUSED = (
-    "this run builds code from outside the repository (a fork's pull request run through Run CI)"
-)
 META_KNOT = "tack:knot"
 META_RKEY = "tack:pipeline_rkey"
 META_WORKFLOW = "tack:workflow"

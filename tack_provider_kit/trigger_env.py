@@ -18,6 +18,12 @@ from collections.abc import Mapping
 from tack_common.pb import provider_pb2 as pb
 
 
+UNTRUSTED_REFUSED = (
+    "this run builds code from outside the repository (a fork's pull request run through Run CI)"
+)
+"""How every provider's refusal of an untrusted run (one the operator has not allowed) begins."""
+
+
 def env_name(text: str) -> str:
     """``text`` as an environment variable name part (upper case, other characters as ``_``)."""
     return re.sub(r"[^A-Z0-9_]", "_", text.upper())

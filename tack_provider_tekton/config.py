@@ -10,6 +10,7 @@ from pathlib import Path
 
 from tack_common import env
 from tack_common.env import ConfigError
+from tack_provider_tekton.workflow_config import DNS_SUBDOMAIN
 
 
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
@@ -28,6 +29,8 @@ class Settings:
     """Seconds the API server keeps one watch open before it is reopened from the last version seen."""
     log_poll_interval: float = 1.0
     """Seconds between reads of a running PipelineRun's TaskRuns while someone watches its log."""
+    untrusted_pipelines: frozenset[str] = frozenset()
+    """Pipelines the operator lets build untrusted runs (a fork's pull request run through Run CI)."""
 
     @classmethod
     def from_env(cls, e: Mapping[str, str], service_account_dir: Path = SERVICE_ACCOUNT_DIR) -> Settings:
@@ -54,4 +57,18 @@ class Settings:
             request_timeout=env.number(e, "TACK_TEKTON_REQUEST_TIMEOUT", 30.0, 1.0, 600.0),
             watch_timeout=env.number(e, "TACK_TEKTON_WATCH_TIMEOUT", 300.0, 1.0, 3600.0),
             log_poll_interval=env.number(e, "TACK_TEKTON_LOG_POLL_INTERVAL", 1.0, 0.05, 60.0),
+            untrusted_pipelines=_pipeline_names(e),
         )
+
+
+def _pipeline_names(e: Mapping[str, str]) -> frozenset[str]:
+    """TACK_TEKTON_UNTRUSTED_PIPELINES: Pipeline names in the namespace, comma-separated."""
+    names: set[str] = set()
+    for item in e.get("TACK_TEKTON_UNTRUSTED_PIPELINES", "").split(","):
+        name = item.strip()
+        if not name:
+            continue
+        if DNS_SUBDOMAIN.fullmatch(name) is None:
+            raise ConfigError(f"TACK_TEKTON_UNTRUSTED_PIPELINES entries must be Pipeline names, got {name!r}")
+        names.add(name)
+    return frozenset(names)

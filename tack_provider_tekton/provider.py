@@ -112,7 +112,9 @@ class TektonProvider(Provider):
     def prepare(self, request: pb.SpawnRequest, workflow: pb.Workflow) -> JSONDict:
         """Validate ``tack.tekton`` and prepare the PipelineRun (nothing is sent yet)."""
         config = workflow_config.parse_json(workflow.config_json)
-        plan = run_request.plan(request, workflow, config, self.settings.namespace)
+        plan = run_request.plan(
+            request, workflow, config, self.settings.namespace, self.settings.untrusted_pipelines
+        )
         return {
             "name": plan.name,
             "run_hash": plan.run_hash,

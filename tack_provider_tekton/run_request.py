@@ -10,8 +10,10 @@
   ``tack.tangled.org/workflow`` and ``tack.tangled.org/trigger``, plus the workflow's ``labels``.
   Annotations carry the run's key and trigger in full (``tack.tangled.org/knot``, ``pipeline-rkey``,
   ``workflow``, ``repo-did``, ``commit``, ``ref``, ``pipeline-uri``, ``actor``).
-- Untrusted runs (a fork's code) are refused unless ``allow_untrusted``: a PipelineRun runs with the
-  namespace's service accounts, secrets and volumes.
+- Untrusted runs (a fork's code, with the fork's own workflow file) are refused unless the operator
+  lists the Pipeline in ``TACK_TEKTON_UNTRUSTED_PIPELINES``: a PipelineRun runs with the namespace's
+  service accounts, secrets and volumes. Even then the workflow may not choose a service account or
+  bind a workspace to anything but ``emptyDir`` or ``volumeClaimTemplate`` (fresh, empty storage).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any
 from tack_common.pb import provider_pb2 as pb
 from tack_provider_kit.provider import InvalidArgument
 from tack_provider_kit.store import RunKey
-from tack_provider_kit.trigger_env import tangled_env, trigger_facts
+from tack_provider_kit.trigger_env import UNTRUSTED_REFUSED, tangled_env, trigger_facts
 from tack_provider_tekton.workflow_config import WHERE, ParamValue, TektonConfig
 
 
@@ -79,13 +81,38 @@ def _param_list(params: dict[str, ParamValue]) -> list[dict[str, Any]]:
     return [{"name": name, "value": value} for name, value in params.items()]
 
 
-def plan(request: pb.SpawnRequest, workflow: pb.Workflow, config: TektonConfig, namespace: str) -> RunPlan:
-    """The PipelineRun for one workflow; InvalidArgument when the trigger cannot run."""
-    if request.untrusted and not config.allow_untrusted:
+UNTRUSTED_WORKSPACES = ("emptyDir", "volumeClaimTemplate")
+
+
+def _check_untrusted(config: TektonConfig, untrusted_pipelines: frozenset[str]) -> None:
+    """An untrusted run's own workflow file may not reach the namespace's secrets or volumes."""
+    if config.pipeline not in untrusted_pipelines:
         raise InvalidArgument(
-            f"{WHERE}.allow_untrusted: this run builds code from outside the repository (a fork's pull request);"
-            " set it to true to let Tekton run untrusted code with this namespace's service accounts and secrets"
+            f"{UNTRUSTED_REFUSED}: {config.pipeline} is not in TACK_TEKTON_UNTRUSTED_PIPELINES, the operator's"
+            " list of Pipelines that may run untrusted code with this namespace's service accounts and secrets"
         )
+    if config.service_account is not None:
+        raise InvalidArgument(
+            f"{WHERE}.serviceAccountName: an untrusted run (a fork's pull request) may not choose a service account"
+        )
+    for index, binding in enumerate(config.workspaces):
+        if not any(source in binding for source in UNTRUSTED_WORKSPACES):
+            raise InvalidArgument(
+                f"{WHERE}.workspaces[{index}]: an untrusted run (a fork's pull request) may bind workspaces"
+                f" only to {' or '.join(UNTRUSTED_WORKSPACES)}"
+            )
+
+
+def plan(
+    request: pb.SpawnRequest,
+    workflow: pb.Workflow,
+    config: TektonConfig,
+    namespace: str,
+    untrusted_pipelines: frozenset[str] = frozenset(),
+) -> RunPlan:
+    """The PipelineRun for one workflow; InvalidArgument when the trigger cannot run."""
+    if request.untrusted:
+        _check_untrusted(config, untrusted_pipelines)
     key = RunKey(request.knot, request.pipeline_rkey, workflow.name)
     builtin = builtin_params(request, workflow)
     params: dict[str, ParamValue] = {**builtin, **config.params}

@@ -25,7 +25,6 @@ KEYS = (
     "labels",
     "annotations",
     "cancel",
-    "allow_untrusted",
 )
 DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
 PARAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,252}")
@@ -65,7 +64,6 @@ class TektonConfig:
     annotations: Mapping[str, str] = field(default_factory=dict)
     cancel: str = "Cancelled"
     """How Cancel stops the run: the PipelineRun ``spec.status`` to set."""
-    allow_untrusted: bool = False
 
 
 def _mapping(value: object, where: str) -> Mapping[str, object]:
@@ -183,9 +181,6 @@ def parse(config: object) -> TektonConfig:
             raise InvalidArgument(f"{WHERE}.{key}: unknown key (known: {', '.join(KEYS)})")
     if "pipeline" not in raw:
         raise InvalidArgument(f"{WHERE}.pipeline: required (the name of a Tekton Pipeline in the namespace)")
-    allow_untrusted = raw.get("allow_untrusted", False)
-    if not isinstance(allow_untrusted, bool):
-        raise InvalidArgument(f"{WHERE}.allow_untrusted: must be true or false")
     cancel = raw.get("cancel", "Cancelled")
     if cancel not in CANCEL_MODES:
         raise InvalidArgument(f"{WHERE}.cancel: must be one of {', '.join(CANCEL_MODES)}")
@@ -201,7 +196,6 @@ def parse(config: object) -> TektonConfig:
         labels=_metadata(raw.get("labels", {}), "labels"),
         annotations=_metadata(raw.get("annotations", {}), "annotations"),
         cancel=str(cancel),
-        allow_untrusted=allow_untrusted,
     )
 
 

@@ -54,3 +54,14 @@ def test_a_namespace_must_be_a_dns_label(tmp_path: Path) -> None:
         Settings.from_env(
             {"KUBERNETES_SERVICE_HOST": "h", "TACK_TEKTON_NAMESPACE": "CI_Builds"}, service_account(tmp_path)
         )
+
+
+def test_untrusted_pipelines_are_a_list_of_pipeline_names(tmp_path: Path) -> None:
+    """TACK_TEKTON_UNTRUSTED_PIPELINES is comma-separated Pipeline names; blanks are ignored, bad names refused."""
+    env = {"KUBERNETES_SERVICE_HOST": "h"}
+    folder = service_account(tmp_path)
+    listed = Settings.from_env({**env, "TACK_TEKTON_UNTRUSTED_PIPELINES": " forks, sandbox-ci ,"}, folder)
+    assert listed.untrusted_pipelines == frozenset({"forks", "sandbox-ci"})
+    assert Settings.from_env(env, folder).untrusted_pipelines == frozenset()
+    with pytest.raises(ConfigError, match="TACK_TEKTON_UNTRUSTED_PIPELINES entries must be Pipeline names"):
+        Settings.from_env({**env, "TACK_TEKTON_UNTRUSTED_PIPELINES": "ok, Not OK"}, folder)

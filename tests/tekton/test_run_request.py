@@ -10,6 +10,7 @@ from tack_common.pb import provider_pb2 as pb
 from tack_provider_kit.contract.checks import spawn_request
 from tack_provider_kit.provider import InvalidArgument
 from tack_provider_kit.store import RunKey
+from tack_provider_kit.trigger_env import UNTRUSTED_REFUSED
 from tack_provider_tekton.run_request import plan, run_name
 from tack_provider_tekton.workflow_config import parse
 
@@ -76,14 +77,49 @@ def test_the_name_is_deterministic_and_fits_a_label() -> None:
     assert run_name(RunKey("k", "r", "😀.yml")).startswith("tack-")
 
 
-def test_untrusted_runs_are_refused_unless_allowed() -> None:
-    """A fork's code does not run with the namespace's secrets unless the workflow opts in."""
+def test_untrusted_runs_need_a_pipeline_the_operator_listed() -> None:
+    """A fork's code runs only on a Pipeline in TACK_TEKTON_UNTRUSTED_PIPELINES; its own file cannot opt in."""
     request = spawn_request([workflow()])
     request.untrusted = True
-    with pytest.raises(InvalidArgument, match=r"tack\.tekton\.allow_untrusted"):
-        build({"pipeline": "app-ci"}, request)
-    body = build({"pipeline": "app-ci", "allow_untrusted": True}, request)
+    config = parse({"pipeline": "app-ci"})
+    with pytest.raises(InvalidArgument, match="app-ci is not in TACK_TEKTON_UNTRUSTED_PIPELINES") as refused:
+        plan(request, request.workflows[0], config, "ci", frozenset({"other"}))
+    assert str(refused.value).startswith(UNTRUSTED_REFUSED)
+    with pytest.raises(InvalidArgument, match="unknown key"):
+        parse({"pipeline": "app-ci", "allow_untrusted": True})
+    body = plan(request, request.workflows[0], config, "ci", frozenset({"app-ci"})).body
     assert {p["name"]: p["value"] for p in body["spec"]["params"]}["tangled-untrusted"] == "true"
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"serviceAccountName": "deployer"}, "tack.tekton.serviceAccountName: an untrusted run"),
+        (
+            {"workspaces": [{"name": "keys", "secret": {"secretName": "deploy-keys"}}]},
+            "tack.tekton.workspaces[0]: an untrusted run",
+        ),
+        (
+            {"workspaces": [{"name": "cache", "persistentVolumeClaim": {"claimName": "shared"}}]},
+            "tack.tekton.workspaces[0]: an untrusted run",
+        ),
+    ],
+)
+def test_an_untrusted_run_cannot_reach_the_namespaces_accounts_or_volumes(
+    extra: dict[str, Any], message: str
+) -> None:
+    """Even on a listed Pipeline, a fork's workflow cannot pick a service account or mount a secret or claim."""
+    request = spawn_request([workflow()])
+    request.untrusted = True
+    config = parse({"pipeline": "app-ci", **extra})
+    with pytest.raises(InvalidArgument) as refused:
+        plan(request, request.workflows[0], config, "ci", frozenset({"app-ci"}))
+    assert str(refused.value).startswith(message), str(refused.value)
+    fresh = {"pipeline": "app-ci", "workspaces": [{"name": "src", "emptyDir": {}}]}
+    allowed = plan(request, request.workflows[0], parse(fresh), "ci", frozenset({"app-ci"})).body
+    assert allowed["spec"]["workspaces"] == [{"name": "src", "emptyDir": {}}]
+    trusted = spawn_request([workflow()])
+    assert plan(trusted, trusted.workflows[0], config, "ci").body["metadata"]["name"].startswith("tack-ci-")
 
 
 @pytest.mark.parametrize(
@@ -115,7 +151,6 @@ def test_untrusted_runs_are_refused_unless_allowed() -> None:
         ),
         ({"pipeline": "a", "labels": {"team": "a b"}}, "tack.tekton.labels.team: a label value"),
         ({"pipeline": "a", "cancel": "Stop"}, "tack.tekton.cancel: must be one of"),
-        ({"pipeline": "a", "allow_untrusted": "yes"}, "tack.tekton.allow_untrusted: must be true or false"),
     ],
 )
 def test_bad_config_is_refused_naming_the_key(config: dict[str, Any], message: str) -> None:
