@@ -94,7 +94,7 @@ def test_gzip_is_expanded_within_bounds() -> None:
     assert len(bomb) < 16 << 10
     with pytest.raises(PatchError) as info:
         gunzip(bomb, limit=1 << 20)
-    assert info.value.reason == "too_large"
+    assert info.value.reason == "patch_too_large"
     with pytest.raises(PatchError) as info:
         gunzip(gzip.compress(os.urandom(100_000))[:5000])
     assert info.value.reason == "truncated"
