@@ -39,6 +39,12 @@ def blob_ref(data: bytes, mime_type: str = "application/gzip") -> JsonObject:
     return {"$type": "blob", "ref": {"$link": blob_cid(data)}, "mimeType": mime_type, "size": len(data)}
 
 
+async def start_branch(repo: Path, branch: str, base: str = "main") -> None:
+    """Create ``branch`` in ``repo`` at ``base``'s commit (as a contributor branches off), unless it exists."""
+    if not (await git("branch", "--list", branch, cwd=repo)).strip():
+        await git("branch", branch, base, cwd=repo)
+
+
 async def format_patch(repo: Path, base: str, head: str) -> bytes:
     """``git format-patch --stdout base..head`` of ``repo`` (bare or not): one patch per commit, oldest first."""
     return (await git("format-patch", "--stdout", f"{base}..{head}", cwd=repo)).encode()

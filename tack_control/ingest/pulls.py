@@ -35,6 +35,7 @@ runs it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sqlite3
@@ -76,6 +77,7 @@ log = logging.getLogger(__name__)
 
 COLLECTIONS = (PULL, PULL_STATUS)
 MAX_ATTEMPTS = 6
+CONCURRENCY = 8
 
 
 class PullIntake:
@@ -216,14 +218,29 @@ class PullWorker:
         return 30.0 if row[0] is None else max(0.0, min(30.0, (int(row[0]) - time.time_ns()) / 1e9))
 
     async def work_due(self) -> int:
-        """Decide every queued pull event that is due, oldest first; returns how many."""
+        """Decide every queued pull event that is due; returns how many.
+
+        Each pull's events are decided in order; different pulls side by side
+        (at most ``CONCURRENCY``), so one author's stalled PDS holds up no one else.
+        """
         rows = self.book.conn.execute(
             "SELECT id, uri, collection, actor, action, record, event_rkey, attempts FROM pull_events"
-            " WHERE state='queued' AND next_attempt_ns<=? ORDER BY id LIMIT 32",
+            " WHERE state='queued' AND next_attempt_ns<=? ORDER BY id LIMIT 64",
             (time.time_ns(),),
         ).fetchall()
+        by_pull: dict[str, list[QueuedPull]] = {}
         for row in rows:
-            await self.process(QueuedPull(*row))
+            by_pull.setdefault(row[1], []).append(QueuedPull(*row))
+        slots = asyncio.Semaphore(CONCURRENCY)
+
+        async def decide_in_order(events: list[QueuedPull]) -> None:
+            async with slots:
+                for event in events:
+                    await self.process(event)
+
+        async with asyncio.TaskGroup() as group:
+            for events in by_pull.values():
+                group.create_task(decide_in_order(events))
         return len(rows)
 
     async def process(self, event: QueuedPull) -> None:

@@ -35,6 +35,7 @@ from tack_sandbox.pullrequests import (
     patch_blob,
     pull_record,
     pull_uri,
+    start_branch,
     status_record,
 )
 from tests.fakes.atproto import FakePds, FakePlc
@@ -183,6 +184,7 @@ async def make_series(root: Path) -> Series:
     await git_commit(
         repo, {"a.txt": "one\n", **{f".tangled/workflows/{n}": t for n, t in PR_WORKFLOWS.items()}}
     )
+    await start_branch(repo, "feature")
     shas = [
         (await git_commit(repo, {"a.txt": text}, branch="feature")).new_sha for text in ("two\n", "three\n")
     ]
