@@ -16,11 +16,13 @@ import pytest
 from prometheus_client import REGISTRY
 
 from tack_common.sqlite import Transaction
+from tack_control.engine.db import get_meta
 from tack_control.engine.eventlog import EventLog
 from tack_control.engine.pipelines import Pipelines
 from tack_control.engine.statuses import StatusBook
 from tack_control.identity.pds import PdsReader
 from tack_control.identity.resolver import DidResolver
+from tack_control.ingest.jetstream import CURSOR_KEY, JetstreamIngest
 from tack_control.ingest.knotapi import KnotApi
 from tack_control.ingest.minting import LoadFailed, Minter
 from tack_control.ingest.pulls import PullIntake, PullWorker
@@ -538,3 +540,55 @@ async def test_a_status_for_a_pull_that_is_gone_is_rejected(pulls: Pulls) -> Non
     pulls.status(COLLAB, uri, "open")
     await pulls.decide()
     assert pulls.events()[1][1:3] == ("rejected", "pull_not_found")
+
+
+async def test_jetstream_hands_pull_records_from_non_members_to_the_intake_with_the_cursor(
+    pulls: Pulls,
+) -> None:
+    """A pull by someone who is no member passes the member filter, is queued and saves the cursor with it."""
+    woken: list[int] = []
+    ingest = JetstreamIngest(
+        "ws://unused",
+        pulls.registry,
+        pulls.worker.book,
+        lambda: None,
+        pulls=pulls.intake,
+        on_pull=lambda: woken.append(1),
+    )
+    record = pull_record(target_repo=REPO_DID, source_branch="feature", blobs=[await pulls.series.blob()])
+    t = 1_784_698_509_603_192
+    frame: dict[str, Any] = {
+        "did": COLLAB,
+        "time_us": t,
+        "kind": "commit",
+        "commit": {
+            "rev": "3m",
+            "operation": "create",
+            "collection": PULL,
+            "rkey": "3mr7m2f6ger99",
+            "record": record,
+        },
+    }
+    assert not pulls.registry.wanted(COLLAB)
+    assert ingest.handle(json.dumps(frame)) == ("pull_queued", None)
+    assert get_meta(pulls.conn, CURSOR_KEY) == str(t + 1) and woken == [1]
+    other = {**frame, "time_us": t + 5, "did": OUTSIDER}
+    other["commit"] = {
+        **frame["commit"],
+        "record": {**record, "target": {"repo": "did:plc:elsewhere3rnslshcvnkjbp", "branch": "main"}},
+    }
+    assert ingest.handle(json.dumps(other)) == ("pull_elsewhere", t + 6)
+    bad_status = {
+        **frame,
+        "time_us": t + 9,
+        "did": OWNER,
+        "commit": {
+            "rev": "3m",
+            "operation": "create",
+            "collection": PULL_STATUS,
+            "rkey": "s1",
+            "record": {"pull": 7},
+        },
+    }
+    assert ingest.handle(json.dumps(bad_status)) == ("bad_record", t + 10)
+    assert [a for a, *_ in pulls.events()] == ["opened"]
