@@ -398,6 +398,8 @@ class PullWorker:
         try:
             return await self.pds.get_record(RecordUri(author, PULL, rkey))
         except RecordError as exc:
+            if exc.refused:
+                raise Rejected("forbidden_address", f"the pull record: {exc}") from None
             if exc.reason == "unavailable":
                 raise Retry("pds_unavailable", f"the pull record: {exc}") from None
             raise Rejected("pull_not_found", f"the pull record: {exc}") from None

@@ -487,7 +487,7 @@ async def test_redirects_are_not_followed_and_missing_blobs_are_rejected(pulls: 
 async def test_an_author_whose_pds_is_at_a_private_address_is_refused_without_tack_dev(
     pulls: Pulls, plc: FakePlc
 ) -> None:
-    """Without TACK_DEV the blob is never fetched from a loopback or private PDS, named by address or by name."""
+    """Without TACK_DEV neither blob nor pull record is fetched from a loopback or private PDS, by address or name."""
     strict = Fetcher(dev=False, timeout_s=1.0)
     lenient = Fetcher(dev=True, timeout_s=1.0)
     pulls.worker.fetcher = strict
@@ -499,13 +499,16 @@ async def test_an_author_whose_pds_is_at_a_private_address_is_refused_without_ta
         ):
             plc.publish(Account(did=COLLAB, pds=pds))
             pulls.worker.resolver = DidResolver(lenient, plc.url, dev=True)  # a fresh cache: this document
-            await pulls.open()
+            uri = await pulls.open()
             await pulls.decide()
+        pulls.worker.pds = PdsReader(pulls.worker.resolver, strict)
+        pulls.status(OWNER, uri, "open")  # the pull record itself is not read either
+        await pulls.decide()
     finally:
         await strict.close()
         await lenient.close()
-    assert [(s, o) for _, s, o, _, _ in pulls.events()] == [("rejected", "forbidden_address")] * 3
-    assert pulls.pds.hits["getBlob"] == 0
+    assert [(s, o) for _, s, o, _, _ in pulls.events()] == [("rejected", "forbidden_address")] * 4
+    assert pulls.pds.hits["getBlob"] == 0 and pulls.pds.hits["getRecord"] == 0
 
 
 async def test_a_failure_after_deciding_loses_nothing_and_runs_once(pulls: Pulls) -> None:
