@@ -29,19 +29,10 @@ from tack_control.ingest.pulls import PullIntake, PullWorker
 from tack_control.ingest.registry import COLLABORATOR, MEMBER, REPO, Registry
 from tack_control.netguard import Fetcher
 from tack_sandbox.gitrepos import commit as git_commit, create_repository, git
-from tack_sandbox.pullrequests import (
-    PULL,
-    PULL_STATUS,
-    PullStatus,
-    format_patch,
-    patch_blob,
-    pull_record,
-    pull_uri,
-    start_branch,
-    status_record,
-)
+from tack_sandbox.pulls import PULL_NSID, PULL_STATUS_NSID, PullStatus, format_patch, pull_uri
 from tests.fakes.atproto import FakePds, FakePlc
 from tests.support.atproto import Account
+from tests.support.pulls import pull_of, status_of
 from tests.support.samples import HOST, OWNER, apply, commit, member_record, repo_record
 
 
@@ -68,7 +59,7 @@ class Series:
 
     async def blob(self) -> bytes:
         """The gzipped format-patch series of ``feature`` against ``main``."""
-        return await patch_blob(self.repo, "main", "feature")
+        return await format_patch(self.repo, "main", "feature")
 
     async def add_commit(self, text: str) -> str:
         """One more commit on ``feature``; its SHA."""
@@ -126,29 +117,29 @@ class Pulls:
         uploads = list(blobs) if blobs is not None else [await self.series.blob()]
         for blob in uploads:
             self.pds.upload(author, blob)
-        record = pull_record(target_repo=REPO_DID, source_branch="feature", blobs=uploads, **extra)
-        self.pds.put(author, PULL, key, record)
-        self.event(author, PULL, "create", record, key)
+        record = pull_of(REPO_DID, uploads, **extra)
+        self.pds.put(author, PULL_NSID, key, record)
+        self.event(author, PULL_NSID, "create", record, key)
         return pull_uri(author, key)
 
     async def new_round(self, author: str, rkey: str, blob: bytes) -> None:
         """``author`` adds a round to their pull request."""
         self.pds.upload(author, blob)
-        record = self.pds.records[(author, PULL, rkey)]
+        record = self.pds.records[(author, PULL_NSID, rkey)]
         record = {
             **record,
             "rounds": [
                 *record["rounds"],
-                pull_record(target_repo=REPO_DID, source_branch="feature", blobs=[blob])["rounds"][0],
+                pull_of(REPO_DID, [blob])["rounds"][0],
             ],
         }
-        self.pds.put(author, PULL, rkey, record)
-        self.event(author, PULL, "update", record, rkey)
+        self.pds.put(author, PULL_NSID, rkey, record)
+        self.event(author, PULL_NSID, "update", record, rkey)
 
     def status(self, actor: str, uri: str, status: PullStatus, rkey: str | None = None) -> str:
         """``actor`` writes a status record for the pull; returns its rkey."""
         key = rkey or self.rkey()
-        self.event(actor, PULL_STATUS, "create", status_record(uri, status), key)
+        self.event(actor, PULL_STATUS_NSID, "create", status_of(uri, status), key)
         return key
 
     def rkey(self) -> str:
@@ -186,9 +177,9 @@ async def make_series(root: Path) -> Series:
     await git_commit(
         repo, {"a.txt": "one\n", **{f".tangled/workflows/{n}": t for n, t in PR_WORKFLOWS.items()}}
     )
-    await start_branch(repo, "feature")
     shas = [
-        (await git_commit(repo, {"a.txt": text}, branch="feature")).new_sha for text in ("two\n", "three\n")
+        (await git_commit(repo, {"a.txt": text}, branch="feature", base="main")).new_sha
+        for text in ("two\n", "three\n")
     ]
     return Series(repo, shas)
 
@@ -253,9 +244,9 @@ async def test_a_collaborators_branch_pull_runs_at_the_last_commit_of_the_series
 async def test_replays_and_edits_run_once_and_a_new_round_runs_again(pulls: Pulls) -> None:
     """The same create again, and an edit adding no round, run nothing; a new round runs at its new commit."""
     uri = await pulls.open(rkey="3mr7m2f6gerpr")
-    record = pulls.pds.records[(COLLAB, PULL, "3mr7m2f6gerpr")]
-    pulls.event(COLLAB, PULL, "create", record, "3mr7m2f6gerpr")  # a Jetstream replay
-    pulls.event(COLLAB, PULL, "update", {**record, "title": "Better title"}, "3mr7m2f6gerpr")
+    record = pulls.pds.records[(COLLAB, PULL_NSID, "3mr7m2f6gerpr")]
+    pulls.event(COLLAB, PULL_NSID, "create", record, "3mr7m2f6gerpr")  # a Jetstream replay
+    pulls.event(COLLAB, PULL_NSID, "update", {**record, "title": "Better title"}, "3mr7m2f6gerpr")
     await pulls.decide()
     assert [(s, o) for _, s, o, _, _ in pulls.events()] == [
         ("done", "pipeline"),
@@ -316,26 +307,30 @@ async def test_merged_with_no_workflow_for_it_runs_nothing_and_is_remembered(pul
 async def test_intake_keeps_what_may_concern_this_spindle_only(pulls: Pulls) -> None:
     """Pulls into other repositories, 2025-style records, deletes, status updates and strangers' statuses are not kept."""
     blob = await pulls.series.blob()
-    ours = pull_record(target_repo=REPO_DID, source_branch="feature", blobs=[blob])
-    elsewhere = pull_record(target_repo="did:plc:elsewhere3rnslshcvnkjbp", source_branch="f", blobs=[blob])
+    ours = pull_of(REPO_DID, [blob])
+    elsewhere = pull_of("did:plc:elsewhere3rnslshcvnkjbp", [blob], source_branch="f")
     legacy = {**ours, "target": {"repo": f"at://{OWNER}/sh.tangled.repo/hello", "branch": "main"}}
     uri = pull_uri(OUTSIDER, "3mr7m2f6gerzz")
-    assert pulls.event(OUTSIDER, PULL, "create", ours, "3mr7m2f6gerzz") == "pull_queued"
-    assert pulls.event(OUTSIDER, PULL, "create", {"target": "nonsense"}, "3mr7m2f6geryy") == "pull_elsewhere"
-    assert pulls.event(COLLAB, PULL, "create", elsewhere, "3mr7m2f6gerxx") == "pull_elsewhere"
-    assert pulls.event(COLLAB, PULL, "create", legacy, "3mr7m2f6gerww") == "pull_elsewhere"
-    assert pulls.event(COLLAB, PULL, "delete", None, "3mr7m2f6gerxx") == "pull_ignored"
-    # A status needs writer and pull author who may push somewhere here.
-    assert pulls.event(OUTSIDER, PULL_STATUS, "create", status_record(uri, "open"), "s1") == "pull_elsewhere"
-    own = pull_uri(COLLAB, "3mr7m2f6gerxx")
-    assert pulls.event(OWNER, PULL_STATUS, "create", status_record(uri, "closed"), "s2") == "pull_elsewhere"
+    assert pulls.event(OUTSIDER, PULL_NSID, "create", ours, "3mr7m2f6gerzz") == "pull_queued"
     assert (
-        pulls.event(MEMBER_DID, PULL_STATUS, "create", status_record(own, "closed"), "s3") == "pull_elsewhere"
+        pulls.event(OUTSIDER, PULL_NSID, "create", {"target": "nonsense"}, "3mr7m2f6geryy")
+        == "pull_elsewhere"
     )
-    assert pulls.event(OWNER, PULL_STATUS, "update", status_record(own, "closed"), "s4") == "pull_ignored"
-    draft = {**status_record(own, "open"), "status": "sh.tangled.repo.pull.status.draft"}
-    assert pulls.event(OWNER, PULL_STATUS, "create", draft, "s5") == "pull_ignored"
-    assert pulls.event(OWNER, PULL_STATUS, "create", status_record(own, "closed"), "s6") == "pull_queued"
+    assert pulls.event(COLLAB, PULL_NSID, "create", elsewhere, "3mr7m2f6gerxx") == "pull_elsewhere"
+    assert pulls.event(COLLAB, PULL_NSID, "create", legacy, "3mr7m2f6gerww") == "pull_elsewhere"
+    assert pulls.event(COLLAB, PULL_NSID, "delete", None, "3mr7m2f6gerxx") == "pull_ignored"
+    # A status needs writer and pull author who may push somewhere here.
+    assert pulls.event(OUTSIDER, PULL_STATUS_NSID, "create", status_of(uri, "open"), "s1") == "pull_elsewhere"
+    own = pull_uri(COLLAB, "3mr7m2f6gerxx")
+    assert pulls.event(OWNER, PULL_STATUS_NSID, "create", status_of(uri, "closed"), "s2") == "pull_elsewhere"
+    assert (
+        pulls.event(MEMBER_DID, PULL_STATUS_NSID, "create", status_of(own, "closed"), "s3")
+        == "pull_elsewhere"
+    )
+    assert pulls.event(OWNER, PULL_STATUS_NSID, "update", status_of(own, "closed"), "s4") == "pull_ignored"
+    draft = {**status_of(own, "open"), "status": "sh.tangled.repo.pull.status.draft"}
+    assert pulls.event(OWNER, PULL_STATUS_NSID, "create", draft, "s5") == "pull_ignored"
+    assert pulls.event(OWNER, PULL_STATUS_NSID, "create", status_of(own, "closed"), "s6") == "pull_queued"
     assert [a for a, *_ in pulls.events()] == ["opened", "closed"]
 
 
@@ -345,12 +340,8 @@ async def test_outsiders_and_forks_run_nothing_and_cost_no_fetch(pulls: Pulls) -
     await pulls.open(source_repo="did:plc:fork2ige3rnslshcvnkjbpaa")
     blob = await pulls.series.blob()
     pulls.pds.upload(COLLAB, blob)
-    pasted = {
-        k: v
-        for k, v in pull_record(target_repo=REPO_DID, source_branch="x", blobs=[blob]).items()
-        if k != "source"
-    }
-    pulls.event(COLLAB, PULL, "create", pasted, "3mr7m2f6gerpp")
+    pasted = pull_of(REPO_DID, [blob], source_branch=None)
+    pulls.event(COLLAB, PULL_NSID, "create", pasted, "3mr7m2f6gerpp")
     uri = await pulls.open()
     pulls.status(OUTSIDER, uri, "closed")  # not kept: the outsider may push nowhere here
     await pulls.decide()
@@ -412,7 +403,7 @@ async def test_unusable_patches_are_rejected_with_the_reason(pulls: Pulls, case:
         "patch_too_large": bomb(),
         "truncated": good[: len(good) // 2],
         "no_commits": await plain_diff(pulls.series),
-        "bad_gzip": await format_patch(pulls.series.repo, "main", "feature"),
+        "bad_gzip": gzip.decompress(await format_patch(pulls.series.repo, "main", "feature")),
         "bad_mime": good,
         "blob_too_large": b"\x1f\x8b" + b"x" * (16 << 20),
     }
@@ -424,7 +415,7 @@ async def test_unusable_patches_are_rejected_with_the_reason(pulls: Pulls, case:
         )
     if case == "bad_mime":
         author, rkey = uri.removeprefix("at://").split("/")[0], uri.rsplit("/", 1)[1]
-        record = pulls.pds.records[(author, PULL, rkey)]
+        record = pulls.pds.records[(author, PULL_NSID, rkey)]
         record["rounds"][0]["patchBlob"]["mimeType"] = "text/x-patch"
         pulls.conn.execute("UPDATE pull_events SET record=?", (json.dumps(record),))
         pulls.conn.commit()
@@ -477,8 +468,8 @@ async def test_redirects_are_not_followed_and_missing_blobs_are_rejected(pulls: 
     finally:
         await elsewhere.stop()
     pulls.pds.blob_redirects.clear()
-    never_uploaded = pull_record(target_repo=REPO_DID, source_branch="feature", blobs=[b"never uploaded"])
-    pulls.event(COLLAB, PULL, "create", never_uploaded, pulls.rkey())
+    never_uploaded = pull_of(REPO_DID, [b"never uploaded"])
+    pulls.event(COLLAB, PULL_NSID, "create", never_uploaded, pulls.rkey())
     await pulls.decide()
     [_, (_, state, outcome, reason, _)] = pulls.events()
     assert (state, outcome) == ("rejected", "no_blob") and "BlobNotFound" in reason
@@ -539,7 +530,7 @@ async def test_a_knot_that_stays_down_gives_a_pipeline_showing_why(pulls: Pulls)
 async def test_a_status_for_a_pull_that_is_gone_is_rejected(pulls: Pulls) -> None:
     """A status whose pull record no longer exists in its author's PDS is rejected with the reason."""
     uri = await pulls.open()
-    pulls.pds.delete(COLLAB, PULL, uri.rsplit("/", 1)[1])
+    pulls.pds.delete(COLLAB, PULL_NSID, uri.rsplit("/", 1)[1])
     pulls.status(COLLAB, uri, "open")
     await pulls.decide()
     assert pulls.events()[1][1:3] == ("rejected", "pull_not_found")
@@ -558,7 +549,7 @@ async def test_jetstream_hands_pull_records_from_non_members_to_the_intake_with_
         pulls=pulls.intake,
         on_pull=lambda: woken.append(1),
     )
-    record = pull_record(target_repo=REPO_DID, source_branch="feature", blobs=[await pulls.series.blob()])
+    record = pull_of(REPO_DID, [await pulls.series.blob()])
     t = 1_784_698_509_603_192
     frame: dict[str, Any] = {
         "did": COLLAB,
@@ -567,7 +558,7 @@ async def test_jetstream_hands_pull_records_from_non_members_to_the_intake_with_
         "commit": {
             "rev": "3m",
             "operation": "create",
-            "collection": PULL,
+            "collection": PULL_NSID,
             "rkey": "3mr7m2f6ger99",
             "record": record,
         },
@@ -588,7 +579,7 @@ async def test_jetstream_hands_pull_records_from_non_members_to_the_intake_with_
         "commit": {
             "rev": "3m",
             "operation": "create",
-            "collection": PULL_STATUS,
+            "collection": PULL_STATUS_NSID,
             "rkey": "s1",
             "record": {"pull": 7},
         },

@@ -21,21 +21,12 @@ import aiohttp
 import pytest
 
 from tack_sandbox.gitrepos import git
-from tack_sandbox.pullrequests import (
-    PULL,
-    PULL_STATUS,
-    PullStatus,
-    blob_cid,
-    format_patch,
-    patch_blob,
-    pull_record,
-    pull_uri,
-    start_branch,
-    status_record,
-)
+from tack_sandbox.pds import blob_cid
+from tack_sandbox.pulls import PULL_NSID, PULL_STATUS_NSID, PullStatus, format_patch, pull_uri
 from tests.fakes.atproto import FakePds
 from tests.support.atproto import Account, plc_did
 from tests.support.current import World, make_world, until, workflow
+from tests.support.pulls import pull_of, status_of
 from tests.support.stack import OWNER, metric, stub_runs
 
 
@@ -75,32 +66,33 @@ class Pulls:
 
     async def push_feature(self, text: str, branch: str = "feature") -> str:
         """A commit on ``branch`` (started from main) pushed to the knot's repository; its SHA."""
-        await start_branch(self.repo_path, branch)
-        pushed = await self.world.knot.push(self.world.repo_did, {"src/feature.c": text}, branch=branch)
+        pushed = await self.world.knot.push(
+            self.world.repo_did, {"src/feature.c": text}, branch=branch, base="main"
+        )
         return pushed.new_sha
 
     def write(self, author: str, rkey: str, record: dict[str, Any], operation: str = "create") -> None:
         """``author`` writes a pull record: in their PDS, and on Jetstream."""
-        self.pds.put(author, PULL, rkey, record)
-        self.world.stack.jetstream.commit(author, PULL, rkey, operation, record)
+        self.pds.put(author, PULL_NSID, rkey, record)
+        self.world.stack.jetstream.commit(author, PULL_NSID, rkey, operation, record)
 
     async def open(self, author: str, blobs: list[bytes] | None = None, **extra: Any) -> tuple[str, str]:
         """``author`` opens a pull request of ``feature`` into ``main``; (AT-URI, rkey)."""
         key = self.rkey()
-        uploads = blobs if blobs is not None else [await patch_blob(self.repo_path, "main", "feature")]
+        uploads = blobs if blobs is not None else [await format_patch(self.repo_path, "main", "feature")]
         for blob in uploads:
             self.pds.upload(author, blob)
         self.write(
             author,
             key,
-            pull_record(target_repo=self.world.repo_did, source_branch="feature", blobs=uploads, **extra),
+            pull_of(self.world.repo_did, uploads, **extra),
         )
         return pull_uri(author, key), key
 
     def status(self, actor: str, uri: str, status: PullStatus) -> None:
         """``actor`` writes a status record for the pull on Jetstream."""
         self.world.stack.jetstream.commit(
-            actor, PULL_STATUS, self.rkey(), "create", status_record(uri, status)
+            actor, PULL_STATUS_NSID, self.rkey(), "create", status_of(uri, status)
         )
 
     def query(self, sql: str, *args: Any) -> list[Any]:
@@ -166,10 +158,10 @@ async def test_a_collaborators_pull_runs_at_its_head_then_again_per_round_and_st
     await until(lambda: pulls.world.workflows(rkey)["ci.yml"][0] == "success", "ci.yml succeeds")
 
     second = await pulls.push_feature("int feature = 2;\n")
-    record = pulls.pds.records[(pulls.collaborator, PULL, key)]
-    blob = await patch_blob(pulls.repo_path, "main", "feature")
+    record = pulls.pds.records[(pulls.collaborator, PULL_NSID, key)]
+    blob = await format_patch(pulls.repo_path, "main", "feature")
     pulls.pds.upload(pulls.collaborator, blob)
-    new_round = pull_record(target_repo=pulls.world.repo_did, source_branch="feature", blobs=[blob])["rounds"]
+    new_round = pull_of(pulls.world.repo_did, [blob])["rounds"]
     pulls.write(pulls.collaborator, key, {**record, "rounds": [*record["rounds"], *new_round]}, "update")
     await until(lambda: len(pulls.runs()) == 2, "the new round runs")
     assert pulls.runs()[1] == (second, "synchronize", ["ci.yml"])
@@ -223,8 +215,8 @@ async def test_unusable_patches_and_a_stalled_pds_are_logged_rejections_and_tack
     """CID mismatch, gzip bomb, truncated gzip, a series without From line: each rejected with its reason,
     counted and logged; a PDS that stalls is timed out and retried; a good pull after all of them runs."""
     head = await pulls.push_feature("int feature;\n")
-    good = await patch_blob(pulls.repo_path, "main", "feature")
-    series = await format_patch(pulls.repo_path, "main", "feature")
+    good = await format_patch(pulls.repo_path, "main", "feature")
+    series = gzip.decompress(await format_patch(pulls.repo_path, "main", "feature"))
     bomb = gzip.compress(series + b"\0" * (65 << 20), mtime=0)
     plain = gzip.compress((await git("diff", "main", "feature", cwd=pulls.repo_path)).encode(), mtime=0)
     replaced = gzip.compress(series, mtime=1)  # the same series, other bytes than the good pull's

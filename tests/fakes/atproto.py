@@ -40,7 +40,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tack_sandbox.pullrequests import blob_cid
+from tack_sandbox.pds import blob_cid
 from tests.support.atproto import Account
 
 
