@@ -24,7 +24,7 @@ from tack_sandbox.gitrepos import git
 from tack_sandbox.pds import blob_cid
 from tack_sandbox.pulls import PULL_NSID, PULL_STATUS_NSID, PullStatus, format_patch, pull_uri
 from tests.fakes.atproto import FakePds
-from tests.support.atproto import Account, plc_did
+from tests.support.atproto import plc_did
 from tests.support.current import World, make_world, until, workflow
 from tests.support.pulls import pull_of, status_of
 from tests.support.stack import OWNER, metric, stub_runs
@@ -43,12 +43,15 @@ WORKFLOWS = {
 
 @dataclass
 class Pulls:
-    """The world, a PDS for everyone who writes pull records, and a collaborator of the owner's repository."""
+    """The world (its fake PDS holds everyone's records and patches) and a collaborator of the owner's repository."""
 
     world: World
-    pds: FakePds
-    collaborator: str
+    collaborator: str = ""
     rkeys: int = 0
+
+    @property
+    def pds(self) -> FakePds:
+        return self.world.pds
 
     @property
     def repo_path(self) -> Path:
@@ -59,10 +62,9 @@ class Pulls:
         self.rkeys += 1
         return f"3mr7m2f6ger{self.rkeys:02d}"
 
-    def account(self, did: str | None = None) -> str:
-        """A DID whose PDS is the fake PDS."""
-        account = self.world.plc.publish(Account(did=did or plc_did(), pds=self.pds.url))
-        return account.did
+    def account(self) -> str:
+        """A new account whose PDS is the fake PDS; its DID."""
+        return self.world.account().did
 
     async def push_feature(self, text: str, branch: str = "feature") -> str:
         """A commit on ``branch`` (started from main) pushed to the knot's repository; its SHA."""
@@ -126,24 +128,15 @@ class Pulls:
 async def pulls(tmp_path: Path) -> AsyncIterator[Pulls]:
     """The owner's repository (with pull request workflows on main) and a collaborator named by the owner."""
     world = await make_world(tmp_path, control_env={"TACK_JETSTREAM_REWIND": "600"})
-    pds = FakePds()
-    await pds.start()
     try:
-        p = Pulls(world, pds, "")
+        p = Pulls(world)
         p.collaborator = p.account()
-        world.stack.jetstream.commit(
-            OWNER,
-            "sh.tangled.repo.collaborator",
-            "3mcollab00001",
-            "create",
-            {"subject": p.collaborator, "repo": world.repo_did, "createdAt": "2026-07-01T00:00:00Z"},
-        )
+        world.add_collaborator(p.collaborator, "3mcollab00001")
         await world.knot.push(world.repo_did, WORKFLOWS)
         await until(lambda: [s for _, s, _ in world.pushes()] == ["done"], "the push to main is decided")
-        await until(lambda: p.query("SELECT 1 FROM collaborators"), "the collaborator is known")
+        await until(lambda: world.collaborators() == {p.collaborator}, "the collaborator is known")
         yield p
     finally:
-        await pds.stop()
         await world.stop()
 
 
@@ -225,16 +218,8 @@ async def test_unusable_patches_and_a_stalled_pds_are_logged_rejections_and_tack
     for blob in (bomb, good[: len(good) // 2], plain):
         await pulls.open(pulls.collaborator, blobs=[blob])
     staller = pulls.account()
-    pulls.world.stack.jetstream.commit(
-        OWNER,
-        "sh.tangled.repo.collaborator",
-        "3mcollab00002",
-        "create",
-        {"subject": staller, "repo": pulls.world.repo_did, "createdAt": "2026-07-01T00:00:00Z"},
-    )
-    await until(
-        lambda: len(pulls.query("SELECT 1 FROM collaborators")) == 2, "the second collaborator is known"
-    )
+    pulls.world.add_collaborator(staller, "3mcollab00002")
+    await until(lambda: staller in pulls.world.collaborators(), "the second collaborator is known")
     pulls.pds.blob_stalling.add(staller)
     await pulls.open(staller, blobs=[good])
     async with aiohttp.ClientSession() as session:
