@@ -218,7 +218,7 @@ class Core:
         while True:
             cutoff = time.time_ns() - int(self.settings.retention_days * 86400 * 1e9)
             pruned = retention.prune(self.book, self.events, cutoff)
-            if pruned.events or pruned.workflows or pruned.pushes:
+            if any(vars(pruned).values()):
                 log.info("pruned", extra=vars(pruned))
             await asyncio.sleep(3600)
 

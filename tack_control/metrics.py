@@ -36,7 +36,7 @@ CANCELS = Counter(
 )
 PULL_EVENTS = Counter(
     "tack_pull_events_total",
-    "Pull request events by what became of them (queued, pipeline, skipped, duplicate, rejected and why).",
+    "Pull request events: queued, retried, and what each became (pipeline, no_workflows, duplicate, not_authorized, cid_mismatch, …).",
     ["outcome"],
 )
 REGISTRATIONS_REFUSED = Counter(

@@ -38,6 +38,11 @@ def blob_cid(data: bytes) -> str:
     return "b" + base64.b32encode(_RAW_SHA256 + hashlib.sha256(data).digest()).decode().lower().rstrip("=")
 
 
+def blob_ref(data: bytes, mime_type: str) -> JsonObject:
+    """The blob reference a record embeds for ``data`` once uploaded (``uploadBlob``'s ``blob``)."""
+    return {"$type": "blob", "ref": {"$link": blob_cid(data)}, "mimeType": mime_type, "size": len(data)}
+
+
 def _invalid(message: str, error: str = "InvalidRequest") -> web.Response:
     return web.json_response({"error": error, "message": message}, status=400)
 
@@ -77,9 +82,9 @@ class SimulatedPds(LoopbackServer):
     def upload_blob(self, did: str, data: bytes, mime_type: str) -> JsonObject:
         """Store a blob; returns the blob reference a record embeds (``uploadBlob``'s ``blob``)."""
         self.hosted.add(did)
-        cid = blob_cid(data)
-        self.blobs[(did, cid)] = (data, mime_type)
-        return {"$type": "blob", "ref": {"$link": cid}, "mimeType": mime_type, "size": len(data)}
+        ref = blob_ref(data, mime_type)
+        self.blobs[(did, ref["ref"]["$link"])] = (data, mime_type)
+        return ref
 
     def _params(self, request: web.Request, path: str, *required: str) -> dict[str, str] | web.Response:
         query = dict(request.query)

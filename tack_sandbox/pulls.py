@@ -1,18 +1,22 @@
-"""Pull requests as current Tangled writes them: a gzipped ``git format-patch`` series and a
-``sh.tangled.repo.pull`` record whose rounds point at it (lexicon ``sh.tangled.repo.pull``)."""
+"""Pull requests as current Tangled writes them: a gzipped ``git format-patch`` series, a
+``sh.tangled.repo.pull`` record whose rounds point at it, and the ``sh.tangled.repo.pull.status``
+records that close, merge or reopen it (lexicons ``sh.tangled.repo.pull``, ``…pull.status``)."""
 
 from __future__ import annotations
 
 import gzip
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 from tack_sandbox._loopback import JsonObject
 from tack_sandbox.gitrepos import git
 
 
 PULL_NSID = "sh.tangled.repo.pull"
+PULL_STATUS_NSID = "sh.tangled.repo.pull.status"
 PATCH_MIME = "application/gzip"
+PullStatus = Literal["open", "closed", "merged"]
 
 
 async def format_patch(repo: Path, base: str, head: str) -> bytes:
@@ -42,3 +46,18 @@ def pull_record(
     if source_branch is not None:
         record["source"] = {"branch": source_branch, **({"repo": source_repo} if source_repo else {})}
     return record
+
+
+def pull_uri(author: str, rkey: str) -> str:
+    """The AT-URI of ``author``'s pull record ``rkey``."""
+    return f"at://{author}/{PULL_NSID}/{rkey}"
+
+
+def status_record(pull: str, status: PullStatus, created_at: str) -> JsonObject:
+    """A ``sh.tangled.repo.pull.status`` record setting the pull (its AT-URI) ``open``, ``closed`` or ``merged``."""
+    return {
+        "$type": PULL_STATUS_NSID,
+        "pull": pull,
+        "status": f"{PULL_STATUS_NSID}.{status}",
+        "createdAt": created_at,
+    }

@@ -308,6 +308,31 @@ CREATE TABLE pull_runs (
 );
 """
 
+# Pull requests, what each event decided and which occasion a run answers: a round of the pull
+# (``round <n>``: opened, synchronize) or one status record (``status <actor>/<rkey>``: reopened,
+# closed, merged). A (pull, occasion, commit) runs once, so a replay or a record edit that adds no
+# round runs nothing new, while each new status record does. Runs remembered so far keep their action
+# as occasion.
+V_PULL_OCCASIONS = """
+ALTER TABLE pull_events ADD COLUMN event_rkey TEXT NOT NULL DEFAULT '';
+ALTER TABLE pull_events ADD COLUMN outcome TEXT NOT NULL DEFAULT '';
+CREATE INDEX pull_events_received ON pull_events (received_ns);
+CREATE TABLE pull_runs_v2 (
+    uri TEXT NOT NULL,
+    occasion TEXT NOT NULL,
+    sha TEXT NOT NULL,
+    action TEXT NOT NULL,
+    pipeline_rkey TEXT NOT NULL DEFAULT '',
+    received_ns INTEGER NOT NULL,
+    PRIMARY KEY (uri, occasion, sha)
+);
+INSERT INTO pull_runs_v2 (uri, occasion, sha, action, pipeline_rkey, received_ns)
+    SELECT uri, action, sha, action, pipeline_rkey, received_ns FROM pull_runs;
+DROP TABLE pull_runs;
+ALTER TABLE pull_runs_v2 RENAME TO pull_runs;
+CREATE INDEX pull_runs_received ON pull_runs (received_ns);
+"""
+
 SCHEMA = kit_sqlite.Schema(
     "",
     (
@@ -320,6 +345,7 @@ SCHEMA = kit_sqlite.Schema(
         V_WEBHOOK_QUEUE,
         V_WRITE_PROBE,
         V_PULLS,
+        V_PULL_OCCASIONS,
     ),
 )
 

@@ -3,7 +3,9 @@
 Events older than the window are deleted; a client whose cursor is inside the
 window resumes exactly as before, and one further back simply starts at the
 oldest event kept. Finished workflows and their pipelines go too, and the
-record of pushes acted on; unfinished ones are kept whatever their age.
+record of pushes and pull request events acted on (and of the pull request
+runs remembered so that a replay runs nothing new: Jetstream replays far less
+than the window); unfinished ones are kept whatever their age.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ class Pruned:
     workflows: int
     pipelines: int
     pushes: int
+    pull_events: int
+    pull_runs: int
 
 
 def prune(book: StatusBook, events: EventLog, cutoff_ns: int) -> Pruned:
@@ -41,4 +45,8 @@ def prune(book: StatusBook, events: EventLog, cutoff_ns: int) -> Pruned:
         pushes = conn.execute(
             "DELETE FROM pushes WHERE received_ns < ? AND state <> 'queued'", (cutoff_ns,)
         ).rowcount
-    return Pruned(removed_events, workflows, pipelines, pushes)
+        pull_events = conn.execute(
+            "DELETE FROM pull_events WHERE received_ns < ? AND state <> 'queued'", (cutoff_ns,)
+        ).rowcount
+        pull_runs = conn.execute("DELETE FROM pull_runs WHERE received_ns < ?", (cutoff_ns,)).rowcount
+    return Pruned(removed_events, workflows, pipelines, pushes, pull_events, pull_runs)

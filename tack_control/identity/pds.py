@@ -12,7 +12,7 @@ from urllib.parse import urlencode
 from tack_control.identity.did import BadDid, DidDocument, check_did
 from tack_control.identity.listing import ListingError, RecordPager
 from tack_control.identity.resolver import DidResolver, ResolveError
-from tack_control.netguard import Fetcher
+from tack_control.netguard import Fetcher, Refused
 
 
 MAX_RECORD_BYTES = 256 << 10
@@ -21,11 +21,13 @@ _RKEY = re.compile(r"^[a-zA-Z0-9._:~-]{1,512}$")
 
 
 class RecordError(Exception):
-    """No record: ``reason`` is ``bad_uri``, ``not_found`` or ``unavailable``; the message says why."""
+    """No record: ``reason`` is ``bad_uri``, ``not_found`` or ``unavailable``; the message says why.
+    ``refused``: unavailable because tack does not contact that PDS (a private address without TACK_DEV)."""
 
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: str, message: str, *, refused: bool = False) -> None:
         super().__init__(message)
         self.reason = reason
+        self.refused = refused
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,9 @@ class PdsReader:
             body = json.loads(raw)
         except (OSError, ValueError, RecursionError) as exc:
             raise RecordError(
-                "unavailable", f"{uri} could not be read from {doc.pds}: {str(exc)[:200]}"
+                "unavailable",
+                f"{uri} could not be read from {doc.pds}: {str(exc)[:200]}",
+                refused=isinstance(exc, Refused),
             ) from None
         error = body.get("error") if isinstance(body, dict) else None
         if status in (400, 404) and error in ("RecordNotFound", "RepoNotFound", "NotFound"):

@@ -1,4 +1,5 @@
-"""Jetstream ingest: mirror member, repo and collaborator records into the registry.
+"""Jetstream ingest: mirror member, repo and collaborator records into the registry, and hand pull
+and pull-status records, from any author, to the pull request intake (:mod:`tack_control.ingest.pulls`).
 
 The cursor (Unix µs) is saved with every applied event and every few seconds
 while filtered events flow, and rewound a few seconds on reconnect (applying a

@@ -32,7 +32,7 @@ STATUS_ACTIONS = {
 }
 MAX_BLOB_BYTES = 16 << 20
 MAX_PATCH_BYTES = 64 << 20
-_FROM_LINE = re.compile(rb"^From ([0-9a-f]{40}|[0-9a-f]{64}) Mon Sep 17 00:00:00 2001$", re.MULTILINE)
+_FROM_LINE = re.compile(rb"^From ([0-9a-f]{40}|[0-9a-f]{64}) Mon Sep 17 00:00:00 2001\r?$", re.MULTILINE)
 _RAW_SHA256_CID_PREFIX = bytes((0x01, 0x55, 0x12, 0x20))
 _PULL_URI = re.compile(
     r"^at://(did:[a-z]+:[A-Za-z0-9._:%-]+)/sh\.tangled\.repo\.pull/([A-Za-z0-9._:~-]{1,512})$"
@@ -97,6 +97,13 @@ def _str(obj: dict[str, Any], key: str, where: str, required: bool = True) -> st
     return value
 
 
+def target_repo_did(record: dict[str, Any]) -> str:
+    """The repo DID a pull record targets, "" when it names none (a 2025 record, or a malformed one)."""
+    target = record.get("target")
+    repo = target.get("repo") if isinstance(target, dict) else None
+    return repo if isinstance(repo, str) and is_did(repo) else ""
+
+
 def parse_pull(record: dict[str, Any]) -> PullRecord:
     """Parse a pull record as current Tangled writes it (repo DIDs in ``target`` and ``source``)."""
     target = _obj(record.get("target"), "pull.target")
@@ -150,17 +157,23 @@ def verify_blob(cid: str, body: bytes) -> None:
 
 
 def gunzip(data: bytes, limit: int = MAX_PATCH_BYTES) -> bytes:
-    """The expanded gzip stream, refusing more than ``limit`` bytes (a gzip bomb) and a stream that ends early."""
-    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    try:
-        out = inflater.decompress(data, limit + 1)
-    except zlib.error as exc:
-        raise PatchError("bad_gzip", f"the patch is not gzip: {exc}") from None
-    if len(out) > limit or inflater.unconsumed_tail:
-        raise PatchError("too_large", f"the patch expands to more than {limit} bytes")
-    if not inflater.eof:
-        raise PatchError("truncated", "the gzip stream ends before its end")
-    return out
+    """The expanded gzip stream (every member, as ``gzip -dc`` reads it), refusing more than ``limit`` bytes
+    (a gzip bomb), a stream that ends early and bytes that are not gzip."""
+    out = bytearray()
+    rest = data
+    while True:
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            out += inflater.decompress(rest, limit + 1 - len(out))
+        except zlib.error as exc:
+            raise PatchError("bad_gzip", f"the patch is not gzip: {exc}") from None
+        if len(out) > limit or inflater.unconsumed_tail:
+            raise PatchError("patch_too_large", f"the patch expands to more than {limit} bytes")
+        if not inflater.eof:
+            raise PatchError("truncated", "the gzip stream ends before its end")
+        rest = inflater.unused_data
+        if not rest:
+            return bytes(out)
 
 
 def last_patch_sha(patch: bytes) -> str:

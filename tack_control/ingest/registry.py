@@ -309,6 +309,16 @@ class Registry:
         ).fetchone()
         return row is not None
 
+    def may_push_somewhere(self, subject: str) -> bool:
+        """Whether ``subject`` has push rights on any repository registered here (see :meth:`may_push`)."""
+        rows = self.conn.execute(
+            "SELECT repo_did FROM repos WHERE did=? AND state='verified' AND spindle=?"
+            " UNION SELECT repo FROM collaborators WHERE subject=?"
+            " UNION SELECT repo_did FROM knot_collaborators WHERE subject=?",
+            (subject, self.hostname, subject, subject),
+        ).fetchall()
+        return any(self.may_push(row[0], subject) for row in rows)
+
     # The knot's own announcements
 
     def apply_knot_acl(self, conn: sqlite3.Connection, knot: str, update: AclUpdate) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tack_common.sqlite import SchemaTooNew, schema_version
-from tack_control.engine.db import SCHEMA, V1, V_CI_COUNTS, open_db
+from tack_control.engine.db import SCHEMA, V1, V_CI_COUNTS, V_PULL_OCCASIONS, open_db
 from tests.support.samples import PUSH_FRAME
 
 
@@ -121,3 +121,29 @@ def test_pipeline_counts_are_backfilled_then_kept_by_every_write(tmp_path: Path)
         assert sum(_counts(conn).values()) == 7
     finally:
         conn.close()
+
+
+def test_pull_runs_remembered_before_occasions_are_kept(tmp_path: Path) -> None:
+    """Runs remembered by (pull, commit, action) survive the move to (pull, occasion, commit), action as occasion."""
+    path = tmp_path / "tack.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    version = SCHEMA.migrations.index(V_PULL_OCCASIONS)
+    for step in SCHEMA.migrations[:version]:
+        if callable(step):
+            step(conn)
+        else:
+            conn.executescript(step)
+    conn.execute(f"PRAGMA user_version={version}")
+    conn.execute(
+        "INSERT INTO pull_runs (uri, sha, action, pipeline_rkey, received_ns) VALUES ('u', 's', 'opened', 'p', 7)"
+    )
+    conn.close()
+    migrated = open_db(str(path))
+    assert migrated.execute(
+        "SELECT uri, occasion, sha, action, pipeline_rkey, received_ns FROM pull_runs"
+    ).fetchall() == [("u", "opened", "s", "opened", "p", 7)]
+    assert [r[1] for r in migrated.execute("PRAGMA table_info(pull_events)")][-2:] == [
+        "event_rkey",
+        "outcome",
+    ]
+    migrated.close()

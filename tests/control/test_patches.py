@@ -94,7 +94,7 @@ def test_gzip_is_expanded_within_bounds() -> None:
     assert len(bomb) < 16 << 10
     with pytest.raises(PatchError) as info:
         gunzip(bomb, limit=1 << 20)
-    assert info.value.reason == "too_large"
+    assert info.value.reason == "patch_too_large"
     with pytest.raises(PatchError) as info:
         gunzip(gzip.compress(os.urandom(100_000))[:5000])
     assert info.value.reason == "truncated"
@@ -144,3 +144,21 @@ def test_status_records_map_to_actions() -> None:
         status_action(
             {"pull": "at://did:plc:a/sh.tangled.repo/x", "status": "sh.tangled.repo.pull.status.open"}
         )
+
+
+def test_every_gzip_member_is_expanded_and_the_limit_counts_them_all() -> None:
+    """A multi-member stream expands like ``gzip -dc``; the bound applies to the whole; trailing junk is refused."""
+    two = gzip.compress(b"first\n") + gzip.compress(b"second\n")
+    assert gunzip(two) == b"first\nsecond\n"
+    with pytest.raises(PatchError) as info:
+        gunzip(gzip.compress(b"a" * 600) + gzip.compress(b"b" * 600), limit=1000)
+    assert info.value.reason == "patch_too_large"
+    with pytest.raises(PatchError) as info:
+        gunzip(gzip.compress(b"first\n") + b"junk")
+    assert info.value.reason in ("bad_gzip", "truncated")
+
+
+def test_a_series_with_windows_line_endings_still_names_its_commit(series: tuple[bytes, list[str]]) -> None:
+    """CRLF line endings (a series saved on Windows) do not hide the From lines."""
+    patch, shas = series
+    assert last_patch_sha(patch.replace(b"\n", b"\r\n")) == shas[-1]

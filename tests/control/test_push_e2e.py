@@ -19,22 +19,11 @@ import pytest
 from tack_sandbox.gitrepos import sha256_supported
 from tack_sandbox.knot import SimulatedKnot, pipeline_record
 from tests.fakes.appview import AppviewClient
-from tests.support.current import World, make_world, until
+from tests.support.current import QUICK, World, make_world, until, workflow
 from tests.support.stack import OWNER, stub_runs, stub_workflow
 
 
 pytestmark = pytest.mark.e2e
-
-QUICK = {
-    "queue_seconds": 0,
-    "steps": [{"name": "build", "command": "make", "output": ["ok"], "duration": 0.1}],
-}
-
-
-def workflow(when: str, script: dict[str, Any] | None = None) -> str:
-    """A workflow file for the stub with this ``when:`` block."""
-    return f"{when}engine: tack\ntack:\n  stub: {json.dumps(script or QUICK)}\n"
-
 
 MAIN_PUSH = 'when:\n  - event: ["push"]\n    branch: ["main"]\n'
 WORKFLOWS = {

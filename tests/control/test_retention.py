@@ -59,3 +59,27 @@ def test_prune_forgets_finished_workflows_but_keeps_unfinished_ones(tmp_path: Pa
     left = {r[0] for r in conn.execute("SELECT rkey FROM workflows")}
     assert left == {"b", "c"}
     assert {r[0] for r in conn.execute("SELECT rkey FROM pipelines")} == {"b", "c"}
+
+
+def test_prune_forgets_decided_pull_events_and_old_runs(tmp_path: Path) -> None:
+    """Pull events decided before the cutoff and runs remembered before it go; a queued event stays."""
+    conn = open_db(str(tmp_path / "tack.db"))
+    events = EventLog(conn)
+    book = StatusBook(conn, events)
+    old, new = time.time_ns() - 10**12, time.time_ns()
+    with book.transaction() as tx:
+        for state, received in (("done", old), ("rejected", old), ("queued", old), ("done", new)):
+            tx.execute(
+                "INSERT INTO pull_events (uri, collection, actor, action, record, state, received_ns)"
+                " VALUES ('at://did:plc:a/sh.tangled.repo.pull/x', 'sh.tangled.repo.pull', 'did:plc:a', 'opened', '', ?, ?)",
+                (state, received),
+            )
+        for occasion, received in (("round 1", old), ("round 2", new)):
+            tx.execute(
+                "INSERT INTO pull_runs (uri, occasion, sha, action, received_ns) VALUES ('u', ?, 's', 'opened', ?)",
+                (occasion, received),
+            )
+    pruned = prune(book, events, old + 1)
+    assert (pruned.pull_events, pruned.pull_runs) == (2, 1)
+    assert conn.execute("SELECT state FROM pull_events ORDER BY id").fetchall() == [("queued",), ("done",)]
+    assert conn.execute("SELECT occasion FROM pull_runs").fetchall() == [("round 2",)]

@@ -4,8 +4,20 @@ PLC directory: ``GET /<did>`` → the DID document as ``application/did+ld+json`
 404 ``{"message": "DID not registered: …"}`` for unknown DIDs, 410 for
 tombstoned ones; ``GET /_health``. PDS: ``com.atproto.repo.getRecord`` →
 ``{uri, cid, value}`` or 400 ``RecordNotFound``; ``com.atproto.repo.listRecords``
-as the reference PDS pages it (below); ``/.well-known/did.json`` for a did:web
-served by it. Both count requests per path and can be made slow or oversized.
+as the reference PDS pages it (below); ``com.atproto.sync.getBlob`` (below);
+``/.well-known/did.json`` for a did:web served by it. Both count requests per
+path and can be made slow or oversized.
+
+getBlob, as the lexicon and the reference PDS answer it: ``did`` and ``cid``
+required (400 ``InvalidRequest``); a repository the PDS does not host is 400
+``RepoNotFound``, a blob it does not hold for that DID 400 ``BlobNotFound``;
+otherwise 200 with the original bytes, ``Content-Type`` the blob's MIME type,
+``Content-Length``, ``X-Content-Type-Options: nosniff`` and a sandboxing
+``Content-Security-Policy``. Knobs per DID: ``blob_failing[did] = status``
+(an XRPC error with that status), ``blob_stalling`` (headers never come),
+``blob_stalling_body`` (headers and half the body, then silence),
+``blob_redirects[did] = url`` (a 302 there); per CID ``blob_replaced[cid] =
+bytes`` serves other bytes than were uploaded.
 
 listRecords, faithfully: ``repo`` and ``collection`` required, ``limit`` an
 integer from 1 to 100 (default 50), ``reverse`` a boolean, all else 400
@@ -28,6 +40,7 @@ from typing import Any
 
 from aiohttp import web
 
+from tack_sandbox.pds import blob_cid
 from tests.support.atproto import Account
 
 
@@ -128,8 +141,15 @@ class FakePds(_Loopback):
         self.endless: set[str] = set()
         self.gates: dict[tuple[str, str], Gate] = {}
         self.list_calls: list[dict[str, str]] = []
+        self.blobs: dict[tuple[str, str], tuple[bytes, str]] = {}
+        self.blob_failing: dict[str, int] = {}
+        self.blob_stalling: set[str] = set()
+        self.blob_stalling_body: set[str] = set()
+        self.blob_redirects: dict[str, str] = {}
+        self.blob_replaced: dict[str, bytes] = {}
         self._stopped = asyncio.Event()
         self.app.router.add_get("/xrpc/com.atproto.repo.getRecord", self._get_record)
+        self.app.router.add_get("/xrpc/com.atproto.sync.getBlob", self._get_blob)
         self.app.router.add_get("/xrpc/com.atproto.repo.listRecords", self._list_records)
         self.app.router.add_get("/.well-known/did.json", self._did_json)
 
@@ -150,6 +170,13 @@ class FakePds(_Loopback):
     def delete(self, did: str, collection: str, rkey: str) -> None:
         """Delete a record."""
         self.records.pop((did, collection, rkey), None)
+
+    def upload(self, did: str, data: bytes, mime_type: str = "application/gzip") -> str:
+        """Store a blob of ``did``'s (as ``com.atproto.repo.uploadBlob`` would) and return its CID."""
+        cid = blob_cid(data)
+        self.blobs[(did, cid)] = (data, mime_type)
+        self.host(did)
+        return cid
 
     def hold(self, did: str, collection: str) -> Gate:
         """Hold listRecords pages of ``did``'s ``collection`` until the returned gate is released."""
@@ -235,6 +262,49 @@ class FakePds(_Loopback):
             )
         body = {"uri": f"at://{repo}/{collection}/{rkey}", "cid": CID, "value": value}
         return await self._answer(path, 200, body, "application/json")
+
+    async def _get_blob(self, request: web.Request) -> web.StreamResponse:
+        path = "getBlob"
+        for name in ("did", "cid"):
+            if not request.query.get(name):
+                return await self._invalid(path, f'Error: Params must have the property "{name}"')
+        did, cid = request.query["did"], request.query["cid"]
+        if did in self.blob_failing:
+            error = {"error": "InternalServerError", "message": "Internal Server Error"}
+            return await self._answer(path, self.blob_failing[did], error, "application/json")
+        if did in self.blob_stalling:
+            self.hits[path] += 1
+            await self._stopped.wait()
+            return web.Response(status=503)
+        if did in self.blob_redirects:
+            self.hits[path] += 1
+            raise web.HTTPFound(self.blob_redirects[did] + "?" + request.query_string)
+        if did not in self.hosted and not any(d == did for d, _, _ in self.records):
+            error = {"error": "RepoNotFound", "message": f"Could not find repo for DID: {did}"}
+            return await self._answer(path, 400, error, "application/json")
+        found = self.blobs.get((did, cid))
+        if found is None:
+            return await self._answer(
+                path, 400, {"error": "BlobNotFound", "message": "Blob not found"}, "application/json"
+            )
+        self.hits[path] += 1
+        data = self.blob_replaced.get(cid, found[0])
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": found[1],
+                "Content-Length": str(len(data)),
+                "X-Content-Type-Options": "nosniff",
+                "Content-Security-Policy": "default-src 'none'; sandbox",
+            }
+        )
+        await response.prepare(request)
+        if did in self.blob_stalling_body:
+            await response.write(data[: len(data) // 2])
+            await self._stopped.wait()
+            return response
+        await response.write(data)
+        await response.write_eof()
+        return response
 
     async def _did_json(self, request: web.Request) -> web.Response:
         if self.did_json is None:

@@ -14,6 +14,7 @@ that name a repository by that record's AT-URI.
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import time
 from collections.abc import Callable, Mapping
@@ -33,6 +34,17 @@ from tests.support.stack import OWNER, Stack
 REPO_RKEY = "hello"
 COLLABORATOR = "sh.tangled.repo.collaborator"
 CREATED_AT = "2026-07-01T00:00:00Z"
+
+
+QUICK = {
+    "queue_seconds": 0,
+    "steps": [{"name": "build", "command": "make", "output": ["ok"], "duration": 0.1}],
+}
+
+
+def workflow(when: str, script: dict[str, Any] | None = None) -> str:
+    """A workflow file for the stub with this ``when:`` block."""
+    return f"{when}engine: tack\ntack:\n  stub: {json.dumps(script or QUICK)}\n"
 
 
 async def until(predicate: Callable[[], object], what: str, timeout: float = 20.0) -> None:
@@ -192,6 +204,7 @@ async def make_world(
     buildkite: bool = False,
     buildkite_env: Mapping[str, str] | None = None,
     providers: Mapping[str, str] | None = None,
+    control_env: Mapping[str, str] | None = None,
     **knot_options: Any,
 ) -> World:
     """Start a world; the repository is registered and its knot followed when this returns."""
@@ -201,7 +214,7 @@ async def make_world(
     knot = SimulatedKnot(protocol="current", ping_interval=1.0, git_root=tmp_path / "git", **knot_options)
     stack = Stack(
         tmp_path,
-        control_env={"TACK_PLC_URL": plc.url},
+        control_env={"TACK_PLC_URL": plc.url, **(control_env or {})},
         knot=knot,
         buildkite=buildkite,
         buildkite_env=buildkite_env,
