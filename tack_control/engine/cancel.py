@@ -31,6 +31,7 @@ from tack_common import backoff
 from tack_common.notify import Notifier
 from tack_common.pb import provider_pb2 as pb
 from tack_control import metrics
+from tack_control.engine import due
 from tack_control.engine.providers import ProviderClient
 from tack_control.engine.statuses import StatusBook
 
@@ -79,15 +80,13 @@ class Cancellations:
 
     async def run(self) -> None:
         """Tell providers about requested cancels, forever."""
-        while True:
-            if not await self.deliver_due():
-                await self.wake.wait(self._next_due_s())
+        await due.work_forever(self.deliver_due, self._next_due_s, self.wake)
 
     def _next_due_s(self) -> float:
-        row = self.book.conn.execute(
-            "SELECT MIN(next_cancel_ns) FROM workflows WHERE cancel='requested' AND dispatch IN ('accepted', 'cancelled')"
-        ).fetchone()
-        return 30.0 if row[0] is None else max(0.0, min(30.0, (int(row[0]) - time.time_ns()) / 1e9))
+        return due.seconds_until(
+            self.book.conn,
+            "SELECT MIN(next_cancel_ns) FROM workflows WHERE cancel='requested' AND dispatch IN ('accepted', 'cancelled')",
+        )
 
     async def deliver_due(self) -> int:
         """Call Cancel for every requested cancel that is due; returns how many were tried."""

@@ -26,6 +26,7 @@ from tack_common.notify import Notifier
 from tack_common.pb import provider_pb2 as pb
 from tack_common.throttle import LogThrottle
 from tack_control import metrics
+from tack_control.engine import due
 from tack_control.engine.providers import RETRYABLE, ProviderClient
 from tack_control.engine.statuses import StatusBook, pipeline_uri
 from tack_control.ingest.wire import BadRecord, Pipeline, parse_pipeline
@@ -188,12 +189,9 @@ class Dispatcher:
         ]
 
     def _next_due_s(self) -> float:
-        row = self.conn.execute(
-            "SELECT MIN(next_attempt_ns) FROM workflows WHERE dispatch='queued'"
-        ).fetchone()
-        if row[0] is None:
-            return 5.0
-        return max(0.0, min(5.0, (int(row[0]) - time.time_ns()) / 1e9))
+        return due.seconds_until(
+            self.conn, "SELECT MIN(next_attempt_ns) FROM workflows WHERE dispatch='queued'", longest_s=5.0
+        )
 
     async def run(self) -> None:
         """Dispatch forever; a delivery that could not even be put back in the queue ends it (run it

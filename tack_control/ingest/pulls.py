@@ -48,6 +48,7 @@ from urllib.parse import urlencode
 from tack_common import backoff
 from tack_common.notify import Notifier
 from tack_control import metrics
+from tack_control.engine import due
 from tack_control.engine.pipelines import Pipelines, PipelineSpec
 from tack_control.engine.statuses import StatusBook
 from tack_control.identity.pds import PdsReader, RecordError, RecordUri
@@ -207,15 +208,12 @@ class PullWorker:
 
     async def run(self) -> None:
         """Work forever."""
-        while True:
-            if not await self.work_due():
-                await self.wake.wait(self._next_due_s())
+        await due.work_forever(self.work_due, self._next_due_s, self.wake)
 
     def _next_due_s(self) -> float:
-        row = self.book.conn.execute(
-            "SELECT MIN(next_attempt_ns) FROM pull_events WHERE state='queued'"
-        ).fetchone()
-        return 30.0 if row[0] is None else max(0.0, min(30.0, (int(row[0]) - time.time_ns()) / 1e9))
+        return due.seconds_until(
+            self.book.conn, "SELECT MIN(next_attempt_ns) FROM pull_events WHERE state='queued'"
+        )
 
     async def work_due(self) -> int:
         """Decide every queued pull event that is due; returns how many.

@@ -25,6 +25,7 @@ from typing import Any
 from tack_common import backoff
 from tack_common.notify import Notifier
 from tack_control import metrics
+from tack_control.engine import due
 from tack_control.engine.pipelines import Pipelines, Routed
 from tack_control.engine.statuses import StatusBook
 from tack_control.ingest.minting import LoadFailed, LoadWorkflows, Mint, Minter, load_failure
@@ -75,17 +76,12 @@ class PushWorker:
 
     async def run(self) -> None:
         """Work forever."""
-        while True:
-            if not await self.work_due():
-                await self.wake.wait(self._next_due_s())
+        await due.work_forever(self.work_due, self._next_due_s, self.wake)
 
     def _next_due_s(self) -> float:
-        row = self.book.conn.execute(
-            "SELECT MIN(next_attempt_ns) FROM pushes WHERE state='queued'"
-        ).fetchone()
-        if row[0] is None:
-            return 30.0
-        return max(0.0, min(30.0, (int(row[0]) - time.time_ns()) / 1e9))
+        return due.seconds_until(
+            self.book.conn, "SELECT MIN(next_attempt_ns) FROM pushes WHERE state='queued'"
+        )
 
     async def work_due(self) -> int:
         """Process every queued push that is due, oldest first; returns how many were processed."""
