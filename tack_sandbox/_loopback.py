@@ -62,6 +62,9 @@ def go_json(value: Any, *, sort_keys: bool) -> str:
 class LoopbackServer:
     """Base for the simulators: an aiohttp app on 127.0.0.1 (an ephemeral port unless one was given)."""
 
+    client_max_size = 1024**2
+    """The largest request body aiohttp reads for a handler (0: no limit)."""
+
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0) -> None:
         self._host = host
         self._requested_port = port
@@ -73,7 +76,7 @@ class LoopbackServer:
 
     async def start(self) -> None:
         """Listen on the loopback interface (an ephemeral port unless one was given)."""
-        app = web.Application()
+        app = web.Application(client_max_size=self.client_max_size)
         app.add_routes(self._routes())
         runner = web.AppRunner(app, shutdown_timeout=1.0, access_log=None)
         await runner.setup()

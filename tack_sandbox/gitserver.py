@@ -24,10 +24,10 @@ import signal
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 from aiohttp import web
+
+from tack_sandbox._loopback import LoopbackServer
 
 
 log = logging.getLogger(__name__)
@@ -48,8 +48,10 @@ class RequestRecord:
     bytes_sent: int = 0
 
 
-class GitServer:
+class GitServer(LoopbackServer):
     """Bare repositories under ``root`` (one directory per repo DID) served by ``git http-backend``."""
+
+    client_max_size = 0  # pushes stream their packs through
 
     def __init__(
         self, root: Path, *, host: str = "127.0.0.1", port: int = 0, allow_filter: bool = True
@@ -63,23 +65,17 @@ class GitServer:
         self.requests: list[RequestRecord] = []
         self.max_concurrent_fetches: Counter[str] = Counter()
         self._active: Counter[str] = Counter()
-        self._host = host
-        self._requested_port = port
-        self._port: int | None = None
-        self._runner: web.AppRunner | None = None
         self._stop = asyncio.Event()
         self._reaping: set[asyncio.Task[None]] = set()
+        super().__init__(host=host, port=port)
+
+    def _routes(self) -> list[web.RouteDef]:
+        return [web.route("*", "/{repo}/{service:.+}", self._handle)]
 
     async def start(self) -> None:
         """Listen on loopback (an ephemeral port unless one was given)."""
         self.root.mkdir(parents=True, exist_ok=True)
-        app = web.Application(client_max_size=0)
-        app.router.add_route("*", "/{repo}/{service:.+}", self._handle)
-        runner = web.AppRunner(app, shutdown_timeout=1.0, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, self._host, self._requested_port).start()
-        self._runner = runner
-        self._port = int(runner.addresses[0][1])
+        await super().start()
         self._stop.clear()
 
     def routes(self) -> list[web.RouteDef]:
@@ -90,31 +86,8 @@ class GitServer:
     async def stop(self) -> None:
         """Stop listening; stalled responses end."""
         self._stop.set()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        await super().stop()
         await asyncio.gather(*self._reaping, return_exceptions=True)
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
-
-    @property
-    def port(self) -> int:
-        """The TCP port (after ``start``)."""
-        if self._port is None:
-            raise RuntimeError("git server not started")
-        return self._port
-
-    @property
-    def hostname(self) -> str:
-        """``host:port``, the knot hostname form Tangled uses in dev."""
-        return f"{self._host}:{self.port}"
 
     def url(self, repo_did: str) -> str:
         """The clone URL of a repository: ``http://host:port/<repoDid>``."""
