@@ -2,29 +2,20 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Mapping
+from functools import partial
 
 from tack_provider_buildkite.config import Settings
 from tack_provider_buildkite.provider import BuildkiteProvider
 from tack_provider_buildkite.runs import SCHEMA
 from tack_provider_kit.server import ProviderFactory, main
-from tack_provider_kit.store import ProviderStore
 
 
 def run() -> None:
     """Serve until SIGTERM; exit 2 with a one-line reason when Buildkite refuses the token or org."""
-    started: list[BuildkiteProvider] = []
 
     def make_factory(env: Mapping[str, str]) -> ProviderFactory:
-        settings = Settings.from_env(env)
-
-        def factory(store: ProviderStore) -> BuildkiteProvider:
-            provider = BuildkiteProvider(store, settings)
-            started.append(provider)
-            return provider
-
-        return factory
+        return partial(BuildkiteProvider, settings=Settings.from_env(env))
 
     main(
         prefix="TACK_BUILDKITE",
@@ -34,9 +25,6 @@ def run() -> None:
         db_path="tack-buildkite.db",
         extension=SCHEMA,
     )
-    if started and started[0].fatal:
-        print(f"configuration error: {started[0].fatal}", file=sys.stderr)
-        raise SystemExit(2)
 
 
 if __name__ == "__main__":

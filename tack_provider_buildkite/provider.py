@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import signal
 from collections.abc import AsyncIterator, Sequence
 
 from tack_common import backoff, loglines, status as st
@@ -61,7 +59,6 @@ class BuildkiteProvider(Provider):
         )
         self.feeds: Shared[str, BuildFeed] = Shared()
         self.tails: Shared[tuple[str, str], JobTail] = Shared()
-        self.fatal: str | None = None
 
     # Lifecycle
 
@@ -85,11 +82,6 @@ class BuildkiteProvider(Provider):
         """Serving once Buildkite has accepted the token and the organization."""
         return self._ready.is_set()
 
-    def _stop_process(self, message: str) -> None:
-        self.fatal = message
-        log.error("startup check failed", extra={"reason": message})
-        os.kill(os.getpid(), signal.SIGTERM)
-
     async def _check_access(self) -> None:
         org = self.settings.org
         attempt = 0
@@ -97,7 +89,7 @@ class BuildkiteProvider(Provider):
             try:
                 token = await self.client.access_token()
                 if token.status in (401, 403, 404):
-                    self._stop_process(
+                    self.stop_process(
                         f"TACK_BUILDKITE_TOKEN was refused by Buildkite (HTTP {token.status}: {token.message()})"
                     )
                     return
@@ -106,7 +98,7 @@ class BuildkiteProvider(Provider):
                     if isinstance(scopes, list):
                         missing = [s for s in REQUIRED_SCOPES if s not in scopes]
                         if missing:
-                            self._stop_process(
+                            self.stop_process(
                                 f"TACK_BUILDKITE_TOKEN lacks the scope(s) {', '.join(missing)}"
                                 " (needs read_builds, write_builds and read_build_logs)"
                             )
@@ -117,7 +109,7 @@ class BuildkiteProvider(Provider):
                             )
                     answer = await self.client.organization(org)
                     if answer.status in (401, 403, 404):
-                        self._stop_process(
+                        self.stop_process(
                             f"TACK_BUILDKITE_ORG {org!r} is not usable with this token"
                             f" (HTTP {answer.status}: {answer.message()})"
                         )

@@ -8,12 +8,18 @@ turns these methods into the gRPC contract.
 from __future__ import annotations
 
 import abc
+import logging
+import os
+import signal
 from collections.abc import AsyncIterator, Sequence
 
 from tack_common import status as st
 from tack_common.pb import provider_pb2 as pb
 from tack_common.supervise import Supervisor
 from tack_provider_kit.store import JSONDict, ProviderStore, Run
+
+
+log = logging.getLogger(__name__)
 
 
 class InvalidArgument(Exception):
@@ -37,6 +43,8 @@ class Provider(abc.ABC):
         self.store = store
         self.supervisor = Supervisor()
         """Runs every background task of the provider (the server reports NOT_SERVING while one is down)."""
+        self.fatal: str | None = None
+        """Why the provider stopped the process (its configuration or credentials cannot work), if it did."""
 
     async def startup(self) -> None:  # noqa: B027 - optional hook
         """Prepare before the server reports SERVING (check credentials, resume runs...)."""
@@ -47,6 +55,12 @@ class Provider(abc.ABC):
     def ready(self) -> bool:
         """Whether the provider can serve now; health reports NOT_SERVING while False."""
         return True
+
+    def stop_process(self, reason: str) -> None:
+        """Shut the process down gracefully because nothing can work as configured; it exits with status 2."""
+        self.fatal = reason[:500]
+        log.error("provider cannot work as configured; stopping", extra={"reason": self.fatal})
+        os.kill(os.getpid(), signal.SIGTERM)
 
     @abc.abstractmethod
     def prepare(self, request: pb.SpawnRequest, workflow: pb.Workflow) -> JSONDict:

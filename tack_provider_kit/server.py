@@ -183,10 +183,11 @@ def _health_routes(app: web.Application, readiness: Readiness) -> None:
 
 async def serve(
     factory: ProviderFactory, settings: ProviderSettings, stop: asyncio.Event, extension: Schema | None = None
-) -> bool:
+) -> int:
     """Serve until ``stop`` is set, then shut down gracefully (health NOT_SERVING first).
 
-    Returns False when it stopped because a supervised task exhausted its failure budget.
+    Returns the process's exit status: 0, 2 when the provider stopped itself (``fatal``, printed), or
+    70 when a supervised task exhausted its failure budget.
     """
     store = ProviderStore(settings.db_path, extension=extension)
     provider = factory(store)
@@ -251,7 +252,10 @@ async def serve(
         await runner.cleanup()
         store.close()
         log.info("stopped", extra={"provider": provider.name})
-    return supervisor.gave_up is None
+    if provider.fatal:
+        print(f"configuration error: {provider.fatal}", file=sys.stderr)
+        return 2
+    return 0 if supervisor.gave_up is None else EXIT_STATUS
 
 
 async def _first(*waits: Coroutine[None, None, object]) -> None:
@@ -274,8 +278,9 @@ def main(
 ) -> None:
     """Entry point of ``python -m <provider>``: configure from the environment, serve until SIGTERM/SIGINT.
 
-    A configuration error prints one line naming the variable and exits with status 2; a supervised task
-    that exhausted its failure budget makes it exit with status 70 (after a graceful shutdown).
+    A configuration error prints one line naming the variable and exits with status 2 (also when the
+    provider stops itself, :meth:`Provider.stop_process`); a supervised task that exhausted its failure
+    budget makes it exit with status 70 (after a graceful shutdown).
     """
     try:
         settings = ProviderSettings.from_env(os.environ, prefix, listen, metrics_addr, db_path)
@@ -285,12 +290,13 @@ def main(
         raise SystemExit(2) from None
     logsetup.configure(settings.log_level)
 
-    async def run() -> bool:
+    async def run() -> int:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         return await serve(factory, settings, stop, extension)
 
-    if not asyncio.run(run()):
-        raise SystemExit(EXIT_STATUS)
+    status = asyncio.run(run())
+    if status:
+        raise SystemExit(status)

@@ -239,6 +239,20 @@ class ProviderStore:
             self._changed.notify()
         return moves
 
+    def data(self, run_id: int) -> JSONDict | None:
+        """The provider's state of a run; None when the run is gone."""
+        row = self.conn.execute("SELECT data FROM runs WHERE id=?", (run_id,)).fetchone()
+        return None if row is None else dict(json.loads(row[0]))
+
+    def merge_data(self, run_id: int, **changes: Any) -> JSONDict:
+        """Merge ``changes`` into the run's state and store it (atomic on the loop); returns the new state."""
+        data = self.data(run_id)
+        if data is None:
+            raise KeyError(f"no run {run_id}")
+        data.update(changes)
+        self.update_data(run_id, data)
+        return data
+
     def update_data(self, run_id: int, data: JSONDict) -> None:
         """Replace the provider's state of a run."""
         self.conn.execute(

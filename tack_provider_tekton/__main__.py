@@ -6,10 +6,10 @@ import asyncio
 import os
 import sys
 from collections.abc import Mapping
+from functools import partial
 
 from tack_common.env import ConfigError
 from tack_provider_kit.server import ProviderFactory, main
-from tack_provider_kit.store import ProviderStore
 from tack_provider_tekton import access
 from tack_provider_tekton.config import Settings
 from tack_provider_tekton.kube import Kube, KubeError, Unreachable
@@ -47,17 +47,9 @@ def check() -> int:
 
 def run() -> None:
     """Serve until SIGTERM; exit 2 with a one-line reason when the cluster configuration cannot be loaded."""
-    started: list[TektonProvider] = []
 
     def make_factory(env: Mapping[str, str]) -> ProviderFactory:
-        settings = Settings.from_env(env)
-
-        def factory(store: ProviderStore) -> TektonProvider:
-            provider = TektonProvider(store, settings)
-            started.append(provider)
-            return provider
-
-        return factory
+        return partial(TektonProvider, settings=Settings.from_env(env))
 
     main(
         prefix="TACK_TEKTON",
@@ -67,9 +59,6 @@ def run() -> None:
         db_path="tack-tekton.db",
         extension=SCHEMA,
     )
-    if started and started[0].fatal:
-        print(f"configuration error: {started[0].fatal}", file=sys.stderr)
-        raise SystemExit(2)
 
 
 if __name__ == "__main__":

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import signal
 from collections.abc import AsyncIterator, Sequence
 
 from tack_common import backoff, loglines, status as st
@@ -42,22 +40,19 @@ class TektonProvider(Provider):
         self._checked = asyncio.Event()
         self.creator = Creator(store, self.book, self.kube, self.tracker, self._checked, self.supervisor)
         self.access_problems: list[str] = []
-        self.fatal: str | None = None
 
     # Lifecycle
 
     async def startup(self) -> None:
         """Load the cluster configuration; check the cluster in the background; resume creations and the watch.
 
-        A configuration that cannot be loaded stops the process (``fatal``: ``__main__`` exits with status 2).
+        A configuration that cannot be loaded stops the process (it exits with status 2).
         """
         try:
             await self.kube.open()
         except Exception as exc:  # the loader raises many kinds for a bad file; all mean the same here
             where = "TACK_TEKTON_KUBECONFIG" if self.settings.kubeconfig else "the in-cluster configuration"
-            self.fatal = f"{where} cannot be used: {type(exc).__name__}: {exc}"[:500]
-            log.error("cluster configuration failed", extra={"reason": self.fatal})
-            os.kill(os.getpid(), signal.SIGTERM)
+            self.stop_process(f"{where} cannot be used: {type(exc).__name__}: {exc}")
             return
         self.supervisor.spawn("tekton_check", self._check_access)
         self.supervisor.spawn("tekton_watch", self._watch_when_checked)

@@ -12,7 +12,6 @@ All methods are synchronous: a read-modify-write here is atomic on the loop.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from tack_common.notify import Notifier
@@ -46,16 +45,11 @@ class RunBook:
 
     def data(self, run_id: int) -> JSONDict | None:
         """The run's provider data; None when the run is gone."""
-        row = self.store.conn.execute("SELECT data FROM runs WHERE id=?", (run_id,)).fetchone()
-        return None if row is None else dict(json.loads(row[0]))
+        return self.store.data(run_id)
 
     def update(self, run_id: int, **changes: Any) -> JSONDict:
         """Merge ``changes`` into the run's data and store it; returns the new data."""
-        data = self.data(run_id)
-        if data is None:
-            raise KeyError(f"no run {run_id}")
-        data.update(changes)
-        self.store.update_data(run_id, data)
+        data = self.store.merge_data(run_id, **changes)
         if changes.get("phase") == CREATED:
             self.created.notify()
         return data
