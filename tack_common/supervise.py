@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -298,3 +298,13 @@ class Supervisor:
     def kinds(self) -> list[str]:
         """The kinds of the tasks supervised now."""
         return sorted({info.kind for info, _ in self._tasks.values()})
+
+
+async def until_first(*waits: Coroutine[None, None, object]) -> None:
+    """Wait until the first of ``waits`` finishes (a stop signal, a supervisor giving up); cancel the others."""
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()

@@ -7,14 +7,13 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Coroutine
 
 from aiohttp import web
 
 from tack_common import logsetup
 from tack_common.env import ConfigError
 from tack_common.heap import freeze_startup_heap
-from tack_common.supervise import EXIT_STATUS
+from tack_common.supervise import EXIT_STATUS, until_first
 from tack_control.config import Settings
 from tack_control.web import keys, sender
 from tack_control.web.app import build_app
@@ -53,7 +52,7 @@ async def run(settings: Settings) -> None:
     freeze_startup_heap()
     log.info("serving", extra={"hostname": settings.hostname, "listen": f"{host}:{port}", "pid": os.getpid()})
     try:
-        await _first(stop.wait(), supervisor.failed.wait())
+        await until_first(stop.wait(), supervisor.failed.wait())
     finally:
         log.info("shutting down")
         for site in list(runner.sites):
@@ -63,16 +62,6 @@ async def run(settings: Settings) -> None:
         log.info("stopped")
     if supervisor.gave_up is not None:
         raise SystemExit(EXIT_STATUS)
-
-
-async def _first(*waits: Coroutine[None, None, object]) -> None:
-    """Wait until the first of ``waits`` finishes; cancel the others."""
-    tasks = [asyncio.ensure_future(w) for w in waits]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
 
 
 def main(argv: list[str]) -> None:

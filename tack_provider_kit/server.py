@@ -15,7 +15,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +33,7 @@ from tack_common.heap import freeze_startup_heap
 from tack_common.pb import provider_pb2 as pb, provider_pb2_grpc as pb_grpc
 from tack_common.sqlite import Schema
 from tack_common.storage import WriteProbe
-from tack_common.supervise import EXIT_STATUS
+from tack_common.supervise import EXIT_STATUS, until_first
 from tack_provider_kit import metrics
 from tack_provider_kit.provider import Provider
 from tack_provider_kit.servicer import ProviderServicer
@@ -242,7 +242,7 @@ async def serve(
         supervisor.spawn("health", lambda: _track_health(readiness, health))
         supervisor.spawn("prune", lambda: _prune(store, settings.retention_s))
         supervisor.spawn("storage", probe.run)
-        await _first(stop.wait(), supervisor.failed.wait())
+        await until_first(stop.wait(), supervisor.failed.wait())
     finally:
         log.info("shutting down", extra={"provider": provider.name})
         await health.enter_graceful_shutdown()
@@ -256,16 +256,6 @@ async def serve(
         print(f"configuration error: {provider.fatal}", file=sys.stderr)
         return 2
     return 0 if supervisor.gave_up is None else EXIT_STATUS
-
-
-async def _first(*waits: Coroutine[None, None, object]) -> None:
-    """Wait until the first of ``waits`` finishes; cancel the others."""
-    tasks = [asyncio.ensure_future(w) for w in waits]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
 
 
 def main(

@@ -28,7 +28,6 @@ from collections.abc import Sequence
 import grpc
 
 from tack_common import backoff
-from tack_common.notify import Notifier
 from tack_common.pb import provider_pb2 as pb
 from tack_control import metrics
 from tack_control.engine import due
@@ -42,16 +41,20 @@ CANCELLED_ERROR = "User canceled the workflow"
 """The error stock spindles give a cancelled workflow (the CI API's ``error``)."""
 
 
-class Cancellations:
+class Cancellations(due.QueueWorker):
     """Records cancels and delivers them to providers."""
 
     def __init__(
         self, book: StatusBook, providers: dict[str, ProviderClient], timeout_s: float = 10.0
     ) -> None:
+        super().__init__(
+            book.conn,
+            "SELECT MIN(next_cancel_ns) FROM workflows"
+            " WHERE cancel='requested' AND dispatch IN ('accepted', 'cancelled')",
+        )
         self.book = book
         self.providers = providers
         self.timeout_s = timeout_s
-        self.wake = Notifier()
 
     def request(
         self, conn: sqlite3.Connection, knot: str, rkey: str, names: Sequence[str] | None
@@ -78,17 +81,7 @@ class Cancellations:
             cancelled.append(name)
         return cancelled
 
-    async def run(self) -> None:
-        """Tell providers about requested cancels, forever."""
-        await due.work_forever(self.deliver_due, self._next_due_s, self.wake)
-
-    def _next_due_s(self) -> float:
-        return due.seconds_until(
-            self.book.conn,
-            "SELECT MIN(next_cancel_ns) FROM workflows WHERE cancel='requested' AND dispatch IN ('accepted', 'cancelled')",
-        )
-
-    async def deliver_due(self) -> int:
+    async def work_due(self) -> int:
         """Call Cancel for every requested cancel that is due; returns how many were tried."""
         rows = self.book.conn.execute(
             "SELECT id, knot, rkey, name, provider, cancel_attempts FROM workflows"

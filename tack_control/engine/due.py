@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable
@@ -32,3 +33,30 @@ async def work_forever(
     while True:
         if not await work_due():
             await wake.wait(seconds_to_next())
+
+
+class QueueWorker(abc.ABC):
+    """The worker of one queue: :meth:`run` does what is due, then sleeps until the next row is due or
+    :meth:`poke` says something was queued."""
+
+    def __init__(self, conn: sqlite3.Connection, earliest_sql: str) -> None:
+        self._conn = conn
+        self._earliest_sql = earliest_sql
+        """Selects when the next waiting row is due (ns since the epoch), NULL when none waits."""
+        self.wake = Notifier()
+
+    def poke(self) -> None:
+        """Work was queued (or became due)."""
+        self.wake.notify()
+
+    async def run(self) -> None:
+        """Work forever."""
+        await work_forever(self.work_due, self.seconds_to_next, self.wake)
+
+    def seconds_to_next(self) -> float:
+        """Seconds until the next waiting row is due (at most :data:`IDLE_S`)."""
+        return seconds_until(self._conn, self._earliest_sql)
+
+    @abc.abstractmethod
+    async def work_due(self) -> int:
+        """Do every row that is due now (or a batch of them); returns how many were done."""

@@ -46,7 +46,6 @@ from typing import Any
 from urllib.parse import urlencode
 
 from tack_common import backoff
-from tack_common.notify import Notifier
 from tack_control import metrics
 from tack_control.engine import due
 from tack_control.engine.pipelines import Pipelines, PipelineSpec
@@ -174,7 +173,7 @@ class Verdict:
     spec: PipelineSpec | None = None
 
 
-class PullWorker:
+class PullWorker(due.QueueWorker):
     """Decides queued pull events and mints their pipelines."""
 
     def __init__(
@@ -191,6 +190,10 @@ class PullWorker:
         max_attempts: int = MAX_ATTEMPTS,
     ) -> None:
         self.registry = registry
+        super().__init__(
+            book.conn,
+            "SELECT MIN(next_attempt_ns) FROM pull_events WHERE state='queued'",
+        )
         self.book = book
         self.pipelines = pipelines
         self.minter = minter
@@ -200,20 +203,6 @@ class PullWorker:
         self.fetcher = fetcher
         self.on_queued = on_queued
         self.max_attempts = max_attempts
-        self.wake = Notifier()
-
-    def poke(self) -> None:
-        """A pull event was queued."""
-        self.wake.notify()
-
-    async def run(self) -> None:
-        """Work forever."""
-        await due.work_forever(self.work_due, self._next_due_s, self.wake)
-
-    def _next_due_s(self) -> float:
-        return due.seconds_until(
-            self.book.conn, "SELECT MIN(next_attempt_ns) FROM pull_events WHERE state='queued'"
-        )
 
     async def work_due(self) -> int:
         """Decide every queued pull event that is due; returns how many.

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from tack_common import backoff
-from tack_common.notify import Notifier
 from tack_control import metrics
 from tack_control.engine import due
 from tack_control.engine.pipelines import Pipelines, Routed
@@ -50,7 +49,7 @@ class QueuedPush:
     attempts: int
 
 
-class PushWorker:
+class PushWorker(due.QueueWorker):
     """Turns queued pushes into pipelines."""
 
     def __init__(
@@ -63,25 +62,15 @@ class PushWorker:
         on_queued: Callable[[], None],
     ) -> None:
         self.registry = registry
+        super().__init__(
+            book.conn,
+            "SELECT MIN(next_attempt_ns) FROM pushes WHERE state='queued'",
+        )
         self.book = book
         self.pipelines = pipelines
         self.minter = minter
         self.load = load
         self.on_queued = on_queued
-        self.wake = Notifier()
-
-    def poke(self) -> None:
-        """A push was queued."""
-        self.wake.notify()
-
-    async def run(self) -> None:
-        """Work forever."""
-        await due.work_forever(self.work_due, self._next_due_s, self.wake)
-
-    def _next_due_s(self) -> float:
-        return due.seconds_until(
-            self.book.conn, "SELECT MIN(next_attempt_ns) FROM pushes WHERE state='queued'"
-        )
 
     async def work_due(self) -> int:
         """Process every queued push that is due, oldest first; returns how many were processed."""

@@ -69,14 +69,14 @@ async def test_cancel_publishes_cancelled_at_once_and_tells_the_provider_once(
             ("b.yml", "cancelled", CANCELLED_ERROR, "accepted", "requested"),
             ("c.yml", "cancelled", CANCELLED_ERROR, "cancelled", "requested"),
         ]
-        assert await cancels.deliver_due() == 3
+        assert await cancels.work_due() == 3
         assert sorted(k.workflow for k in provider.cancels) == ["a.yml", "b.yml", "c.yml"]
         assert conn.execute("SELECT name, cancel FROM workflows ORDER BY name").fetchall() == [
             ("a.yml", "done"),
             ("b.yml", "done"),
             ("c.yml", "dropped"),
         ]
-        assert await cancels.deliver_due() == 0
+        assert await cancels.work_due() == 0
         with book.transaction() as tx:
             assert cancels.request(tx, KNOT, PIPELINE_RKEY, None) == []
         assert len(provider.cancels) == 3
@@ -96,12 +96,12 @@ async def test_a_provider_that_cannot_cancel_is_asked_again_and_the_workflow_sta
     try:
         with book.transaction() as tx:
             cancels.request(tx, KNOT, PIPELINE_RKEY, ["a.yml"])
-        await cancels.deliver_due()
+        await cancels.work_due()
         assert conn.execute(
             "SELECT cancel, cancel_attempts FROM workflows WHERE name='a.yml'"
         ).fetchone() == ("requested", 1)
         conn.execute("UPDATE workflows SET next_cancel_ns=0")
-        await cancels.deliver_due()
+        await cancels.work_due()
         assert conn.execute("SELECT cancel FROM workflows WHERE name='a.yml'").fetchone() == ("done",)
         assert [k.workflow for k in provider.cancels] == ["a.yml", "a.yml"]
         # Published once (it may still wait for its createdAt second, as every status does).
@@ -203,7 +203,7 @@ async def test_a_stale_cancel_outcome_does_not_undo_a_new_mark(
     try:
         with book.transaction() as tx:
             cancels.request(tx, KNOT, PIPELINE_RKEY, ["c.yml"])
-        assert await cancels.deliver_due() == 1
+        assert await cancels.work_due() == 1
         assert conn.execute("SELECT cancel FROM workflows WHERE name='c.yml'").fetchone() == ("requested",)
     finally:
         await client.close()

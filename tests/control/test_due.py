@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tack_common.notify import Notifier
-from tack_control.engine.due import IDLE_S, seconds_until, work_forever
+from tack_control.engine.due import IDLE_S, QueueWorker, seconds_until, work_forever
 
 
 EARLIEST = "SELECT MIN(next_ns) FROM queue"
@@ -69,3 +69,40 @@ async def test_the_worker_works_until_nothing_is_due_then_waits_for_a_poke() -> 
         worker.cancel()
         with pytest.raises(asyncio.CancelledError):
             await worker
+
+
+class _Drainer(QueueWorker):
+    """Deletes the rows that are due; remembers how many each pass found."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        super().__init__(conn, EARLIEST)
+        self.passes: list[int] = []
+
+    async def work_due(self) -> int:
+        done = self._conn.execute("DELETE FROM queue WHERE next_ns <= ?", (time.time_ns(),)).rowcount
+        self.passes.append(done)
+        return done
+
+
+async def test_a_queue_worker_does_a_poked_row_at_once_and_a_later_one_when_it_is_due(
+    conn: sqlite3.Connection,
+) -> None:
+    """A row queued with poke() is done without waiting; a row due in 0.3 s is done then, unpoked."""
+    worker = _Drainer(conn)
+    task = asyncio.create_task(worker.run())
+    try:
+        await asyncio.sleep(0.05)
+        conn.execute("INSERT INTO queue VALUES (?)", (time.time_ns(),))
+        conn.execute("INSERT INTO queue VALUES (?)", (time.time_ns() + 300_000_000,))
+        worker.poke()
+        for _ in range(100):
+            if conn.execute("SELECT COUNT(*) FROM queue").fetchone()[0] == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert conn.execute("SELECT COUNT(*) FROM queue").fetchone()[0] == 0
+        assert sum(worker.passes) == 2
+        assert worker.seconds_to_next() == IDLE_S
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task

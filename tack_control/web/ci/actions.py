@@ -391,7 +391,7 @@ async def cancel_pipeline(request: web.Request) -> web.Response:
             raise _fail(400, "WorkflowNotFound", f"pipeline {pipeline} has no workflow {', '.join(unknown)}")
     with core.book.transaction() as conn:
         cancelled = core.cancels.request(conn, knot, pipeline, sorted(names) if names is not None else None)
-    core.cancels.wake.notify()
+    core.cancels.poke()
     log.info(
         "pipeline cancelled",
         extra={"caller": caller, "repo_did": repo_did, "rkey": pipeline, "workflows": cancelled},
