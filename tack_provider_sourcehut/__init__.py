@@ -1,0 +1,1 @@
+"""The sourcehut provider: each workflow routed to it becomes one builds.sr.ht job of the workflow's manifest."""
