@@ -1,7 +1,8 @@
 """Staying inside Buildkite's REST rate limits (docs/buildkite-api.md §1, §9.1).
 
 Buildkite allows 200 requests/minute per organization and 50 per token user,
-and says how much is left on every response. :class:`RateLimiter`
+and says how much is left on every response. :class:`RateLimiter` (the kit's
+:class:`~tack_provider_kit.pacing.Pacer` fed those answers)
 
 - pauses every request after a 429 for the reset of the limit that was hit
   (``RateLimit-User-Reset`` for ``scope: rest_user``, ``RateLimit-Reset`` for
@@ -16,7 +17,6 @@ wait for it.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import random
 import time
@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from tack_provider_buildkite import metrics
+from tack_provider_kit.pacing import Pacer
 
 
 MAX_WAIT_SECONDS = 60.0
@@ -82,8 +83,8 @@ def retry_after(headers: Mapping[str, str], body: bytes) -> float:
     return 5.0 if chosen is None else max(0.0, chosen)
 
 
-class RateLimiter:
-    """Shared by every request of one API token."""
+class RateLimiter(Pacer):
+    """Shared by every request of one API token: the kit's pacer, fed Buildkite's quota headers."""
 
     def __init__(
         self,
@@ -91,55 +92,20 @@ class RateLimiter:
         clock: Callable[[], float] = time.monotonic,
         jitter: Callable[[], float] = random.random,
     ) -> None:
-        self.rate = budget_per_minute / 60.0
-        self.capacity = max(1.0, budget_per_minute / 6.0)
-        self.tokens = self.capacity
-        self.clock = clock
+        super().__init__(budget_per_minute, clock)
         self.jitter = jitter
-        self._refilled = clock()
-        self.paused_until = 0.0
-        self._background_until = 0.0
-
-    def _refill(self) -> None:
-        now = self.clock()
-        self.tokens = min(self.capacity, self.tokens + (now - self._refilled) * self.rate)
-        self._refilled = now
-
-    def delay(self, background: bool) -> float:
-        """Seconds to wait before the next request may go; 0 takes a token."""
-        now = self.clock()
-        until = max(self.paused_until, self._background_until) if background else self.paused_until
-        if now < until:
-            return until - now
-        self._refill()
-        if not background:
-            self.tokens = max(-self.capacity, self.tokens - 1)
-            return 0.0
-        if self.tokens >= 1:
-            self.tokens -= 1
-            return 0.0
-        return (1 - self.tokens) / self.rate
-
-    async def acquire(self, background: bool) -> None:
-        """Wait until a request may go."""
-        while True:
-            wait = self.delay(background)
-            if wait <= 0:
-                return
-            await asyncio.sleep(wait)
 
     def observe(self, headers: Mapping[str, str]) -> None:
         """Learn the remaining quotas from a response."""
-        now = self.clock()
         for quota in quotas(headers):
             metrics.RATE_LIMIT_REMAINING.labels(quota.scope).set(quota.remaining)
             if quota.remaining <= 0:
-                self.paused_until = max(self.paused_until, now + min(quota.reset, MAX_WAIT_SECONDS))
+                self.pause(min(quota.reset, MAX_WAIT_SECONDS))
             elif quota.remaining <= RESERVE:
-                self._background_until = max(self._background_until, now + min(quota.reset, MAX_WAIT_SECONDS))
+                self.hold_background(min(quota.reset, MAX_WAIT_SECONDS))
 
     def throttled(self, headers: Mapping[str, str], body: bytes) -> float:
         """Record a 429; every request pauses for the returned number of seconds."""
         wait = min(retry_after(headers, body), MAX_WAIT_SECONDS) + 0.25 + 0.5 * self.jitter()
-        self.paused_until = max(self.paused_until, self.clock() + wait)
+        self.pause(wait)
         return wait

@@ -1,7 +1,8 @@
 """From a Tangled trigger to the builds.sr.ht job tack submits, free of I/O (docs/sourcehut-api.md §2, §5).
 
 - Environment: every ``TANGLED_*`` value every provider passes (knot, pipeline, workflow, repo DID,
-  commit, ref, ...) goes into the manifest's ``environment:``; the workflow's own values win.
+  commit, ref, ...) goes into the manifest's ``environment:``; tack's values win (a job must not be able to
+  pass for another workflow).
 - Sources: the repository's entries in ``sources:`` (its clone URL, with or without ``.git`` or a
   ``#ref``) are pinned to the pushed commit (``url#commit``); a manifest without ``sources:`` gets
   the repository at that commit as its only source. For a pull request from a fork, the fork is cloned.
@@ -40,7 +41,8 @@ class JobPlan:
     manifest: str
     tags: list[str]
     note: str
-    secrets: bool
+    secrets: bool | None
+    """False: submitted with secrets disabled; None: builds.sr.ht's default."""
     visibility: str | None
     run_tag: str
     tasks: list[str]
@@ -102,7 +104,7 @@ def plan(
     values = {**values, "sha": commit, "branch": branch}
     env = tangled_env(request, workflow, values, commit, branch)
     data = dict(config.manifest.data)
-    data["environment"] = {**env, **(data.get("environment") or {})}
+    data["environment"] = {**(data.get("environment") or {}), **env}
     clone = env.get("TANGLED_SOURCE_REPO_URL") or env["TANGLED_REPO_URL"]
     repo = request.trigger.repo
     urls = {
@@ -124,7 +126,7 @@ def plan(
         manifest=text,
         tags=tags,
         note=note[:MAX_NOTE],
-        secrets=config.secrets and not request.untrusted,
+        secrets=False if request.untrusted else config.secrets,
         visibility=config.visibility,
         run_tag=tag,
         tasks=config.manifest.task_names,

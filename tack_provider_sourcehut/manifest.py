@@ -3,9 +3,8 @@
 A manifest comes as YAML text (a block scalar) or as a mapping written straight into the workflow. It
 is parsed by :mod:`tack_common.safe_yaml` and must be a mapping with an ``image`` and a non-empty
 ``tasks`` list of one-key mappings (task name → script), task names being lower-case letters, digits
-and ``_``. The keys builds.sr.ht knows are checked for their shapes; unknown keys are refused, because
-builds.sr.ht refuses them too and the workflow should fail here, with a message naming the key, rather
-than as a job that never runs. Errors read ``tack.sourcehut.manifest.tasks[1]: ...``.
+``_`` and ``-``. The keys builds.sr.ht knows are checked for their shapes; unknown keys are refused: builds.sr.ht
+ignores them, so a misspelt key would silently do nothing. Errors read ``tack.sourcehut.manifest.tasks[1]: ...``.
 """
 
 from __future__ import annotations
@@ -20,9 +19,9 @@ from tack_provider_kit.provider import InvalidArgument
 
 
 WHERE = "tack.sourcehut.manifest"
-MAX_MANIFEST_BYTES = 64 << 10
+MAX_MANIFEST_BYTES = 16384  # the size of builds.sr.ht's manifest column
 MAX_TASKS = 100
-TASK_NAME = re.compile(r"[a-z0-9_]{1,128}")
+TASK_NAME = re.compile(r"[a-z0-9_-]{1,128}")
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 KEYS = (
     "image",
@@ -72,7 +71,7 @@ def _tasks(value: object) -> None:
         name, script = next(iter(task.items()))
         if not isinstance(name, str) or TASK_NAME.fullmatch(name) is None:
             raise InvalidArgument(
-                f"{at}: task name {name!r} must be 1-128 lower-case letters, digits or underscores"
+                f"{at}: task name {name!r} must be 1-128 lower-case letters, digits, '_' or '-'"
             )
         if name in seen:
             raise InvalidArgument(f"{at}: task {name!r} appears twice")

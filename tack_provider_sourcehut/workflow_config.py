@@ -2,7 +2,8 @@
 
 Keys: ``manifest`` (required: YAML text or a mapping), ``tags`` (extra job tags after tack's own),
 ``note`` (replaces tack's note), ``visibility`` (``PUBLIC``, ``UNLISTED`` or ``PRIVATE``) and
-``secrets`` (whether builds.sr.ht gives the job the secrets its manifest lists; default true).
+``secrets`` (``false``: builds.sr.ht gives the job none of the secrets its manifest lists; unset:
+builds.sr.ht's default, which gives them when the token may read secrets).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ class SourcehutConfig:
     tags: tuple[str, ...] = ()
     note: str | None = None
     visibility: str | None = None
-    secrets: bool = True
+    secrets: bool | None = None
 
 
 def parse(config: object) -> SourcehutConfig:
@@ -58,8 +59,8 @@ def parse(config: object) -> SourcehutConfig:
     visibility = config.get("visibility")
     if visibility is not None and visibility not in VISIBILITIES:
         raise InvalidArgument(f"{WHERE}.visibility: must be one of {', '.join(VISIBILITIES)}")
-    secrets = config.get("secrets", True)
-    if not isinstance(secrets, bool):
+    secrets = config.get("secrets")
+    if secrets is not None and not isinstance(secrets, bool):
         raise InvalidArgument(f"{WHERE}.secrets: must be true or false")
     return SourcehutConfig(
         manifest=load(config.get("manifest")),

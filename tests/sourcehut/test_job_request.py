@@ -33,10 +33,15 @@ def job(config: dict[str, Any], request: pb.SpawnRequest | None = None, untruste
 
 
 def test_a_push_submits_the_manifest_with_tacks_environment_and_the_commit_checked_out() -> None:
-    """TANGLED_* values join environment: under the user's own; the manifest gains the repo at the commit."""
+    """TANGLED_* values join environment:, over the user's own; the manifest gains the repo at the commit."""
     request = spawn_request([workflow()])
     submitted = job(
-        {"manifest": MANIFEST.replace("tasks:", "environment:\n  TANGLED_BRANCH: mine\ntasks:")}, request
+        {
+            "manifest": MANIFEST.replace(
+                "tasks:", "environment:\n  TANGLED_BRANCH: mine\n  MINE: kept\ntasks:"
+            )
+        },
+        request,
     )
     manifest = yaml.safe_load(submitted.manifest)
     env = manifest["environment"]
@@ -47,11 +52,12 @@ def test_a_push_submits_the_manifest_with_tacks_environment_and_the_commit_check
     assert env["TANGLED_REPO_REPO_DID"] == "did:plc:repohello"
     assert env["TANGLED_COMMIT"] == "a" * 40
     assert env["TANGLED_REF"] == "refs/heads/main"
-    assert env["TANGLED_BRANCH"] == "mine"
+    assert env["TANGLED_BRANCH"] == "main"
+    assert env["MINE"] == "kept"
     assert manifest["sources"] == ["https://knot.test/did:plc:repohello#" + "a" * 40]
     assert manifest["tasks"] == [{"build": "make\n"}, {"test": "make check"}]
     assert submitted.tasks == ["build", "test"]
-    assert submitted.secrets is True and submitted.visibility is None
+    assert submitted.secrets is None and submitted.visibility is None
 
 
 def test_the_repositorys_own_source_entries_are_pinned_to_the_commit_and_others_left_alone() -> None:
@@ -97,8 +103,8 @@ def test_tags_and_note_identify_the_run_and_the_run_tag_is_unique_per_workflow()
         ({"manifest": "image: alpine/edge\ntasks: []\n"}, "tack.sourcehut.manifest.tasks: required"),
         ({"manifest": "tasks:\n  - a: b\n"}, "tack.sourcehut.manifest.image: required"),
         (
-            {"manifest": "image: a\ntasks:\n  - Build: make\n"},
-            "tack.sourcehut.manifest.tasks[0]: task name 'Build'",
+            {"manifest": "image: a\ntasks:\n  - Build_It: make\n"},
+            "tack.sourcehut.manifest.tasks[0]: task name 'Build_It'",
         ),
         (
             {"manifest": "image: a\ntasks:\n  - a: x\n    b: y\n"},
