@@ -1,8 +1,8 @@
-"""Cleaning Buildkite job logs into lines (tack_provider_buildkite.logtext)."""
+"""Cleaning Buildkite job logs into lines (tack_provider_kit.logtext)."""
 
 from __future__ import annotations
 
-from tack_provider_buildkite import logtext
+from tack_provider_kit import logtext
 
 
 SHA = "5cf26b27727eb6a0ebdc139cf6d39907372cf565"

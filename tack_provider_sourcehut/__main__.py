@@ -1,0 +1,73 @@
+"""``python -m tack_provider_sourcehut``: serve the sourcehut provider; ``... check``: check the token and exit."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import Mapping
+
+from tack_common.env import ConfigError
+from tack_provider_kit.pacing import Pacer
+from tack_provider_kit.server import ProviderFactory, main
+from tack_provider_kit.store import ProviderStore
+from tack_provider_sourcehut import access
+from tack_provider_sourcehut.api import ApiError, SourcehutClient, Unreachable
+from tack_provider_sourcehut.config import Settings
+from tack_provider_sourcehut.provider import SourcehutProvider
+from tack_provider_sourcehut.runs import SCHEMA
+
+
+async def _check(settings: Settings) -> int:
+    client = SourcehutClient(
+        settings.instance, settings.token, Pacer(settings.api_budget), timeout=settings.request_timeout
+    )
+    try:
+        found = await access.problems(client)
+    except (ApiError, Unreachable) as exc:
+        print(f"FAIL builds.sr.ht at {settings.instance} unreachable or refusing: {exc}")
+        return 1
+    finally:
+        await client.close()
+    for problem in found:
+        print(f"FAIL {problem}")
+    if not found:
+        print(f"ok   {settings.instance} accepts the token; it reads jobs and logs (JOBS:RW assumed)")
+    return 1 if found else 0
+
+
+def check() -> int:
+    """Check the token as configured; one line per finding, exit 1 when anything is missing."""
+    try:
+        settings = Settings.from_env(os.environ)
+    except ConfigError as exc:
+        print(f"FAIL configuration: {exc}")
+        return 2
+    return asyncio.run(_check(settings))
+
+
+def run() -> None:
+    """Serve until SIGTERM; exit 2 with a one-line reason when the configuration is unusable."""
+
+    def make_factory(env: Mapping[str, str]) -> ProviderFactory:
+        settings = Settings.from_env(env)
+
+        def factory(store: ProviderStore) -> SourcehutProvider:
+            return SourcehutProvider(store, settings)
+
+        return factory
+
+    main(
+        prefix="TACK_SOURCEHUT",
+        make_factory=make_factory,
+        listen="127.0.0.1:7105",
+        metrics_addr="127.0.0.1:9105",
+        db_path="tack-sourcehut.db",
+        extension=SCHEMA,
+    )
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["check"]:
+        raise SystemExit(check())
+    run()
