@@ -1,8 +1,8 @@
-"""Turning raw Buildkite job log bytes into clean text lines, free of I/O.
+"""Turning raw CI log bytes (a job's terminal output) into clean text lines, free of I/O.
 
-The agent's raw log (``Accept: text/plain``) holds:
+Used for Buildkite's raw job logs and builds.sr.ht's task logs. They hold:
 
-- ``ESC _ bk;t=<unix ms> BEL`` timestamp markers at line starts and mid-line
+- (Buildkite) ``ESC _ bk;t=<unix ms> BEL`` timestamp markers at line starts and mid-line
   (also the bare ``bk;t=<ms> BEL`` variant): removed; a line's first marker
   becomes its time;
 - ANSI escapes (SGR colours, erase-in-line, cursor moves, OSC links): removed;
