@@ -270,15 +270,13 @@ async def check_buildkite(environ: Mapping[str, str]) -> Result:
     return ok("buildkite token", f"valid, scopes ok, org {org!r} visible")
 
 
-async def check_tekton(environ: Mapping[str, str]) -> Result:
-    """The Tekton provider's cluster access (``python -m tack_provider_tekton check``, with this environment)."""
-    if not (environ.get("TACK_TEKTON_KUBECONFIG") or environ.get("TACK_TEKTON_NAMESPACE")):
-        return Result("skip", "tekton cluster", "TACK_TEKTON_KUBECONFIG/TACK_TEKTON_NAMESPACE not set here")
+async def _provider_check(environ: Mapping[str, str], module: str, label: str, fix: str) -> Result:
+    """Run ``python -m <module> check`` with this environment: its last ``ok`` line, or its ``FAIL`` lines."""
     try:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "tack_provider_tekton",
+            module,
             "check",
             env=dict(environ),
             stdout=asyncio.subprocess.PIPE,
@@ -287,23 +285,42 @@ async def check_tekton(environ: Mapping[str, str]) -> Result:
         out, _ = await asyncio.wait_for(proc.communicate(), 6 * TIMEOUT_S)
     except TimeoutError:
         proc.kill()
-        return fail(
-            "tekton cluster",
-            f"no answer within {6 * TIMEOUT_S:g}s",
-            "check the API server address and network",
-        )
+        return fail(label, f"no answer within {6 * TIMEOUT_S:g}s", "check the address and the network")
     except OSError as exc:
-        return fail(
-            "tekton cluster", f"the check could not run ({exc})", "install tack with its Tekton provider"
-        )
+        return fail(label, f"the check could not run ({exc})", f"install tack with {module}")
     lines = [line for line in out.decode("utf-8", "replace").splitlines() if line.strip()]
     if proc.returncode == 0:
-        return ok("tekton cluster", lines[-1].removeprefix("ok").strip() if lines else "access granted")
+        return ok(label, lines[-1].removeprefix("ok").strip() if lines else "access granted")
     return fail(
-        "tekton cluster",
+        label,
         "; ".join(line.removeprefix("FAIL").strip() for line in lines[-10:])
         or f"exit status {proc.returncode}",
+        fix,
+    )
+
+
+async def check_tekton(environ: Mapping[str, str]) -> Result:
+    """The Tekton provider's cluster access (``python -m tack_provider_tekton check``, with this environment)."""
+    if not (environ.get("TACK_TEKTON_KUBECONFIG") or environ.get("TACK_TEKTON_NAMESPACE")):
+        return Result("skip", "tekton cluster", "TACK_TEKTON_KUBECONFIG/TACK_TEKTON_NAMESPACE not set here")
+    return await _provider_check(
+        environ,
+        "tack_provider_tekton",
+        "tekton cluster",
         "apply deploy/kubernetes/rbac.yaml (or grant those verbs) to the provider's service account in its namespace",
+    )
+
+
+async def check_sourcehut(environ: Mapping[str, str]) -> Result:
+    """The sourcehut provider's token (``python -m tack_provider_sourcehut check``, with this environment)."""
+    if not environ.get("TACK_SOURCEHUT_TOKEN"):
+        return Result("skip", "sourcehut token", "TACK_SOURCEHUT_TOKEN not set here")
+    return await _provider_check(
+        environ,
+        "tack_provider_sourcehut",
+        "sourcehut token",
+        "make a personal access token at meta.sr.ht/oauth2 with builds.sr.ht/JOBS:RW and builds.sr.ht/LOGS:RO"
+        " and set TACK_SOURCEHUT_TOKEN (and TACK_SOURCEHUT_INSTANCE for a self-hosted builds.sr.ht)",
     )
 
 
@@ -538,6 +555,7 @@ async def run_checks(environ: Mapping[str, str]) -> list[Result]:
         check_git,
         lambda: check_buildkite(environ),
         lambda: check_tekton(environ),
+        lambda: check_sourcehut(environ),
         lambda: check_jetstream(settings),
         lambda: check_plc(settings),
         lambda: check_owner(settings),
