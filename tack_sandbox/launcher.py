@@ -114,6 +114,22 @@ class Launcher:
                 )
             )
             providers.append(f"tekton={tk_addr}")
+        if self.environ.get("TACK_SOURCEHUT_TOKEN"):
+            sh_addr = self.environ.get("TACK_SOURCEHUT_LISTEN_ADDR", "127.0.0.1:7105")
+            children.append(
+                Child(
+                    "sourcehut",
+                    "tack_provider_sourcehut",
+                    python_env(
+                        {
+                            "TACK_SOURCEHUT_DB_PATH": str(self.state_dir / "sourcehut.db"),
+                            "TACK_SOURCEHUT_LISTEN_ADDR": sh_addr,
+                        }
+                    ),
+                    self.state_dir / "logs" / "sourcehut.log",
+                )
+            )
+            providers.append(f"sourcehut={sh_addr}")
         return self.environ.get("TACK_PROVIDERS") or ",".join(providers), children
 
     async def start(self) -> None:
