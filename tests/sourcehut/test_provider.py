@@ -1,0 +1,163 @@
+"""The sourcehut provider process against the fake builds.sr.ht: the job it submits, statuses, logs and faults."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+import yaml
+
+from tack_common import status as st
+from tack_common.client import provider_stub
+from tack_common.pb import provider_pb2 as pb
+from tack_provider_kit.contract.checks import collect, key, ready_channel, spawn_request, terminal_for
+from tests.fakes.sourcehut import FakeSourcehut
+from tests.support.sourcehut_harness import SourcehutProcess, fake_sourcehut, manifest, sourcehut_workflow
+
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeSourcehut]:
+    srht = await fake_sourcehut()
+    try:
+        yield srht
+    finally:
+        await srht.stop()
+
+
+@pytest.fixture
+async def provider(tmp_path: Path, fake: FakeSourcehut) -> AsyncIterator[SourcehutProcess]:
+    proc = SourcehutProcess(tmp_path, fake)
+    await proc.start_serving()
+    try:
+        yield proc
+    finally:
+        proc.kill9()
+
+
+async def run_to_end(
+    address: str, workflows: list[pb.Workflow]
+) -> tuple[pb.SpawnRequest, list[pb.StatusUpdate]]:
+    request = spawn_request(workflows)
+    async with ready_channel(address) as channel:
+        stub = provider_stub(channel)
+        await stub.Spawn(request, timeout=10)
+        updates = await collect(stub, 0, terminal_for([key(request, w.name) for w in workflows]), timeout=60)
+    return request, updates
+
+
+def final(updates: list[pb.StatusUpdate], k: pb.WorkflowKey) -> pb.StatusUpdate:
+    return [u for u in updates if u.key == k and st.is_terminal(u.status)][-1]
+
+
+async def logs(address: str, k: pb.WorkflowKey) -> list[pb.LogLine]:
+    async with ready_channel(address) as channel:
+        lines: list[pb.LogLine] = []
+        async for message in provider_stub(channel).Logs(pb.LogsRequest(key=k), timeout=30):
+            lines.extend(message.lines)
+        return lines
+
+
+async def test_jobs_carry_the_manifest_environment_and_commit_and_end_mapped_with_per_task_logs(
+    provider: SourcehutProcess, fake: FakeSourcehut
+) -> None:
+    """One job per workflow with TANGLED_* in environment: and the repo pinned at the commit; success, a failed
+    task and a timeout map to Tangled's statuses; the log is setup (system) then one step per task, in order."""
+    workflows = [
+        sourcehut_workflow("ok.yml", manifest("build", "test")),
+        sourcehut_workflow("bad.yml", manifest("build", "fail", "deploy")),
+        sourcehut_workflow("late.yml", manifest("slow")),
+    ]
+    request, updates = await run_to_end(provider.address, workflows)
+    assert len(fake.jobs) == 3
+    assert final(updates, key(request, "ok.yml")).status == st.SUCCESS
+    failed = final(updates, key(request, "bad.yml"))
+    assert (failed.status, failed.error) == (st.FAILED, "task 'fail' failed")
+    assert final(updates, key(request, "late.yml")).status == st.TIMEOUT
+    submitted = yaml.safe_load(fake.submissions[0].manifest)
+    assert submitted["environment"]["TANGLED_COMMIT"] == "a" * 40
+    assert submitted["environment"]["TANGLED_PIPELINE_RKEY"] == request.pipeline_rkey
+    assert submitted["sources"] == ["https://knot.test/did:plc:repohello#" + "a" * 40]
+    lines = await logs(provider.address, key(request, "bad.yml"))
+    starts = [(line.content, line.step_kind) for line in lines if line.step_status == pb.STEP_STATUS_START]
+    assert starts == [
+        ("setup", pb.STEP_KIND_SYSTEM),
+        ("build", pb.STEP_KIND_USER),
+        ("fail", pb.STEP_KIND_USER),
+        ("deploy", pb.STEP_KIND_USER),
+    ]
+    texts = [line.content for line in lines if line.kind == pb.LOG_KIND_DATA]
+    assert "build: ok" in texts and "task failed" in texts and texts[-1] == "not run"
+
+
+async def test_a_submit_whose_answer_is_lost_makes_exactly_one_job(
+    provider: SourcehutProcess, fake: FakeSourcehut
+) -> None:
+    """The connection is cut after the job was created: the provider finds it by its run tag, never resubmits."""
+    fake.drop_next("submit")
+    request, updates = await run_to_end(provider.address, [sourcehut_workflow("one.yml", manifest("build"))])
+    assert final(updates, key(request, "one.yml")).status == st.SUCCESS
+    assert len(fake.jobs) == 1 and len(fake.submissions) == 1
+
+
+async def test_kill9_mid_job_resumes_and_every_workflow_ends_with_one_job_each(
+    provider: SourcehutProcess, fake: FakeSourcehut
+) -> None:
+    """kill -9 while jobs run (one hanging until cancelled): after the restart each workflow has one job and ends."""
+    request = spawn_request(
+        [
+            sourcehut_workflow("a.yml", manifest("build", "test")),
+            sourcehut_workflow("h.yml", manifest("hang")),
+        ]
+    )
+    async with ready_channel(provider.address) as channel:
+        await provider_stub(channel).Spawn(request, timeout=10)
+    await fake.wait_for(
+        lambda: any(t.status == "RUNNING" for j in fake.jobs for t in j.tasks if t.name == "hang")
+    )
+    provider.kill9()
+    await provider.start_serving()
+    async with ready_channel(provider.address) as channel:
+        stub = provider_stub(channel)
+        await stub.Cancel(pb.CancelRequest(key=key(request, "h.yml")), timeout=30)
+        updates = await collect(
+            stub, 0, terminal_for([key(request, "a.yml"), key(request, "h.yml")]), timeout=60
+        )
+    assert final(updates, key(request, "a.yml")).status == st.SUCCESS
+    assert final(updates, key(request, "h.yml")).status == st.CANCELLED
+    assert len(fake.jobs) == 2
+
+
+async def test_throttled_and_failing_reads_are_retried_until_the_job_ends(
+    provider: SourcehutProcess, fake: FakeSourcehut
+) -> None:
+    """429s with Retry-After and 502s on job reads are waited out; the status still arrives."""
+    fake.fail_next("job", status=429, retry_after=1, count=2)
+    fake.fail_next("job", status=502, count=2)
+    request, updates = await run_to_end(provider.address, [sourcehut_workflow("r.yml", manifest("build"))])
+    assert final(updates, key(request, "r.yml")).status == st.SUCCESS
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("image: [unclosed\n", "tack.sourcehut.manifest: invalid YAML"),
+        ("image: alpine/edge\n", "tack.sourcehut.manifest.tasks: required"),
+        ("image: a\n" + "#" * 20000 + "\ntasks:\n  - a: b\n", "manifest larger than 16384 bytes"),
+    ],
+)
+async def test_bad_manifests_are_refused_at_spawn_naming_the_problem(
+    provider: SourcehutProcess, fake: FakeSourcehut, text: str, message: str
+) -> None:
+    """Not YAML, no tasks, too big: Spawn answers INVALID_ARGUMENT naming the workflow and the problem."""
+    request = spawn_request([sourcehut_workflow("bad.yml", text)])
+    async with ready_channel(provider.address) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await provider_stub(channel).Spawn(request, timeout=10)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "bad.yml" in str(caught.value.details()) and message in str(caught.value.details())
+    assert fake.submissions == []
