@@ -114,11 +114,12 @@ class _Run:
         self.errors: list[dict[str, Any]] = []
         self.defined = {d.name: d for d in op.variables}
         self.used: set[str] = set()
-        self.values = self._coerce_variables(variables)
+        self.given = variables
+        self.values: dict[str, Any] = {}
 
     # -- validation ---------------------------------------------------------------------------------------
 
-    def _coerce_variables(self, given: Mapping[str, Any]) -> dict[str, Any]:
+    def coerce_variables(self, given: Mapping[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for name, definition in self.defined.items():
             declared = Type(str(definition.type))
@@ -327,6 +328,7 @@ def run(
     unused = sorted(set(state.defined) - state.used)
     if unused:
         raise RequestError(f'Variable "${unused[0]}" is never used.')
+    state.values = state.coerce_variables(state.given)
     if complexity > max_complexity:
         raise RequestError(
             f"operation has complexity {complexity}, which exceeds the limit of {max_complexity}",
