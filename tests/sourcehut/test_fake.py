@@ -562,6 +562,17 @@ async def test_log_head_and_auth(srht: FakeSourcehut, client: Client) -> None:
     assert b"Authorization header is required" in body
 
 
+async def test_last128kib_of_an_unstarted_task_nulls_its_log(srht: FakeSourcehut, client: Client) -> None:
+    """Asking for ``last128KiB`` of a task with no log file yet gives a null log; ``fullURL`` alone does not."""
+    job_id = await client.submit()
+    srht.pick_up(job_id)
+    _, answer = await client.post(
+        f"{{ job(id: {job_id}) {{ tasks {{ a: log {{ fullURL }} b: log {{ last128KiB }} }} }} }}"
+    )
+    first = answer["data"]["job"]["tasks"][0]
+    assert first == {"a": {"fullURL": f"{srht.url}/query/log/{job_id}/build/log"}, "b": None}
+
+
 async def test_last128kib_is_the_log_tail(srht: FakeSourcehut, client: Client) -> None:
     """``last128KiB`` holds at most the final 128 KiB of the log."""
     job_id = await client.submit()
@@ -614,6 +625,7 @@ async def test_rate_limit_window_answers_429_per_token(srht: FakeSourcehut, clie
     status, body = await client.post("{ me { username } }")
     assert (status, body) == (429, "Too Many Requests\n")
     assert srht.requests[-1].status == 429
+    assert (await client.get("/query/log/1/log"))[0] == 429
     client.token = OTHER_TOKEN
     assert (await client.post("{ me { username } }"))[0] == 200
 

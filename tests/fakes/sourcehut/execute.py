@@ -74,6 +74,9 @@ class FieldDef:
     resolve: Resolver
     args: dict[str, Type] = field(default_factory=dict)
     access: tuple[str, str] | None = None  # (scope, kind) of the @access directive
+    sees_selection: bool = False
+    """The resolver gets the names of the selected subfields as ``args["__selected"]`` (a resolver may
+    do more work for some of them, as builds.sr.ht's log resolver does for ``last128KiB``)."""
 
 
 @dataclass
@@ -266,7 +269,10 @@ class _Run:
             try:
                 if definition.access is not None and not self.schema.may(self.context, *definition.access):
                     raise FieldError("Access denied for invalid auth method")
-                value = definition.resolve(self.context, obj, self._arguments(type_name, f, definition))
+                args = self._arguments(type_name, f, definition)
+                if definition.sees_selection:
+                    args["__selected"] = frozenset(sub.name for sub in f.selections)
+                value = definition.resolve(self.context, obj, args)
                 completed = self.complete(definition.type, value, f, here)
             except FieldError as exc:
                 self.errors.append({"message": str(exc), "path": here})

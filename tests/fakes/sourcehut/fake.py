@@ -517,6 +517,10 @@ class FakeSourcehut(LoopbackServer):
         if isinstance(auth, web.Response):
             self._record(request, "log", [], auth.status)
             return auth
+        limited = self._rate_limited(request.headers["Authorization"])
+        if limited is not None:
+            self._record(request, "log", [], limited.status)
+            return limited
         early = await self._before("log")
         if early is not None:
             self._record(request, "log", [], early.status)

@@ -136,7 +136,10 @@ def _mutate(
 
 
 def _log(kind: str) -> Callable[[Caller, Any, dict[str, Any]], dict[str, Any] | None]:
-    def resolve(caller: Caller, obj: Any, _: dict[str, Any]) -> dict[str, Any] | None:
+    """``Job.log``/``Task.log``: null without a runner; with ``last128KiB`` selected, also null while the
+    runner has no such file (builds.sr.ht fetches the tail then and treats its 404 as "no log")."""
+
+    def resolve(caller: Caller, obj: Any, args: dict[str, Any]) -> dict[str, Any] | None:
         if kind == "job":
             job: Job = obj
             if job.runner is None:
@@ -144,6 +147,8 @@ def _log(kind: str) -> Callable[[Caller, Any, dict[str, Any]], dict[str, Any] | 
             return {"url": f"{caller.origin}/query/log/{job.id}/log", "data": bytes(job.setup_log)}
         task_job, task = obj
         if task_job.runner is None:
+            return None
+        if "last128KiB" in args["__selected"] and not task.log_exists:
             return None
         return {"url": f"{caller.origin}/query/log/{task_job.id}/{task.name}/log", "data": bytes(task.log)}
 
@@ -238,7 +243,7 @@ def build_schema() -> Schema:
             "group": f(t("JobGroup"), lambda _c, _o, _a: None),
             "tasks": f(t("[Task!]!"), lambda _c, o, _a: [(o, task) for task in o.tasks]),
             "artifacts": f(t("[Artifact!]!"), lambda _c, _o, _a: []),
-            "log": f(t("Log"), _log("job"), access=("LOGS", "RO")),
+            "log": f(t("Log"), _log("job"), access=("LOGS", "RO"), sees_selection=True),
             "secrets": f(
                 t("[Secret!]"), lambda _c, o, _a: [] if o.secrets else None, access=("SECRETS", "RO")
             ),
@@ -249,7 +254,7 @@ def build_schema() -> Schema:
             "updated": f(t("Time!"), _task(lambda _j, task: _time(task.updated))),
             "name": f(t("String!"), _task(lambda _j, task: task.name)),
             "status": f(t("TaskStatus!"), _task(lambda _j, task: task.status)),
-            "log": f(t("Log"), _log("task"), access=("LOGS", "RO")),
+            "log": f(t("Log"), _log("task"), access=("LOGS", "RO"), sees_selection=True),
             "job": f(t("Job!"), _task(lambda job, _t: job)),
         },
         "Log": {
