@@ -15,6 +15,7 @@ PACKAGES = (
     "tack_provider_stub",
     "tack_provider_buildkite",
     "tack_provider_tekton",
+    "tack_provider_sourcehut",
     "tack_sandbox",
 )
 SETTINGS_SUFFIXES = (
