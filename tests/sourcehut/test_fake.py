@@ -315,11 +315,14 @@ async def test_visibility_defaults_to_unlisted(srht: FakeSourcehut, client: Clie
     assert srht.job(job_id).visibility == "UNLISTED"
 
 
-async def test_tags_with_a_slash_read_back_split(client: Client) -> None:
-    """Tags are stored joined with ``/``, so a tag containing ``/`` comes back as two."""
+async def test_tags_read_back_through_a_slash_join(client: Client) -> None:
+    """Tags are stored joined with ``/``: a tag containing ``/`` comes back split, and no tags as ``[""]``."""
     job_id = await client.submit(t=["tack", "refs/heads/main"])
     _, answer = await client.post(f"{{ job(id: {job_id}) {{ tags }} }}")
     assert answer["data"]["job"]["tags"] == ["tack", "refs", "heads", "main"]
+    untagged = await client.submit()
+    _, answer = await client.post(f"{{ job(id: {untagged}) {{ tags }} }}")
+    assert answer["data"]["job"]["tags"] == [""]
 
 
 @pytest.mark.parametrize(

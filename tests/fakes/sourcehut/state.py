@@ -167,7 +167,7 @@ class Job:
     manifest: str
     parsed: Manifest
     note: str | None
-    raw_tags: str | None
+    raw_tags: str
     secrets: bool
     visibility: str
     created: datetime
@@ -179,8 +179,9 @@ class Job:
 
     @property
     def tags(self) -> list[str]:
-        """Read back as builds.sr.ht does: the stored ``/``-joined string split on ``/`` (§3)."""
-        return [] if self.raw_tags is None else self.raw_tags.split("/")
+        """Read back as builds.sr.ht does: the stored ``/``-joined string split on ``/``, so no tags
+        read back as ``[""]`` (§3)."""
+        return self.raw_tags.split("/")
 
     @property
     def image(self) -> str:
@@ -262,7 +263,7 @@ class Store:
             manifest=manifest,
             parsed=parsed,
             note=note,
-            raw_tags=None if tags is None else "/".join(tags),
+            raw_tags="/".join(tags or []),
             secrets=use_secrets,
             visibility=visibility or "UNLISTED",
             created=now,
