@@ -9,6 +9,7 @@ COPY tack_provider_kit ./tack_provider_kit
 COPY tack_provider_stub ./tack_provider_stub
 COPY tack_provider_buildkite ./tack_provider_buildkite
 COPY tack_provider_tekton ./tack_provider_tekton
+COPY tack_provider_sourcehut ./tack_provider_sourcehut
 COPY tack_control ./tack_control
 COPY tack_sandbox ./tack_sandbox
 RUN /opt/tack/bin/pip install --no-cache-dir --no-deps --no-build-isolation .

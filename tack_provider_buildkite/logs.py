@@ -38,8 +38,8 @@ from tack_common.pb import provider_pb2 as pb
 from tack_common.supervise import Supervisor
 from tack_provider_buildkite import metrics
 from tack_provider_buildkite.api import ApiError, Reply, Unreachable
-from tack_provider_kit.logtext import LogCleaner, LogText
 from tack_provider_buildkite.states import JOB_RUNNING, JOB_TERMINAL, build_is_final, job_label, parse_time
+from tack_provider_kit.logtext import LogCleaner, LogText
 
 
 log = logging.getLogger(__name__)

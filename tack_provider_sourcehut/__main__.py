@@ -6,11 +6,11 @@ import asyncio
 import os
 import sys
 from collections.abc import Mapping
+from functools import partial
 
 from tack_common.env import ConfigError
 from tack_provider_kit.pacing import Pacer
 from tack_provider_kit.server import ProviderFactory, main
-from tack_provider_kit.store import ProviderStore
 from tack_provider_sourcehut import access
 from tack_provider_sourcehut.api import ApiError, SourcehutClient, Unreachable
 from tack_provider_sourcehut.config import Settings
@@ -23,7 +23,7 @@ async def _check(settings: Settings) -> int:
         settings.instance, settings.token, Pacer(settings.api_budget), timeout=settings.request_timeout
     )
     try:
-        found = await access.problems(client)
+        found, logs_proven = await access.check(client)
     except (ApiError, Unreachable) as exc:
         print(f"FAIL builds.sr.ht at {settings.instance} unreachable or refusing: {exc}")
         return 1
@@ -32,7 +32,8 @@ async def _check(settings: Settings) -> int:
     for problem in found:
         print(f"FAIL {problem}")
     if not found:
-        print(f"ok   {settings.instance} accepts the token; it reads jobs and logs (JOBS:RW assumed)")
+        logs = "logs" if logs_proven else "logs unproven (no job on the account yet: LOGS:RO assumed)"
+        print(f"ok   {settings.instance} accepts the token; it reads jobs (JOBS:RW assumed) and {logs}")
     return 1 if found else 0
 
 
@@ -50,12 +51,7 @@ def run() -> None:
     """Serve until SIGTERM; exit 2 with a one-line reason when the configuration is unusable."""
 
     def make_factory(env: Mapping[str, str]) -> ProviderFactory:
-        settings = Settings.from_env(env)
-
-        def factory(store: ProviderStore) -> SourcehutProvider:
-            return SourcehutProvider(store, settings)
-
-        return factory
+        return partial(SourcehutProvider, settings=Settings.from_env(env))
 
     main(
         prefix="TACK_SOURCEHUT",

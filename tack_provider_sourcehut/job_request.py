@@ -1,4 +1,4 @@
-"""From a Tangled trigger to the builds.sr.ht job tack submits, free of I/O (docs/sourcehut-api.md §2, §5).
+"""From a Tangled trigger to the builds.sr.ht job tack submits, free of I/O (docs/sourcehut-api.md §3, §5, §9).
 
 - Environment: every ``TANGLED_*`` value every provider passes (knot, pipeline, workflow, repo DID,
   commit, ref, ...) goes into the manifest's ``environment:``; tack's values win (a job must not be able to

@@ -72,17 +72,28 @@ class LogView:
         """The setup log, then each task as it starts, until the job has ended and every task was shown."""
         with self.tracker.watching(self.run_id):
             while self._job() is None:
-                if self.run_over() and self._job() is None:
-                    await self._changed()  # one more chance for a read under way
+                if self.run_over():
+                    # Nothing polls a finished run's job any more: read it here rather than wait for a poll.
+                    for _ in range(FINAL_READ_TRIES):
+                        await self.tracker.read(self.run_id, "log")
+                        if self._job() is not None or self.tracker.book.job_of(self.run_id) is None:
+                            break
+                        await self._changed()
                     if self._job() is None:
-                        yield loglines.synthetic_log("sourcehut", "the builds.sr.ht job could not be read")
+                        yield loglines.synthetic_log("sourcehut", self._no_job())
                         return
+                    break
                 await self._changed()
             async for chunk in self._setup():
                 yield chunk
             for name in self.tasks:
                 async for chunk in self._one_task(name):
                     yield chunk
+
+    def _no_job(self) -> str:
+        if self.tracker.book.job_of(self.run_id) is None:
+            return "no builds.sr.ht job was created for this run"
+        return "the builds.sr.ht job could not be read"
 
     def _setup_over(self) -> bool:
         job = self._job() or {}

@@ -48,17 +48,11 @@ class RunBook:
 
     def data(self, run_id: int) -> JSONDict | None:
         """The run's provider data; None when the run is gone."""
-        row = self.store.conn.execute("SELECT data FROM runs WHERE id=?", (run_id,)).fetchone()
-        return None if row is None else dict(json.loads(row[0]))
+        return self.store.data(run_id)
 
     def update(self, run_id: int, **changes: Any) -> JSONDict:
         """Merge ``changes`` into the run's data and store it; returns the new data."""
-        data = self.data(run_id)
-        if data is None:
-            raise KeyError(f"no run {run_id}")
-        data.update(changes)
-        self.store.update_data(run_id, data)
-        return data
+        return self.store.merge_data(run_id, **changes)
 
     def job_of(self, run_id: int) -> int | None:
         """The run's job id, once known."""

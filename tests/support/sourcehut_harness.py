@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
 from tack_common.pb import provider_pb2 as pb
 from tests.fakes.sourcehut import DEFAULT_TOKEN, FakeSourcehut, Job, JobPlan
 from tests.support.procs import ProviderProcess
@@ -39,6 +41,21 @@ def plan_for(job: Job) -> JobPlan | None:
         hang_task="hang" if "hang" in names else None,
         timeout_at="slow" if "slow" in names else None,
     )
+
+
+async def submit(fake: FakeSourcehut, manifest_text: str, token: str = DEFAULT_TOKEN) -> int:
+    """Submit a job to ``fake`` as a user would (a bare GraphQL POST); returns its id."""
+    body = {
+        "query": "mutation($m: String!) { submit(manifest: $m) { id } }",
+        "variables": {"m": manifest_text},
+    }
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{fake.url}/query", json=body, headers={"Authorization": f"Bearer {token}"}) as resp,
+    ):
+        answer = await resp.json()
+    assert resp.status == 200 and "errors" not in answer, answer
+    return int(answer["data"]["submit"]["id"])
 
 
 async def fake_sourcehut(**knobs: Any) -> FakeSourcehut:
