@@ -15,12 +15,14 @@ import yaml
 
 from tests.fakes.ci_appview import CiAppview
 from tests.fakes.sourcehut import FakeSourcehut
-from tests.support.current import World, make_world
+from tests.support.current import World, make_world, until
 from tests.support.sourcehut_harness import SourcehutProcess, fake_sourcehut, manifest
 from tests.support.stack import TERMINAL
 
 
 pytestmark = pytest.mark.e2e
+
+CANCEL = "sh.tangled.ci.cancelPipeline"
 
 MAIN = 'when:\n  - event: ["push"]\n    branch: ["main"]\n'
 
@@ -105,3 +107,36 @@ async def test_a_push_becomes_jobs_whose_statuses_and_task_logs_reach_the_ci_api
         assert [s.name for s in log.steps["build.yml"].values()] == ["setup", "build", "test"]
         assert "build: ok" in log.lines("build.yml")
         assert log.lines("lint.yml")[-1] == "task failed"
+
+
+async def test_a_cancel_from_tangled_cancels_the_running_job(world: World, fake: FakeSourcehut) -> None:
+    """cancelPipeline through the CI API cancels the builds.sr.ht job once it runs; the workflow ends
+    cancelled with the stock error and the other workflow of the pipeline is left to finish."""
+    files = {
+        ".tangled/workflows/serve.yml": sourcehut_file(manifest("prepare", "hang")),
+        ".tangled/workflows/build.yml": sourcehut_file(manifest("build")),
+    }
+    await world.knot.push(world.repo_did, files)
+    await until(lambda: len(world.pipelines()) == 1, "the push's pipeline")
+    rkey = world.pipelines()[0][0]
+
+    def hanging() -> bool:
+        return any(getattr(j.running_task(), "name", "") == "hang" for j in fake.jobs)
+
+    await until(hanging, "the serve job runs its hang task", timeout=30)
+    status, answer = await world.call(
+        CANCEL, {"repo": world.repo_did, "pipeline": rkey, "workflows": ["serve.yml"]}
+    )
+    assert (status, answer) == (200, None)
+    await until(lambda: world.status(rkey, "serve.yml") == "cancelled", "serve cancelled", timeout=30)
+    serve = next(j for j in fake.jobs if any(t.name == "hang" for t in j.tasks))
+    await until(lambda: serve.status == "CANCELLED", "the job cancelled on builds.sr.ht", timeout=30)
+    await until(lambda: world.status(rkey, "build.yml") == "success", "build finishes", timeout=30)
+    assert len(fake.ops("cancel")) >= 1
+    assert len(fake.jobs) == 2
+    async with CiAppview(world.stack.cp.http) as appview:
+        shown = {w["name"]: w for w in (await appview.get_pipeline(rkey))["workflows"]}
+    assert (shown["serve.yml"]["status"], shown["serve.yml"]["error"]) == (
+        "cancelled",
+        "User canceled the workflow",
+    )
