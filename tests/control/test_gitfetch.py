@@ -25,7 +25,8 @@ from tack_sandbox.gitserver import GitServer
 
 
 DID = "did:plc:gitfetchtest000000000000"
-FAST = FetchLimits(deadline_s=15, stall_s=1)
+FAST = FetchLimits(deadline_s=30, stall_s=5)
+"""Roomy enough for a loaded CI machine; the stall test sets its own short stall time."""
 WORKFLOWS: dict[str, gitrepos.FileContent] = {
     ".tangled/workflows/ci.yml": "engine: tack\nwhen:\n  - event: push\n    branch: main\n",
     ".tangled/workflows/B.yaml": "engine: tack\n",
@@ -184,7 +185,7 @@ async def test_a_damaged_cache_heals(server: GitServer, fetcher: WorkflowFetcher
 async def test_the_cache_is_bounded(server: GitServer, tmp_path: Path) -> None:
     """Past the cache size limit, the least recently used repositories are removed."""
     fetcher = WorkflowFetcher(
-        tmp_path / "cache", dev=True, limits=FetchLimits(stall_s=1, max_cache_bytes=1, trim_interval_s=0)
+        tmp_path / "cache", dev=True, limits=FetchLimits(stall_s=5, max_cache_bytes=1, trim_interval_s=0)
     )
     pushes = [await repo_with(server, WORKFLOWS, did=f"{DID}{i}") for i in range(3)]
     for i, push in enumerate(pushes):
@@ -196,7 +197,7 @@ async def test_the_cache_is_bounded(server: GitServer, tmp_path: Path) -> None:
 
 async def test_a_cache_repository_with_many_packs_starts_afresh(server: GitServer, tmp_path: Path) -> None:
     """Each load adds packs and git does not repack here: past the pack limit the repository is rebuilt."""
-    fetcher = WorkflowFetcher(tmp_path / "cache", dev=True, limits=FetchLimits(stall_s=1, max_repo_packs=3))
+    fetcher = WorkflowFetcher(tmp_path / "cache", dev=True, limits=FetchLimits(stall_s=5, max_repo_packs=3))
     push = await repo_with(server, WORKFLOWS)
     counts = []
     for i in range(4):
@@ -223,7 +224,7 @@ async def test_a_50_mb_workflow_file_fails_on_the_bytes_limit_quickly(
     error = await failure(fetcher.fetch(server.hostname, DID, push.new_sha))
     assert error.reason == "too_many_bytes"
     assert f"more than {FAST.max_fetch_bytes} bytes" in str(error)
-    assert time.monotonic() - started < 10
+    assert time.monotonic() - started < 20
     assert counted("workflows", "too_many_bytes") == before + 1
 
 
@@ -260,7 +261,7 @@ async def test_ten_thousand_files_fail_fast_before_any_content_is_fetched(
 
 async def test_the_total_size_is_bounded(server: GitServer, tmp_path: Path) -> None:
     """Files within the per-file limit but over the total limit are refused as their sizes stream in."""
-    fetcher = WorkflowFetcher(tmp_path / "cache", dev=True, limits=FetchLimits(stall_s=1, max_total_bytes=40))
+    fetcher = WorkflowFetcher(tmp_path / "cache", dev=True, limits=FetchLimits(stall_s=5, max_total_bytes=40))
     push = await repo_with(server, WORKFLOWS)
     error = await failure(fetcher.fetch(server.hostname, DID, push.new_sha))
     assert (error.reason, str(error)) == (
@@ -271,15 +272,16 @@ async def test_the_total_size_is_bounded(server: GitServer, tmp_path: Path) -> N
 
 @pytest.mark.e2e
 async def test_a_knot_that_stalls_mid_pack_fails_within_the_stall_time(
-    server: GitServer, fetcher: WorkflowFetcher
+    server: GitServer, tmp_path: Path
 ) -> None:
     """A knot that stops sending in the middle of the pack is abandoned after the stall time, not the deadline."""
+    fetcher = WorkflowFetcher(tmp_path / "cache", dev=True, limits=FetchLimits(deadline_s=30, stall_s=1))
     push = await repo_with(server, {**WORKFLOWS, ".tangled/workflows/pad.yml": os.urandom(60_000)})
     server.stall_after_bytes = 2000
     started = time.monotonic()
     error = await failure(fetcher.fetch(server.hostname, DID, push.new_sha))
     assert error.reason == "stalled"
-    assert time.monotonic() - started < FAST.deadline_s / 2
+    assert time.monotonic() - started < 15
 
 
 async def test_the_deadline_bounds_a_slow_knot(server: GitServer, tmp_path: Path) -> None:
