@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
+from typing import Any
 
 import pytest
 
 from tack_control.engine.statuses import pipeline_uri
-from tack_control.ingest.registry import MEMBER
+from tack_control.ingest.registry import MEMBER, REPO
+from tack_sandbox.knot import ref_update
 from tests.support.samples import (
     KNOT,
     MEMBER_DID,
@@ -22,6 +25,7 @@ from tests.support.samples import (
     envelope,
     published,
     push_event,
+    repo_record,
     workflow_entry,
 )
 
@@ -153,3 +157,94 @@ def test_frames_that_are_not_pipelines_write_nothing(world: World, frame: str | 
     """Unknown nsids are ignored; binary and malformed frames are labelled and write nothing."""
     assert world.intake.handle_frame(KNOT, frame)[0] == label
     assert world.counts() == (0, 0, 0, 0)
+
+
+# current Tangled: refUpdate
+
+REPO_DID = "did:plc:repohello2ige3rnslshcvnk"
+SHA_A, SHA_B = "a" * 40, "b" * 40
+
+
+def verified_world(world: World) -> list[str]:
+    """Register the owner's ``hello`` as a current repository (repo DID, verified at KNOT); the list that
+    collects each wake-up of the push worker."""
+    apply(world.registry, commit(OWNER, REPO, "r1", record=repo_record(repo_did=REPO_DID)))
+    [pending] = world.registry.pending(time.time_ns())
+    with world.book.transaction() as conn:
+        world.registry.settle(conn, pending, verified=True)
+    woken: list[str] = []
+    world.intake.on_push = lambda: woken.append("push")
+    return woken
+
+
+def ref_update_frame(**changes: Any) -> str:
+    """A current knot's refUpdate frame for REPO_DID (main moved from SHA_A to SHA_B), with ``changes``."""
+    event = ref_update(repo_did=REPO_DID, owner=OWNER, old_sha=SHA_A, new_sha=SHA_B) | changes
+    return envelope(event, rkey="3mrab2cd3ef22", nsid="sh.tangled.git.refUpdate")
+
+
+def queued_pushes(world: World) -> list[tuple[str, str, str, str, str]]:
+    """(repo, ref, new_sha, knot, state) of every recorded push."""
+    return world.conn.execute("SELECT repo, ref, new_sha, knot, state FROM pushes").fetchall()
+
+
+def test_a_ref_update_from_the_repositorys_knot_is_queued_once(world: World) -> None:
+    """The push is recorded durably, the worker woken, the ref's commit remembered; a replay is a duplicate."""
+    woken = verified_world(world)
+    assert world.intake.handle_frame(KNOT, ref_update_frame())[0] == "push"
+    assert queued_pushes(world) == [(REPO_DID, "refs/heads/main", SHA_B, KNOT, "queued")]
+    assert woken == ["push"]
+    assert world.intake.handle_frame(KNOT, ref_update_frame())[0] == "duplicate"
+    assert len(queued_pushes(world)) == 1 and woken == ["push"]
+    assert world.conn.execute("SELECT ref, sha FROM repo_refs").fetchall() == [("refs/heads/main", SHA_B)]
+    # Nothing runs at intake: the pipeline is minted by the push worker once the workflows are loaded.
+    assert world.counts() == (0, 0, 0, 0)
+
+
+@pytest.mark.parametrize(
+    ("source", "changes", "outcome"),
+    [
+        ("evil.example", {}, "wrong_knot"),
+        ("localhost:6444", {}, "wrong_knot"),
+        (KNOT, {"repo": "did:plc:someoneelsesrepo0000000"}, "unregistered"),
+        (KNOT, {"newSha": "0" * 40, "meta": None}, "deleted"),
+        (KNOT, {"pushOptions": ["verbose-ci", "skip-ci"]}, "skipped"),
+        (KNOT, {"pushOptions": ["ci-skip"]}, "skipped"),
+        (KNOT, {"ref": "", "oldSha": "", "newSha": ""}, "ignored"),
+        (KNOT, {"newSha": "c" * 64}, "malformed"),
+    ],
+)
+def test_ref_updates_that_must_not_run_queue_nothing(
+    world: World, source: str, changes: dict[str, Any], outcome: str
+) -> None:
+    """Another knot's word, an unregistered repo DID, a deleted ref, skip-ci/ci-skip, a ref-less update and a
+    malformed one are each refused or skipped with their label, and nothing is queued. A deleted or skipped
+    push still moves the remembered ref, so missed-push recovery does not run it later."""
+    woken = verified_world(world)
+    assert world.intake.handle_frame(source, ref_update_frame(**changes))[0] == outcome
+    assert queued_pushes(world) == [] and woken == []
+    remembered = world.conn.execute("SELECT sha FROM repo_refs").fetchall()
+    assert remembered == ([(changes.get("newSha", SHA_B),)] if outcome in ("deleted", "skipped") else [])
+
+
+def test_a_sha256_ref_update_and_knot2s_type_are_queued(world: World) -> None:
+    """Knot2's refUpdate (``$type`` set, 64-hex commits of a SHA-256 repository) queues like any other."""
+    verified_world(world)
+    frame = ref_update_frame(**{"$type": "sh.tangled.git.refUpdate", "oldSha": "1" * 64, "newSha": "2" * 64})
+    assert world.intake.handle_frame(KNOT, frame)[0] == "push"
+    assert queued_pushes(world) == [(REPO_DID, "refs/heads/main", "2" * 64, KNOT, "queued")]
+
+
+def test_the_older_ref_update_shape_is_left_to_the_knots_pipeline(world: World) -> None:
+    """A 2025 knot's refUpdate (``repoDid`` = owner, ``repoName``) is not acted on: its pipeline trigger is."""
+    verified_world(world)
+    event = {
+        "repoDid": OWNER,
+        "repoName": "hello",
+        "ref": "refs/heads/main",
+        "oldSha": SHA_A,
+        "newSha": SHA_B,
+    }
+    frame = envelope(event, nsid="sh.tangled.git.refUpdate")
+    assert world.intake.handle_frame(KNOT, frame)[0] == "legacy_ref_update"
+    assert queued_pushes(world) == []
