@@ -15,7 +15,8 @@ It speaks one of two protocols, as real knots do:
   events are kept (a Knot2-style ring; older history is gone). It also answers
   the XRPC methods a spindle asks: ``sh.tangled.repo.describeRepo`` and
   ``sh.tangled.repo.getDefaultBranch`` for the repositories given to
-  :meth:`SimulatedKnot.host_repo`.
+  :meth:`SimulatedKnot.host_repo`. Like Knot2 at its subscriber limit, it can
+  refuse the next ``overloaded`` upgrades with HTTP 503 ``Overloaded``.
 """
 
 from __future__ import annotations
@@ -166,6 +167,9 @@ class SimulatedKnot(LoopbackWebSocketServer):
         self.drain_cap = drain_cap
         self.retain = retain
         self.connect_cursors: list[str | None] = []
+        self.overloaded = 0
+        """Refuse this many more /events upgrades, as Knot2 does at its subscriber limit."""
+        self.refused_upgrades = 0
         self.repos: dict[str, HostedRepo] = {}
         self.xrpc_calls: list[tuple[str, str]] = []
         self._rows: list[KnotEvent] = []
@@ -307,6 +311,16 @@ class SimulatedKnot(LoopbackWebSocketServer):
         return cursor
 
     async def _events(self, request: web.Request) -> web.StreamResponse:
+        if self.overloaded > 0:
+            self.overloaded -= 1
+            self.refused_upgrades += 1
+            return web.json_response(
+                {
+                    "error": "Overloaded",
+                    "message": "knot is serving its maximum number of event subscribers, retry shortly",
+                },
+                status=503,
+            )
         if self.protocol == "current":
             return await self._events_current(request)
         raw_cursor = request.query.get("cursor")

@@ -7,7 +7,8 @@ reconnect because the knot compares it with its own. A subscription always
 sends a cursor: a current knot replays its whole history to a client without
 one, so a knot followed for the first time starts from "now". A close with
 1013 ("drain cap reached") means more is waiting: tack reconnects at once from
-the cursor. Replays are harmless: pipelines and pushes are de-duplicated.
+the cursor. A refused upgrade (Knot2 answers 503 ``Overloaded`` at its subscriber
+limit) or any other failure is retried with backoff. Replays are harmless: pipelines and pushes are de-duplicated.
 """
 
 from __future__ import annotations

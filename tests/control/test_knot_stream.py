@@ -108,3 +108,71 @@ async def test_a_dropped_connection_resumes_from_the_saved_created_without_rewin
         assert knot.connect_cursors[-1] == str(knot.events[0].created)
     finally:
         await consumers.close()
+
+
+async def test_a_knot_refusing_the_upgrade_when_overloaded_is_retried_and_nothing_is_lost(
+    conn: sqlite3.Connection, knot: SimulatedKnot
+) -> None:
+    """Knot2's 503 Overloaded before the upgrade is survived: tack tries again later from its saved cursor."""
+    first = knot.emit("sh.tangled.knot.memberUpdate", None, {"op": "add", "subject": "did:plc:a"})
+    conn.execute(
+        "INSERT INTO knot_cursors (knot, cursor_ns, knot_clock) VALUES (?, ?, 1)", (knot.hostname, first)
+    )
+    for subject in ("did:plc:b", "did:plc:c"):
+        knot.emit("sh.tangled.knot.memberUpdate", None, {"op": "add", "subject": subject})
+    knot.overloaded = 2
+    recorder = Recorder()
+    consumers = KnotConsumers(conn, dev=True, handle=recorder)
+    consumers.sync({knot.hostname})
+    try:
+        await wait_for(lambda: len(recorder.seen) == 2, timeout=20)
+        assert knot.refused_upgrades == 2
+        assert [r for r, _ in recorder.seen] == [e.rkey for e in knot.events[1:]]
+        assert knot.connect_cursors == [str(first)]
+    finally:
+        await consumers.close()
+
+
+async def test_a_knot_no_longer_wanted_is_disconnected_and_its_cursor_kept(
+    conn: sqlite3.Connection, knot: SimulatedKnot
+) -> None:
+    """sync() without the knot closes its stream; following it again resumes after the last event seen."""
+    recorder = Recorder()
+    consumers = KnotConsumers(conn, dev=True, handle=recorder)
+    consumers.sync({knot.hostname})
+    try:
+        await knot.wait_connected()
+        created = knot.emit("sh.tangled.knot.memberUpdate", None, {"op": "add", "subject": "did:plc:a"})
+        await wait_for(lambda: len(recorder.seen) == 1)
+        consumers.sync(set())
+        await wait_for(lambda: knot.connections == 0)
+        assert consumers.tasks == {} and consumers.connected == set()
+        knot.emit("sh.tangled.knot.memberUpdate", None, {"op": "add", "subject": "did:plc:b"})
+        consumers.sync({knot.hostname})
+        await wait_for(lambda: len(recorder.seen) == 2)
+        assert knot.connect_cursors[-1] == str(created)
+    finally:
+        await consumers.close()
+
+
+async def test_a_legacy_knot_without_created_is_resumed_from_tacks_clock_rewound(
+    conn: sqlite3.Connection,
+) -> None:
+    """A 2025 knot sends no created: the cursor is tack's clock when the event was handled, rewound on reconnect."""
+    async with SimulatedKnot(protocol="legacy", ping_interval=5) as legacy:
+        recorder = Recorder()
+        consumers = KnotConsumers(conn, dev=True, handle=recorder, rewind_s=30)
+        consumers.sync({legacy.hostname})
+        try:
+            await legacy.wait_connected()
+            before = time.time_ns()
+            legacy.emit("sh.tangled.knot.memberUpdate", None, {"op": "add", "subject": "did:plc:a"})
+            await wait_for(lambda: len(recorder.seen) == 1)
+            assert recorder.seen[0][1] == 0
+            saved, knot_clock = conn.execute("SELECT cursor_ns, knot_clock FROM knot_cursors").fetchone()
+            assert knot_clock == 0 and saved >= before
+            await legacy.drop_connections()
+            await wait_for(lambda: len(legacy.connect_cursors) == 2, timeout=15)
+            assert legacy.connect_cursors[-1] == str(saved - 30 * 10**9)
+        finally:
+            await consumers.close()
