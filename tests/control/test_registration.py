@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import AsyncIterator
 
 import pytest
+from prometheus_client import REGISTRY
 
 from tack_control.engine.eventlog import EventLog
 from tack_control.engine.statuses import StatusBook
@@ -235,3 +237,46 @@ def test_knot_host_normalises_endpoints_as_records_name_knots() -> None:
     assert knot_host("https://knot.example.com:8443/x") == "knot.example.com:8443"
     assert knot_host("ftp://knot.example.com") is None
     assert knot_host("not a url") is None
+
+
+def refusals(reason: str) -> float:
+    """The current value of tack_registrations_refused_total{reason}."""
+    return REGISTRY.get_sample_value("tack_registrations_refused_total", {"reason": reason}) or 0.0
+
+
+async def test_every_refusal_is_counted_under_its_reason_and_logged(
+    registry: Registry, knot: SimulatedKnot, verifier: Verifier, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A claimed repo DID, an owner or rkey the knot denies and a repo DID it does not know: one count and one
+    warning each, naming the record and the reason."""
+    reasons = ("repo_did_claimed", "owner_mismatch", "rkey_mismatch", "unknown_to_knot")
+    before = {reason: refusals(reason) for reason in reasons}
+    apply(registry, commit(OWNER, MEMBER, "m1", record=member_record(MEMBER_DID)))
+    apply(registry, commit(OWNER, REPO, "hello", record=repo_record(knot=knot.hostname, repo_did=REPO_DID)))
+    await verifier.verify_due()
+    with caplog.at_level(logging.WARNING, logger="tack_control.ingest.registry"):
+        apply(registry, commit(MEMBER_DID, REPO, "copy", record=repo_record(repo_did=REPO_DID)))
+        apply(registry, commit(OWNER, REPO, "hello", "delete"))
+        apply(
+            registry,
+            commit(MEMBER_DID, REPO, "hello", record=repo_record(knot=knot.hostname, repo_did=REPO_DID)),
+        )
+        await verifier.verify_due()
+        apply(
+            registry,
+            commit(OWNER, REPO, "renamed", record=repo_record(knot=knot.hostname, repo_did=REPO_DID)),
+        )
+        apply(
+            registry,
+            commit(OWNER, REPO, "ghost", record=repo_record(knot=knot.hostname, repo_did=OTHER_REPO_DID)),
+        )
+        await verifier.verify_due()
+    assert {reason: refusals(reason) - before[reason] for reason in reasons} == dict.fromkeys(reasons, 1.0)
+    logged = [(r.getMessage(), getattr(r, "rkey", ""), getattr(r, "reason", "")) for r in caplog.records]
+    assert sorted(rkey for message, rkey, _ in logged if message == "repository registration refused") == [
+        "copy",
+        "ghost",
+        "hello",
+        "renamed",
+    ]
+    assert all(reason for *_, reason in logged)
