@@ -19,7 +19,7 @@ import pytest
 from tack_sandbox.gitrepos import sha256_supported
 from tack_sandbox.knot import SimulatedKnot, pipeline_record
 from tests.fakes.appview import AppviewClient
-from tests.support.current import QUICK, World, make_world, until, workflow
+from tests.support.current import CREATED_AT, QUICK, World, make_world, until, workflow
 from tests.support.stack import OWNER, stub_runs, stub_workflow
 
 
@@ -270,3 +270,36 @@ async def events_frames(base: str, until_nsid: str, timeout: float = 10.0) -> li
                 if frames[-1]["nsid"] == until_nsid:
                     return frames
     return frames
+
+
+async def test_unregistered_repositories_run_nothing_and_the_last_one_unfollows_the_knot(
+    world: World,
+) -> None:
+    """Deleting a repo record stops its pushes from running; when the knot's last repository names another
+    spindle, tack closes its stream to that knot."""
+    second = await world.register_repo("second")
+    record = {
+        "name": "hello",
+        "knot": world.knot.hostname,
+        "repoDid": world.repo_did,
+        "createdAt": CREATED_AT,
+    }
+    world.stack.jetstream.commit(OWNER, "sh.tangled.repo", "hello", "delete")
+
+    def registered() -> set[str]:
+        with world.db() as conn:
+            return {r[0] for r in conn.execute("SELECT rkey FROM repos")}
+
+    await until(lambda: registered() == {"second"}, "hello is unregistered")
+    await world.knot.push(world.repo_did, WORKFLOWS)
+    # The knot sends events in order: once the second repository's push has run, hello's was refused.
+    await world.knot.push(second, WORKFLOWS)
+    await until(lambda: len(world.pipelines()) == 1, "the second repository's pipeline")
+    assert world.pipelines()[0][4] == second
+    assert world.knot.connections == 1
+    moved = {**record, "name": "second", "repoDid": second, "spindle": "elsewhere.example.com"}
+    world.stack.jetstream.commit(OWNER, "sh.tangled.repo", "second", "update", moved)
+    await until(lambda: world.knot.connections == 0, "tack stops following the knot")
+    assert registered() == set()
+    await asyncio.sleep(1.0)
+    assert world.knot.connections == 0 and len(world.pipelines()) == 1
