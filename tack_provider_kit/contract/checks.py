@@ -165,6 +165,76 @@ async def spawn_takes_both_protocols_requests(target: ProviderTarget) -> None:
         await collect(stub, 0, terminal_for([key(request, "old.yml")]))
 
 
+def pull_request_spawn_request(workflows: list[pb.Workflow], fork: bool = False) -> pb.SpawnRequest:
+    """A Spawn for a pull request (action and pull URI set); ``fork``: a fork's, run through "Run CI", untrusted."""
+    request = spawn_request(workflows)
+    request.trigger.kind = pb.TRIGGER_KIND_PULL_REQUEST
+    request.trigger.pull_request.CopyFrom(
+        pb.PullRequestTrigger(
+            source_branch="feature/x",
+            target_branch="main",
+            source_sha="b" * 64,
+            action="synchronize",
+            pull="at://did:plc:author/sh.tangled.repo.pull/3mr7m2f6ger25",
+        )
+    )
+    if fork:
+        request.trigger.source_repo_did = "did:plc:forkofhello"
+        request.trigger.source_knot = "fork.knot.test"
+        request.untrusted = True
+    return request
+
+
+def manual_spawn_request(workflows: list[pb.Workflow]) -> pb.SpawnRequest:
+    """A Spawn for a manual run (sh.tangled.ci.trigger) with inputs, one without a value."""
+    request = spawn_request(workflows)
+    request.trigger.kind = pb.TRIGGER_KIND_MANUAL
+    request.trigger.manual.CopyFrom(
+        pb.ManualTrigger(
+            inputs=[pb.ManualInput(key="configuration", value="release"), pb.ManualInput(key="empty")],
+            sha="c" * 40,
+            ref="refs/heads/main",
+        )
+    )
+    return request
+
+
+async def spawn_takes_every_trigger_of_current_tangled(target: ProviderTarget) -> None:
+    """A pull request (action, pull URI), a manual run with inputs and a recovered push are accepted and each
+    reaches one terminal status; a fork's untrusted pull request is too, or is refused at Spawn with
+    INVALID_ARGUMENT naming the workflow and then never reported on."""
+    async with ready_channel(target.address) as channel:
+        stub = provider_stub(channel)
+        recovered = spawn_request([target.workflow("recovered.yml", "quick")])
+        recovered.recovered = True
+        requests = [
+            pull_request_spawn_request([target.workflow("pr.yml", "quick")]),
+            manual_spawn_request([target.workflow("manual.yml", "quick")]),
+            recovered,
+        ]
+        keys = []
+        for request in requests:
+            reply = await stub.Spawn(request, timeout=10)
+            [acceptance] = reply.acceptances
+            assert acceptance.created, acceptance
+            keys.append(key(request, acceptance.workflow))
+        fork = pull_request_spawn_request([target.workflow("fork.yml", "quick")], fork=True)
+        refused = False
+        try:
+            [acceptance] = (await stub.Spawn(fork, timeout=10)).acceptances
+            assert acceptance.created, acceptance
+            keys.append(key(fork, "fork.yml"))
+        except grpc.aio.AioRpcError as exc:
+            assert exc.code() == grpc.StatusCode.INVALID_ARGUMENT, exc
+            assert "fork.yml" in (exc.details() or ""), exc.details()
+            refused = True
+        updates = await collect(stub, 0, terminal_for(keys))
+        for k in keys:
+            assert sum(st.is_terminal(u.status) for u in updates if u.key == k) == 1, k
+        if refused:
+            assert not [u for u in updates if u.key == key(fork, "fork.yml")]
+
+
 async def watch_replays_exactly_after_seq_across_kill9(target: ProviderTarget) -> None:
     """WatchStatus(after_seq) replays exactly the later updates, gap-free, after a kill -9 of the provider."""
     async with ready_channel(target.address) as channel:
@@ -263,6 +333,7 @@ async def health_serves_and_reflection_lists_the_service(target: ProviderTarget)
 CHECKS: list[Callable[[ProviderTarget], Awaitable[None]]] = [
     spawn_is_prompt_and_idempotent,
     spawn_takes_both_protocols_requests,
+    spawn_takes_every_trigger_of_current_tangled,
     watch_replays_exactly_after_seq_across_kill9,
     logs_of_unknown_run_fail_not_found_before_any_message,
     logs_of_known_unstarted_run_send_metadata_at_once,
