@@ -3,7 +3,8 @@
 Ready means: no supervised task is down, the database takes a real write, and
 at least one provider (when any is configured) answers its health check with
 SERVING. The report adds each task's state and last error, the database
-probe, each provider, each input stream's lag and the webhooks waiting.
+probe, each provider, each input stream's lag, the webhooks waiting and the
+record reconciliation with the PDSes (each DID read, and why one could not be).
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ def report(core: Core) -> dict[str, Any]:
             "knots": {knot: lag.as_json() for knot, lag in sorted(core.knots.lag.items())},
         },
         "webhooks_waiting": core.webhooks.pending(),
+        "reconciliation": core.reconciler.status(),
     }
 
 

@@ -196,7 +196,8 @@ async def test_a_member_revoked_during_the_first_fetch_stays_revoked(world: Worl
 async def test_pdses_that_fail_stall_or_page_forever_leave_the_others_reconciled_and_tack_serving(
     world: World, appview_factory: Callable[[Stack], AppviewClient]
 ) -> None:
-    """500, a stall and an endless listing fail their DIDs (reported in the metrics); everyone else registers."""
+    """500, a stall and an endless listing fail their DIDs (reported in the metrics and the health report);
+    everyone else registers."""
     fine, broken, stalled, endless = world.account(), *(world.account(world.pds2) for _ in range(3))
     for account in (fine, broken, stalled, endless):
         world.member(account)
@@ -214,8 +215,19 @@ async def test_pdses_that_fail_stall_or_page_forever_leave_the_others_reconciled
         assert time.monotonic() < deadline, "three DIDs reported failing"
         await asyncio.sleep(0.1)
     assert len(world.repo_states()) == 1
-    async with aiohttp.ClientSession() as session, session.get(world.cp.http + "/readyz") as resp:
-        assert resp.status == 200
+    async with aiohttp.ClientSession() as session:
+        async with session.get(world.cp.http + "/readyz") as resp:
+            assert resp.status == 200
+        async with session.get(world.cp.http + "/healthz?verbose=1") as resp:
+            reconciliation = (await resp.json())["reconciliation"]
+    assert reconciliation["failing"] == 3
+    by_did = {d["did"]: d for d in reconciliation["dids"]}
+    assert {did for did, d in by_did.items() if not d["ok"]} == {broken.did, stalled.did, endless.did}
+    assert all(
+        by_did[a.did]["reason"] and by_did[a.did]["retry_in_s"] is not None
+        for a in (broken, stalled, endless)
+    )
+    assert by_did[fine.did]["ok"] and by_did[fine.did]["records"] == 1
     assert world.cp.alive()
     appview = appview_factory(world.stack)
     await appview.connect_events()
