@@ -38,7 +38,7 @@ from tack_control.ingest.pulls import PullIntake, PullWorker
 from tack_control.ingest.pushes import PushWorker
 from tack_control.ingest.recovery import Recovery
 from tack_control.ingest.registry import Registry
-from tack_control.ingest.verify import Verifier, knot_from_document
+from tack_control.ingest.verify import Verifier, fork_knots, knot_from_document
 from tack_control.netguard import Fetcher
 
 
@@ -81,6 +81,7 @@ class Core:
         )
         self.service_auth = ServiceAuth(self.resolver, ReplayStore(self.conn), settings.hostname)
         self.pds = PdsReader(self.resolver, self.fetcher)
+        self.fork_knot = fork_knots(knot_from_document(self.resolver), self.knot_api)
         self.git = WorkflowFetcher(Path(settings.git_cache), dev=settings.dev)
         self.minter = Minter(self.knot_api, list(self.providers), settings.default_provider)
         self.push_worker = PushWorker(

@@ -41,6 +41,7 @@ from tack_control.ingest.registry import COLLABORATOR, MEMBER, REPO, Registry
 from tack_control.ingest.snapshot import Snapshot, concerns, plan, project
 from tack_control.ingest.wire import BadRecord
 from tack_control.netguard import Fetcher
+from tack_control.web.ci.didweb import did_document, did_web
 
 
 TIMEOUT_S = 5.0
@@ -415,7 +416,44 @@ async def check_owner(settings: Settings) -> Result:
             f"answers owner {owner!r}, expected {settings.owner_did!r}",
             "TACK_HOSTNAME points at another spindle, or TACK_OWNER_DID is wrong",
         )
-    return ok(name, f"answers {owner}")
+    problem = await _did_document_problem(settings, f"{scheme}://{settings.hostname}/.well-known/did.json")
+    if problem is not None:
+        return problem
+    return ok(name, f"answers {owner}; did.json names {did_web(settings.hostname)}")
+
+
+async def _did_document_problem(settings: Settings, url: str) -> Result | None:
+    """What is wrong with the public did.json (PDS service proxying reads it), or None."""
+    name = f"public did.json {url}"
+    expected = did_document(settings.hostname, settings.dev)
+    try:
+        timeout = aiohttp.ClientTimeout(total=TIMEOUT_S)
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.get(url, allow_redirects=False) as resp,
+        ):
+            if resp.status != 200:
+                return fail(
+                    name,
+                    f"HTTP {resp.status}",
+                    "route /.well-known/did.json to tack too (a PDS proxying calls to the spindle reads it)",
+                )
+            body = await resp.json(content_type=None)
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        return fail(
+            name,
+            f"no valid answer within {TIMEOUT_S:g}s ({type(exc).__name__})",
+            "route /.well-known/did.json to tack too (a PDS proxying calls to the spindle reads it)",
+        )
+    services = body.get("service") if isinstance(body, dict) else None
+    if not isinstance(body, dict) or body.get("id") != expected["id"] or services != expected["service"]:
+        return fail(
+            name,
+            f"is not this spindle's document (expected id {expected['id']} with service"
+            f" {expected['service'][0]['serviceEndpoint']}): {str(body)[:160]}",
+            "serve tack's own /.well-known/did.json at TACK_HOSTNAME (another did.json is in the way)",
+        )
+    return None
 
 
 async def check_registrations(settings: Settings) -> list[Result]:

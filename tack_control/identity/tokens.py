@@ -8,6 +8,9 @@ superset of the stock spindle's checks in line with the OCaml spindle's:
   unpadded base64url segments of JSON objects without duplicate members;
 * header ``alg`` ES256K or ES256 (``none`` and everything else refused), and
   it must match the issuer key's curve; ``typ``, when present, ``JWT``; no ``crit``;
+  ``kid``, when present, the ``#atproto`` key (``#atproto`` or ``<iss>#atproto``):
+  only that key is ever checked, so a token naming another key is refused, not
+  verified against a key it does not claim;
 * ``iss`` an atproto DID (did:plc or did:web). The spec lets ``iss`` carry a
   ``#service`` suffix for a service-scoped key and lets receivers refuse it;
   tack refuses it: only account tokens act on repositories;
@@ -38,6 +41,7 @@ Reason = Literal[
     "malformed",
     "bad_alg",
     "bad_typ",
+    "bad_kid",
     "bad_iss",
     "bad_aud",
     "bad_lxm",
@@ -130,6 +134,8 @@ def check(token: str, *, audience: Collection[str], lxm: str, now: float) -> Tok
     claims = _json_object(_b64url(parts[1], "payload"), "payload")
     signature = _b64url(parts[2], "signature")
     iss = _check_iss(claims.get("iss"))
+    if "kid" in header and header["kid"] not in ("#atproto", f"{iss}#atproto"):
+        raise AuthError("bad_kid", f"kid {str(header['kid'])[:100]!r} is not the issuer's #atproto key")
     aud = claims.get("aud")
     if not isinstance(aud, str) or aud not in audience:
         raise AuthError("bad_aud", f"aud must be {min(audience, key=len)} (this spindle's did:web)")

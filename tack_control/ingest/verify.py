@@ -45,6 +45,38 @@ def knot_from_document(resolver: DidResolver) -> KnotOfRepo:
     return knot_of
 
 
+class ForkRefused(Exception):
+    """A source repository (a fork) whose knot cannot be established; ``transient`` when asking again may help."""
+
+    def __init__(self, message: str, transient: bool) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+ForkKnot = Callable[[str], Awaitable[str]]
+"""The knot hosting a repo DID not registered here (a fork), vetted; raises :class:`ForkRefused`."""
+
+
+def fork_knots(knot_of_repo: KnotOfRepo, knots: KnotApi) -> ForkKnot:
+    """Vets a fork as registrations are vetted: its DID document names its knot, and that knot confirms it hosts it."""
+
+    async def knot_of(repo_did: str) -> str:
+        try:
+            knot = await knot_of_repo(repo_did)
+            if knot is None:
+                raise ForkRefused(f"{repo_did}: its DID document names no knot", transient=False)
+            description = await knots.describe_repo(knot, repo_did)
+        except ResolveError as exc:
+            raise ForkRefused(f"{repo_did}: {exc}", transient=exc.reason == "unavailable") from None
+        except KnotError as exc:
+            raise ForkRefused(f"{repo_did}: {exc}", transient=exc.transient) from None
+        if description is None:
+            raise ForkRefused(f"{repo_did}: its knot {knot} does not host it", transient=False)
+        return knot
+
+    return knot_of
+
+
 def knot_host(endpoint: str) -> str | None:
     """``host[:port]`` of a knot's service endpoint URL, the way records name knots (default ports dropped)."""
     url = urlsplit(endpoint)

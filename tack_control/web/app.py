@@ -52,6 +52,7 @@ def build_app(settings: Settings) -> web.Application:
     app[keys.PDS] = core.pds
     app[keys.REGISTRY] = core.registry
     app[keys.LOAD_WORKFLOWS] = core.load_workflows
+    app[keys.FORK_KNOT] = core.fork_knot
     metrics.BUILD_INFO.info({"version": VERSION})
     rewind_ns = int(settings.events_rewind_s * 1e9)
     app.router.add_get("/", root)

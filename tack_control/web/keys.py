@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from tack_control.identity.serviceauth import ServiceAuth
     from tack_control.ingest.minting import LoadWorkflows
     from tack_control.ingest.registry import Registry
+    from tack_control.ingest.verify import ForkKnot
     from tack_control.web.logframes import LogFrames
     from tack_control.web.sender import Conversation
 
@@ -41,3 +42,5 @@ REGISTRY: web.AppKey[Registry] = web.AppKey("registry")
 SOCKETS: web.AppKey[set[Conversation]] = web.AppKey("sockets")
 LOAD_WORKFLOWS: web.AppKey[LoadWorkflows | None] = web.AppKey("load_workflows")
 """Reads a commit's ``.tangled/workflows`` (knot, repo DID, sha); None until the git loader is wired."""
+FORK_KNOT: web.AppKey[ForkKnot | None] = web.AppKey("fork_knot")
+"""The vetted knot of a repository not registered here (a fork's), from its DID document and that knot."""

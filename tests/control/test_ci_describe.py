@@ -16,6 +16,7 @@ import pytest
 from tack_common.sqlite import Transaction
 from tack_control.ingest.minting import LoadFailed
 from tack_control.ingest.registry import REPO, Registry
+from tack_control.ingest.verify import ForkRefused
 from tests.fakes.ci_appview import DESCRIBE, CiAppview
 from tests.support.ci import KNOT, PipelineMaker, ci_app, serve, sha
 from tests.support.samples import HOST, OWNER, apply, commit
@@ -24,10 +25,14 @@ from tests.support.samples import HOST, OWNER, apply, commit
 REPO_DID = "did:plc:repoaaaaaaaaaaaaaaaaaaaaaa"
 FORK_DID = "did:plc:forkfffffffffffffffffffffff"
 FORK_KNOT = "forks.example.com"
+NEW_FORK_DID = "did:plc:newfork7777777777777777777"
+NEW_FORK_KNOT = "knot.forks.example.net"
+AWAY_DID = "did:plc:away2222222222222222222222"
 FILES = {
     (KNOT, REPO_DID, sha(1)): [("b.yml", "engine: nixery\n"), ("a.yml", "engine: dummy\n")],
     (KNOT, REPO_DID, sha(2)): [],
     (FORK_KNOT, FORK_DID, sha(3)): [("a.yml", "engine: dummy\n")],
+    (NEW_FORK_KNOT, NEW_FORK_DID, sha(4)): [("a.yml", "engine: dummy\n")],
 }
 
 
@@ -45,6 +50,27 @@ class Loader:
         if key not in FILES:
             raise LoadFailed(f"no commit {commit_sha}")
         return FILES[key]
+
+
+class ForkVetter:
+    """The fork vetting contract (``ingest.verify.ForkKnot``): the knot of a fork, ForkRefused when it cannot be vetted."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    async def __call__(self, repo_did: str) -> str:
+        self.asked.append(repo_did)
+        if repo_did == NEW_FORK_DID:
+            return NEW_FORK_KNOT
+        if repo_did == AWAY_DID:
+            raise ForkRefused(f"{repo_did}: the PLC directory did not answer", transient=True)
+        raise ForkRefused(f"{repo_did}: no DID document", transient=False)
+
+
+@pytest.fixture
+def vetter() -> ForkVetter:
+    """The fork vetting fake."""
+    return ForkVetter()
 
 
 @pytest.fixture
@@ -66,9 +92,11 @@ def verified(conn: sqlite3.Connection, registry: Registry) -> Registry:
 
 
 @pytest.fixture
-async def client(conn: sqlite3.Connection, verified: Registry, loader: Loader) -> AsyncIterator[CiAppview]:
-    """A lexicon-following client of the CI API with the loader fake."""
-    async with serve(ci_app(conn, verified, loader)) as url, CiAppview(url) as appview:
+async def client(
+    conn: sqlite3.Connection, verified: Registry, loader: Loader, vetter: ForkVetter
+) -> AsyncIterator[CiAppview]:
+    """A lexicon-following client of the CI API with the loader and fork vetting fakes."""
+    async with serve(ci_app(conn, verified, loader, fork_knot=vetter)) as url, CiAppview(url) as appview:
         yield appview
 
 
@@ -110,6 +138,24 @@ async def test_a_fork_is_read_from_its_own_knot(
     assert same[0] == 200 and loader.calls[-1] == (KNOT, REPO_DID, sha(1))
 
 
+async def test_a_fork_that_never_ran_here_is_vetted_and_read_from_its_knot(
+    client: CiAppview, loader: Loader, vetter: ForkVetter
+) -> None:
+    """A fork's pull request before its first Run CI: the fork is vetted (its DID names its knot) and read there,
+    so the appview can compare its definitions with the target's."""
+    status, body = await client.describe(REPO_DID, sha(4), source_repo=NEW_FORK_DID)
+    assert (status, body) == (
+        200,
+        {
+            "derived": True,
+            "hash": "sha256:e4fbf9b4c33a12135e75ccfdd28d7f499b95399203299c3524c1db9796973b80",
+            "workflows": ["a.yml"],
+        },
+    )
+    assert vetter.asked == [NEW_FORK_DID]
+    assert loader.calls == [(NEW_FORK_KNOT, NEW_FORK_DID, sha(4))]
+
+
 @pytest.mark.parametrize(
     ("params", "status", "error", "starts"),
     [
@@ -124,7 +170,13 @@ async def test_a_fork_is_read_from_its_own_knot(
             [("repo", REPO_DID), ("sha", sha(1)), ("sourceRepo", "did:plc:nowhere")],
             400,
             "RepoNotFound",
-            "sourceRepo:",
+            "sourceRepo did:plc:nowhere: no DID document",
+        ),
+        (
+            [("repo", REPO_DID), ("sha", sha(1)), ("sourceRepo", AWAY_DID)],
+            502,
+            "UpstreamFailure",
+            f"sourceRepo {AWAY_DID}: the PLC",
         ),
         ([("repo", REPO_DID), ("sha", sha(9))], 400, "InvalidRequest", "sha:"),
         ([("repo", REPO_DID), ("sha", sha(8))], 502, "UpstreamFailure", "reading"),

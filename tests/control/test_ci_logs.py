@@ -158,6 +158,17 @@ async def test_a_pipeline_not_started_yet_upgrades_and_waits(spindle: Spindle, c
     assert view.close_code == 1000 and len(view.lines("build.yml")) == 3
 
 
+async def test_an_idle_subscription_is_pinged(spindle: Spindle, client: CiAppview) -> None:
+    """While a queued workflow gives nothing to send, the socket gets WebSocket pings (TACK_PING_INTERVAL, 1 s here)."""
+    (rkey,) = spindle.run(spindle.maker().spec("push", REPO, sha(9), [("build.yml", script(1, 0, queue=30))]))
+    url = f"{client.base_url.replace('http', 'ws', 1)}/xrpc/{SUBSCRIBE}"
+    async with client.session.ws_connect(url, params={"pipeline": rkey}, autoping=False) as ws:
+        for _ in range(2):
+            message = await ws.receive(timeout=15)
+            assert message.type is aiohttp.WSMsgType.PING, message
+            await ws.pong(message.data)
+
+
 async def test_a_workflow_tack_failed_shows_why_in_its_log(spindle: Spindle, client: CiAppview) -> None:
     """An unroutable workflow's log is tack's one step with the reason; the routed one streams beside it."""
     (rkey,) = spindle.run(

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import AsyncIterator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
+from tack_control.engine import pipelines as pipelines_module
 from tack_control.ingest.registry import Registry
 from tests.fakes.ci_appview import GET, QUERY, CiAppview
 from tests.support.ci import KNOT, PipelineMaker, ci_app, serve, sha
@@ -110,6 +112,29 @@ async def test_paging_over_1000_pipelines_returns_each_exactly_once_in_order(
     assert pages == 28
     assert len(await client.query_all(REPO_A, limit=250)) == 1000
     assert len(await client.query_all(REPO_A)) == 1000
+
+
+async def test_pipelines_created_in_one_clock_tick_or_after_the_clock_went_back_page_exactly_once(
+    conn: sqlite3.Connection, client: CiAppview, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A clock stuck on one nanosecond, then set back, then a restart: every pipeline still pages out once, in order."""
+    stuck = 1_784_698_509_603_192_451
+    clock = {"ns": stuck}
+    monkeypatch.setattr(pipelines_module, "time", SimpleNamespace(time_ns=lambda: clock["ns"]))
+    maker = PipelineMaker.on(conn)
+    made = [maker.make("push", REPO_A, sha(i)) for i in range(120)]
+    clock["ns"] = stuck - 10**12  # NTP stepped the clock back
+    made += [maker.make("manual", REPO_A, sha(i)) for i in range(40)]
+    restarted = PipelineMaker.on(conn)  # a new engine reads where the last one stopped
+    made += [restarted.make("pull_request", REPO_A, sha(i)) for i in range(40)]
+    for limit in (1, 7, 50):
+        assert ids(await client.query_all(REPO_A, limit=limit)) == made[::-1]
+    with_commits = await client.query_all(REPO_A, commits=(sha(3), sha(4), sha(5)), limit=1)
+    assert ids(with_commits) == [
+        made[165],
+        made[164],
+        made[163],
+    ]  # the newest of each: the restarted engine's
 
 
 async def test_commits_with_30_shas_return_the_newest_pipeline_of_each(

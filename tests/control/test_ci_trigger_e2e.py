@@ -16,6 +16,7 @@ import pytest
 
 from tack_common.pb import provider_pb2 as pb
 from tack_control.engine.statuses import pipeline_uri
+from tack_control.ingest.fingerprint import describe_definition_hash
 from tests.fakes.ci_appview import CiAppview
 from tests.fakes.provider import RawLogsProvider
 from tests.support.atproto import Account, plc_did
@@ -215,6 +216,14 @@ async def test_a_fork_pull_request_runs_untrusted_from_the_forks_own_knot(
     try:
         fork_files = {".tangled/workflows/ci.yml": provider_file(ON_PULL, "spy"), "src/patch.c": "int p;\n"}
         fork_did, fork_sha = await world.fork(tmp_path, fork_files)
+        async with CiAppview(world.stack.cp.http) as ci:
+            # Before any run, the appview can compare the fork's definitions with the target's.
+            status, described = await ci.describe(world.repo_did, fork_sha, source_repo=fork_did)
+        assert status == 200, described
+        assert described["workflows"] == ["ci.yml"]
+        assert described["hash"] == describe_definition_hash(
+            [("ci.yml", fork_files[".tangled/workflows/ci.yml"])]
+        )
         pull = f"at://{world.account().did}/sh.tangled.repo.pull/3mpull0000001"
         trigger = {
             "$type": PULL,
@@ -255,6 +264,11 @@ async def test_a_fork_pull_request_runs_untrusted_from_the_forks_own_knot(
         )
         assert (status, answer["error"]) == (400, "InvalidRepo")
         assert "does not host it" in answer["message"]
+        async with CiAppview(world.stack.cp.http) as ci:
+            status, refused = await ci.describe(world.repo_did, fork_sha, source_repo=impostor)
+        assert (status, refused["error"]) == (400, "RepoNotFound") and "does not host it" in refused[
+            "message"
+        ]
         assert len(world.pipelines()) == 1 and len(spy.spawns) == 1
     finally:
         await world.stop()

@@ -9,15 +9,20 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
-from tack_control.doctor import Result, check_buildkite, check_git, run_checks
+from tack_control.config import Settings
+from tack_control.doctor import Result, check_buildkite, check_git, check_owner, run_checks
+from tack_control.web.ci.didweb import did_document, did_web
 from tests.fakes.atproto import FakePds, FakePlc
 from tests.fakes.buildkite import FakeBuildkite
 from tests.fakes.buildkite.config import ALL_SCOPES, TokenInfo
 from tests.support.atproto import Account
+from tests.support.ci import serve
 from tests.support.codefacts import ROOT
 from tests.support.procs import free_port
 from tests.support.stack import OWNER, Stack
@@ -101,7 +106,7 @@ async def test_good_configuration_passes_with_one_line_per_check(
     assert "running control plane" in proc.stdout and proc.stdout.count(": ready") == 1
     assert any(line.startswith("skip") and "buildkite" in line for line in lines)
     assert "SERVING, stub" in proc.stdout
-    assert f"answers {OWNER}" in proc.stdout
+    assert f"answers {OWNER}; did.json names did:web:" in proc.stdout
     assert "ok    git client: git 2." in proc.stdout
 
 
@@ -164,6 +169,42 @@ async def test_buildkite_token_scopes_and_org_are_checked(token: str, org: str, 
         assert result.verdict == "FAIL"
         assert result.fix
         assert expected in f"{result.name}: {result.detail}"
+
+
+@pytest.mark.parametrize(
+    ("did_json", "expected"),
+    [
+        (None, "HTTP 404"),
+        ({"id": "did:web:elsewhere.example", "service": []}, "is not this spindle's document"),
+        ("good", None),
+    ],
+)
+async def test_the_public_face_includes_this_spindles_did_json(did_json: Any, expected: str | None) -> None:
+    """Behind a proxy that answers the owner check, a missing or foreign /.well-known/did.json fails with its fix."""
+    app = web.Application()
+
+    async def owner(request: web.Request) -> web.Response:
+        return web.json_response({"owner": OWNER})
+
+    async def document(request: web.Request) -> web.Response:
+        if did_json is None:
+            raise web.HTTPNotFound()
+        host = request.host
+        return web.json_response(did_document(host, dev=True) if did_json == "good" else did_json)
+
+    app.router.add_get("/xrpc/sh.tangled.owner", owner)
+    app.router.add_get("/.well-known/did.json", document)
+    async with serve(app) as url:
+        hostname = url.removeprefix("http://")
+        settings = Settings.from_env(
+            {"TACK_HOSTNAME": hostname, "TACK_OWNER_DID": OWNER, "TACK_DEV": "1", "TACK_PROVIDERS": ""}
+        )
+        result = await check_owner(settings)
+    if expected is None:
+        assert result.verdict == "ok" and result.detail.endswith(f"did.json names {did_web(hostname)}")
+    else:
+        assert result.verdict == "FAIL" and result.fix
+        assert result.name.startswith("public did.json") and expected in result.detail
 
 
 async def test_an_unreachable_buildkite_api_fails_quickly() -> None:

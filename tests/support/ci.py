@@ -28,6 +28,7 @@ from tack_control.engine.pipelines import Pipelines, PipelineSpec, Routed
 from tack_control.engine.statuses import StatusBook
 from tack_control.ingest.registry import Registry
 from tack_control.ingest.routing import route
+from tack_control.ingest.verify import ForkKnot
 from tack_control.ingest.wire import Clone, Workflow
 from tack_control.web import ci, keys, xrpc
 from tack_control.web.app import build_app
@@ -207,13 +208,18 @@ async def serve(app: web.Application) -> AsyncIterator[str]:
 
 
 def ci_app(
-    conn: sqlite3.Connection, registry: Registry, load: LoadWorkflows | None = None, hostname: str = HOST
+    conn: sqlite3.Connection,
+    registry: Registry,
+    load: LoadWorkflows | None = None,
+    hostname: str = HOST,
+    fork_knot: ForkKnot | None = None,
 ) -> web.Application:
-    """The CI API alone over ``conn`` (no providers, no background work)."""
+    """The CI API alone over ``conn`` (no providers, no background work; forks vetted by ``fork_knot``)."""
     app = web.Application()
     app[keys.DB] = conn
     app[keys.REGISTRY] = registry
     app[keys.LOAD_WORKFLOWS] = load
+    app[keys.FORK_KNOT] = fork_knot
     app[keys.PROVIDERS] = {}
     app[keys.LOG_FRAMES] = LogFrames(BUDGET_BYTES)
     app[keys.SOCKETS] = set()

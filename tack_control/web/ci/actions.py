@@ -38,12 +38,10 @@ from tack_control import metrics
 from tack_control.core import Core
 from tack_control.engine.statuses import pipeline_uri
 from tack_control.identity.pds import RecordError, parse_record_uri
-from tack_control.identity.resolver import ResolveError
 from tack_control.identity.serviceauth import authenticate
-from tack_control.ingest.knotapi import KnotError
 from tack_control.ingest.minting import LoadFailed, Mint
 from tack_control.ingest.registry import Repo
-from tack_control.ingest.verify import knot_from_document
+from tack_control.ingest.verify import ForkRefused
 from tack_control.ingest.when import Trigger as WhenTrigger
 from tack_control.ingest.wire import is_did, is_sha
 from tack_control.web import keys
@@ -146,21 +144,11 @@ async def _source_knot(core: Core, repo: Repo, source_repo: str) -> str:
     if not is_did(source_repo):
         raise _fail(400, "InvalidRequest", "trigger.sourceRepo: not a DID")
     try:
-        knot = await knot_from_document(core.resolver)(source_repo)
-        if knot is None:
-            raise _fail(400, "InvalidRepo", f"sourceRepo {source_repo}: its DID document names no knot")
-        description = await core.knot_api.describe_repo(knot, source_repo)
-    except ResolveError as exc:
-        if exc.reason == "unavailable":
-            raise _fail(502, "UpstreamFailure", f"sourceRepo: {exc}") from None
-        raise _fail(400, "InvalidRepo", f"sourceRepo: {exc}") from None
-    except KnotError as exc:
+        return await core.fork_knot(source_repo)
+    except ForkRefused as exc:
         if exc.transient:
-            raise _fail(502, "UpstreamFailure", f"sourceRepo: {exc}") from None
-        raise _fail(400, "InvalidRepo", f"sourceRepo: {exc}") from None
-    if description is None:
-        raise _fail(400, "InvalidRepo", f"sourceRepo {source_repo}: its knot {knot} does not host it")
-    return knot
+            raise _fail(502, "UpstreamFailure", f"sourceRepo {exc}") from None
+        raise _fail(400, "InvalidRepo", f"sourceRepo {exc}") from None
 
 
 def _manual(trigger: dict[str, Any]) -> tuple[dict[str, Any], str, WhenTrigger]:

@@ -20,6 +20,7 @@ from aiohttp.typedefs import Handler
 from tack_control import metrics
 from tack_control.ingest.fingerprint import definition_names, describe_definition_hash
 from tack_control.ingest.minting import LoadFailed
+from tack_control.ingest.verify import ForkRefused
 from tack_control.web import keys
 from tack_control.web.ci import params, store
 from tack_control.web.xrpc import xrpc_error
@@ -71,8 +72,9 @@ async def get_pipeline(request: web.Request) -> web.Response:
     return _json(GET, pipeline)
 
 
-def _source_knot(request: web.Request, repo_did: str) -> str | None:
-    """The knot of a source repository (a fork): registered here, or seen as a pipeline's source."""
+async def _source_knot(request: web.Request, repo_did: str) -> str:
+    """The knot of a source repository (a fork): registered here, seen as a pipeline's source, or vetted now
+    through its DID document and knot (a fork's pull request that has not run yet). Raises ForkRefused."""
     repo = request.app[keys.REGISTRY].by_repo_did(repo_did)
     if repo is not None:
         return repo.knot
@@ -85,7 +87,14 @@ def _source_knot(request: web.Request, repo_did: str) -> str | None:
         )
         .fetchone()
     )
-    return None if row is None else str(row[0])
+    if row is not None:
+        return str(row[0])
+    vet = request.app[keys.FORK_KNOT]
+    if vet is None:
+        raise ForkRefused(
+            f"{repo_did}: neither registered here nor the source of a pipeline", transient=False
+        )
+    return await asyncio.wait_for(vet(repo_did), LOAD_TIMEOUT_S)
 
 
 def make_describe() -> Handler:
@@ -93,8 +102,9 @@ def make_describe() -> Handler:
 
     tack reads workflows from the repository, so the answer is ``derived: true``
     with the stock fingerprint of ``.tangled/workflows`` at ``sha`` (in
-    ``sourceRepo`` when given, the fork of a pull request) and the file names;
-    ``workflows`` is left out when there are none, as stock spindles do.
+    ``sourceRepo`` when given: the fork of a pull request, vetted as a
+    triggered fork run is) and the file names; ``workflows`` is left out when
+    there are none, as stock spindles do.
     """
     answers: OrderedDict[tuple[str, str, str], dict[str, Any]] = OrderedDict()
 
@@ -110,12 +120,21 @@ def make_describe() -> Handler:
             )
         knot, source = repo.knot, q.repo
         if q.source_repo is not None:
-            found = _source_knot(request, q.source_repo)
-            if found is None:
+            try:
+                knot = await _source_knot(request, q.source_repo)
+            except ForkRefused as exc:
+                log.info("fork not vetted", extra={"source_repo": q.source_repo, "reason": str(exc)[:300]})
+                if exc.transient:
+                    return _error(DESCRIBE, 502, "UpstreamFailure", f"sourceRepo {str(exc)[:300]}")
+                return _error(DESCRIBE, 400, "RepoNotFound", f"sourceRepo {str(exc)[:300]}")
+            except TimeoutError:
                 return _error(
-                    DESCRIBE, 400, "RepoNotFound", f"sourceRepo: cannot tell which knot hosts {q.source_repo}"
+                    DESCRIBE,
+                    504,
+                    "UpstreamTimeout",
+                    f"sourceRepo {q.source_repo}: not vetted within {LOAD_TIMEOUT_S:g}s",
                 )
-            knot, source = found, q.source_repo
+            source = q.source_repo
         key = (knot, source, q.sha)
         answer = answers.get(key)
         if answer is not None:

@@ -76,10 +76,16 @@ def test_audience_forms() -> None:
         (lambda a: a.token(header={"typ": "JWT"}), "bad_alg"),
         (lambda a: a.token(header={"alg": "ES256K", "typ": "at+jwt"}), "bad_typ"),
         (lambda a: a.token(header={"alg": "ES256K", "crit": ["b64"]}), "malformed"),
+        (lambda a: a.token(header={"alg": "ES256K", "kid": "#atproto_label"}), "bad_kid"),
+        (
+            lambda a: a.token(header={"alg": "ES256K", "kid": "did:plc:other0000000000000000000#atproto"}),
+            "bad_kid",
+        ),
+        (lambda a: a.token(header={"alg": "ES256K", "kid": 1}), "bad_kid"),
     ],
 )
 def test_each_bad_claim_has_its_reason(make: Any, expected: str) -> None:
-    """Wrong method, expired, future, too long-lived, no/odd jti, non-integer times, bad issuer, alg, typ, crit."""
+    """Wrong method, expired, future, too long-lived, no/odd jti, non-integer times, bad issuer, alg, typ, crit, kid."""
     assert reason(make(Account())) == expected
 
 
@@ -87,6 +93,14 @@ def test_typ_may_be_absent() -> None:
     """A header without typ is accepted (the stock spindle ignores it)."""
     account = Account()
     check(account.token(header={"alg": "ES256K"}), audience=AUD, lxm=LXM, now=time.time())
+
+
+def test_kid_may_name_the_atproto_key() -> None:
+    """kid #atproto, or the issuer's DID with #atproto, is the key tack checks anyway: accepted."""
+    account = Account()
+    for kid in ("#atproto", f"{account.did}#atproto"):
+        token = account.token(header={"alg": "ES256K", "typ": "JWT", "kid": kid})
+        assert check(token, audience=AUD, lxm=LXM, now=time.time()).iss == account.did
 
 
 def test_alg_none_with_no_signature_is_refused() -> None:
