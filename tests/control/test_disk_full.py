@@ -18,10 +18,13 @@ from pathlib import Path
 import pytest
 
 from tack_common import client, health
+from tack_sandbox.pulls import PULL_NSID, format_patch
 from tests.chaos.invariants import Expected, check_single_start, check_statuses
 from tests.fakes.appview import AppviewClient
+from tests.support.current import make_world, until, workflow
 from tests.support.faults import eventually, inject, readiness
 from tests.support.procs import Proc
+from tests.support.pulls import pull_of
 from tests.support.stack import OWNER, TERMINAL, Stack, registered, stub_workflow
 
 
@@ -29,6 +32,8 @@ pytestmark = pytest.mark.e2e
 
 ENV = {"TACK_FAULT_INJECTION": "1"}
 FULL_SECONDS = 8.0
+ON_PUSH = 'when:\n  - event: ["push"]\n    branch: ["main"]\n'
+ON_PULL = 'when:\n  - event: ["pull_request"]\n    branch: ["main"]\n'
 
 
 def errors_between(proc: Proc, start: float, end: float, level: str = "error") -> list[dict[str, object]]:
@@ -179,3 +184,64 @@ async def test_a_full_disk_in_a_provider_loses_nothing_and_everything_resumes(tm
             )
         finally:
             await appview.close()
+
+
+async def test_current_tangled_pushes_and_pull_requests_during_a_full_disk_run_once_afterwards(
+    tmp_path: Path,
+) -> None:
+    """Current Tangled: pushes from the knot's stream and a pull request from Jetstream arrive while the control
+    plane's disk is full; once space returns each runs exactly once, at its commit, and the database is sound."""
+    world = await make_world(tmp_path, control_env=ENV)
+    try:
+        files = {
+            ".tangled/workflows/push.yml": workflow(ON_PUSH),
+            ".tangled/workflows/pr.yml": workflow(ON_PULL),
+        }
+        await world.knot.push(world.repo_did, files)
+        await until(lambda: [s for _, s, _ in world.pushes()] == ["done"], "the first push is decided")
+        feature = await world.knot.push(world.repo_did, {"f.c": "int f;\n"}, branch="feature", base="main")
+        await until(lambda: len(world.pushes()) == 2, "the feature branch push is recorded")
+        assert world.knot.git is not None
+        blob = await format_patch(world.knot.git.repo_path(world.repo_did), "main", "feature")
+        world.pds.upload(OWNER, blob)
+        record = pull_of(world.repo_did, [blob])
+        world.pds.put(OWNER, PULL_NSID, "3mr7m2f6gerdf", record)
+
+        def runs() -> list[tuple[str, str]]:
+            return sorted((kind, sha) for _, kind, sha, _, _ in world.pipelines())
+
+        before = runs()
+        assert len(before) == 1
+        started = time.time()
+        await inject(world.stack.cp.http, "disk_full", FULL_SECONDS)
+
+        async def unwritable() -> bool:
+            status, body = await readiness(world.stack.cp.http)
+            return status == 503 and any("database cannot be written" in p for p in body["problems"])
+
+        await eventually(unwritable, FULL_SECONDS, "readiness says the database cannot be written")
+        shas = [(await world.knot.push(world.repo_did, {"a.c": f"int a = {i};\n"})).new_sha for i in range(3)]
+        world.stack.jetstream.commit(OWNER, PULL_NSID, "3mr7m2f6gerdf", "create", record)
+        ended = started + FULL_SECONDS
+
+        wanted = sorted([*before, *(("push", sha) for sha in shas), ("pull_request", feature.new_sha)])
+        await until(lambda: runs() == wanted, "every push and the pull request run once", timeout=60)
+
+        def succeeded() -> bool:
+            return all(
+                status == "success"
+                for rkey, *_ in world.pipelines()
+                for status, _ in world.workflows(rkey).values()
+            )
+
+        await until(succeeded, "every pipeline succeeds", timeout=60)
+        await asyncio.sleep(1.0)
+        assert runs() == wanted
+        with contextlib.closing(sqlite3.connect(world.stack.cp.db_path)) as conn:
+            assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert (await readiness(world.stack.cp.http))[0] == 200
+        failures = errors_between(world.stack.cp, started, ended)
+        assert sum(r["msg"] == "database cannot be written" for r in failures) == 1
+        assert len(failures) <= 12, [f"{r.get('msg')} {r.get('kind', '')}" for r in failures]
+    finally:
+        await world.stop()

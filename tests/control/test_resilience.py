@@ -8,12 +8,14 @@ import signal
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import aiohttp
 import pytest
 
 from tests.fakes.appview import AppviewClient
+from tests.support.faults import eventually, metric, report
 from tests.support.stack import MEMBER, OWNER, QUICK, Stack, registered, stub_workflow
 
 
@@ -173,3 +175,49 @@ async def test_a_provider_that_lost_its_database_is_followed_again(tmp_path: Pat
         assert log.lines == []
         fresh = stack.push(OWNER, "hello", [stub_workflow("fresh.yml", QUICK)])
         await appview.wait_for(lambda: status_of(appview, knot, fresh, "fresh.yml") == "success", timeout=30)
+
+
+async def test_the_health_report_and_gauges_show_each_input_streams_connection(tmp_path: Path) -> None:
+    """/healthz?verbose=1 lists Jetstream and each followed knot: connected, a Jetstream reconnect is a new
+    connect, a knot gone is disconnected for a growing time; the gauges say the same."""
+    async with running(tmp_path) as (stack, _):
+        await registered(stack, OWNER)
+        base, knot = stack.cp.http, stack.knot.hostname
+
+        async def inputs() -> dict[str, Any]:
+            found: dict[str, Any] = (await report(base))["inputs"]
+            return found
+
+        async def knot_connected() -> bool:
+            return bool((await inputs())["knots"].get(knot, {}).get("connected"))
+
+        await eventually(knot_connected, 15, "the knot is listed as connected")
+        jetstream = (await inputs())["jetstream"]
+        assert jetstream["connected"] and jetstream["seconds_disconnected"] == 0
+        assert jetstream["seconds_since_connect"] is not None
+        assert await metric(base, "tack_input_disconnected_seconds", {"stream": "jetstream"}) == 0
+        assert await metric(base, "tack_input_disconnected_seconds", {"stream": "knots"}) == 0
+
+        async def connected_a_while() -> bool:
+            return float((await inputs())["jetstream"]["seconds_since_connect"]) >= 2.0
+
+        await eventually(connected_a_while, 15, "Jetstream has been connected for 2 s")
+        await stack.jetstream.drop_connections()
+        await stack.jetstream.wait_connected(1, timeout=30)
+
+        async def reconnected() -> bool:
+            now = (await inputs())["jetstream"]
+            return bool(now["connected"]) and float(now["seconds_since_connect"]) < 2.0
+
+        await eventually(reconnected, 15, "the report shows the new Jetstream connection")
+
+        await stack.knot.stop()
+
+        async def knot_gone() -> bool:
+            entry = (await inputs())["knots"][knot]
+            return not entry["connected"] and float(entry["seconds_disconnected"]) > 0
+
+        await eventually(knot_gone, 15, "the report shows the knot disconnected")
+        assert await metric(base, "tack_input_disconnected_seconds", {"stream": "knots"}) > 0
+        assert await metric(base, "tack_input_last_event_age_seconds", {"stream": "knots"}) > 0
+        assert await metric(base, "tack_input_disconnected_seconds", {"stream": "jetstream"}) == 0

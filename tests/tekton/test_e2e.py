@@ -136,3 +136,59 @@ async def test_a_push_becomes_pipelineruns_whose_statuses_and_logs_reach_the_ci_
         assert log.lines("lint.yml") == ["E501 line too long", "exit status 2"]
         serve_lines = log.lines("serve.yml")
         assert serve_lines and "is gone" in serve_lines[-2]
+
+
+async def test_a_cancel_from_tangled_sets_the_pipelineruns_spec_status(
+    world: World, cluster: FakeKubernetes
+) -> None:
+    """cancelPipeline through the control plane: each running PipelineRun gets the ``spec.status`` its workflow's
+    ``cancel`` asks for (Cancelled by default), Tekton stops it, and the CI API shows both cancelled with the
+    stock error."""
+    files = {
+        ".tangled/workflows/serve.yml": tekton_file("forever"),
+        ".tangled/workflows/tidy.yml": tekton_file("forever", cancel="CancelledRunFinally"),
+    }
+    await world.knot.push(world.repo_did, files)
+    await until(lambda: len(cluster.pipeline_runs()) == 2, "both PipelineRuns exist")
+    names = {w: run_of(cluster, w)[0]["metadata"]["name"] for w in files_named(files)}
+    await until(
+        lambda: all(
+            (cluster.pipeline_run(n) or {}).get("status", {}).get("startTime") for n in names.values()
+        ),
+        "both run",
+    )
+    async with CiAppview(world.stack.cp.http) as appview:
+        pipeline_id = (await appview.query_pipelines(world.repo_did))["pipelines"][0]["id"]
+        status, answer = await world.call(
+            "sh.tangled.ci.cancelPipeline", {"repo": world.repo_did, "pipeline": pipeline_id}
+        )
+        assert (status, answer) == (200, None)
+        await until(
+            lambda: (
+                {w: (cluster.pipeline_run(n) or {})["spec"].get("status") for w, n in names.items()}
+                == {"serve.yml": "Cancelled", "tidy.yml": "CancelledRunFinally"}
+            ),
+            "the provider sets spec.status",
+        )
+
+        def succeeded(name: str) -> dict[str, Any]:
+            conditions = (cluster.pipeline_run(name) or {}).get("status", {}).get("conditions", [])
+            return next((c for c in conditions if c["type"] == "Succeeded"), {})
+
+        await until(
+            lambda: all(succeeded(n).get("reason") == "Cancelled" for n in names.values()),
+            "Tekton ends both cancelled",
+            timeout=30,
+        )
+        page = await appview.query_pipelines(world.repo_did)
+        shown = {w["name"]: (w["status"], w.get("error")) for w in page["pipelines"][0]["workflows"]}
+        assert shown == {
+            "serve.yml": ("cancelled", "User canceled the workflow"),
+            "tidy.yml": ("cancelled", "User canceled the workflow"),
+        }
+    assert len(cluster.pipeline_runs()) == 2
+
+
+def files_named(files: dict[str, str]) -> list[str]:
+    """The workflow names of ``.tangled/workflows`` paths."""
+    return [path.rsplit("/", 1)[1] for path in files]
