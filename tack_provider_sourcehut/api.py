@@ -30,6 +30,9 @@ MAX_WAIT_SECONDS = 60.0
 MAX_ANSWER_BYTES = 4 << 20
 LOG_CHUNK = 1 << 20
 JOB_FIELDS = "id created status tags note log { fullURL } tasks { name status log { fullURL } }"
+SUBMITTED_FIELDS = "id created status tags"
+"""What ``submit`` asks of the new job: nothing that needs a scope beyond ``JOBS``, so that no partial
+access error can stand beside a job that was created."""
 
 
 class ApiError(Exception):
@@ -254,7 +257,10 @@ class SourcehutClient:
     async def submit(
         self, manifest: str, tags: Sequence[str], note: str, secrets: bool | None, visibility: str | None
     ) -> dict[str, Any]:
-        """``submit``: the new job (never retried but after a 429; OutcomeUnknown when unsure)."""
+        """``submit``: the new job (never retried but after a 429; OutcomeUnknown when unsure).
+
+        A job in the answer was created, whatever ``errors`` say beside it; ApiError only when there is none.
+        """
         params = ["$manifest: String!", "$tags: [String!]", "$note: String"]
         args = ["manifest: $manifest", "tags: $tags", "note: $note"]
         variables: dict[str, Any] = {"manifest": manifest, "tags": list(tags), "note": note}
@@ -266,10 +272,12 @@ class SourcehutClient:
             params.append("$visibility: Visibility")
             args.append("visibility: $visibility")
             variables["visibility"] = visibility
-        query = f"mutation submit({', '.join(params)}) {{ submit({', '.join(args)}) {{ {JOB_FIELDS} }} }}"
+        query = (
+            f"mutation submit({', '.join(params)}) {{ submit({', '.join(args)}) {{ {SUBMITTED_FIELDS} }} }}"
+        )
         answer = await self.graphql("submit", query, variables, idempotent=False, timeout=self.submit_timeout)
         job = answer.data.get("submit") if isinstance(answer.data, dict) else None
-        if answer.errors or not isinstance(job, dict) or not isinstance(job.get("id"), int):
+        if not isinstance(job, dict) or not isinstance(job.get("id"), int) or isinstance(job["id"], bool):
             raise ApiError("submit", 200, error_text(answer.errors), answer.errors)
         return job
 

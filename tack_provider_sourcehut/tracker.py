@@ -8,8 +8,9 @@ and at once after a submit or a cancel; while someone watches a run's log it is 
 
 Statuses only move forward (the kit's store refuses regressions), so late or repeated reads are
 harmless. A job that no longer answers (``job`` null: deleted, or the token lost it) fails its run.
-builds.sr.ht cancels only running jobs, so a cancel asked for a pending job is sent again each time a
-read finds it running, until the job ends.
+builds.sr.ht cancels only running jobs, so a cancel asked for a pending job is sent when a read finds it
+running. A cancel builds.sr.ht took is not sent again for ``CANCEL_RESEND_S``: the API answers CANCELLED
+at once but the job reads RUNNING until its runner has killed it.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 
 CONCURRENT_READS = 4
 MAX_QUIET_DOUBLINGS = 3
+CANCEL_RESEND_S = 60.0
 
 
 class Tracker:
@@ -63,6 +65,7 @@ class Tracker:
         self._quiet: dict[int, int] = {}
         self._last_status: dict[int, object] = {}
         self._unknown: set[str] = set()
+        self._cancel_taken: dict[int, float] = {}
 
     def due(self, run_id: int, reason: str) -> None:
         """Read the run's job soon."""
@@ -117,7 +120,7 @@ class Tracker:
             self._forget(run_id)
 
     def _forget(self, run_id: int) -> None:
-        for memory in (self._heard, self._quiet, self._last_status):
+        for memory in (self._heard, self._quiet, self._last_status, self._cancel_taken):
             memory.pop(run_id, None)
         if run_id not in self.watchers:
             self.jobs.pop(run_id, None)
@@ -129,11 +132,17 @@ class Tracker:
         for and is sent again once a read finds the job running. Raises ApiError/Unreachable when
         builds.sr.ht could not be asked.
         """
-        answer = await self.client.cancel(job_id)
+        self._cancel_taken[run_id] = self.clock()  # also keeps a concurrent read from sending another
+        try:
+            answer = await self.client.cancel(job_id)
+        except BaseException:
+            self._cancel_taken.pop(run_id, None)
+            raise
         cancelled = answer.data.get("cancel") if isinstance(answer.data, dict) else None
         if isinstance(cancelled, dict):
             self.due(run_id, "cancel")
             return True
+        self._cancel_taken.pop(run_id, None)
         if answer.errors and not any("no running jobs" in str(e.get("message", "")) for e in answer.errors):
             raise ApiError("cancel", 200, error_text(answer.errors), answer.errors)
         self.due(run_id, "cancel")
@@ -167,7 +176,9 @@ class Tracker:
             )
         self.observe(run_id, job)
         data = self.book.data(run_id) or {}
-        if data.get("cancel") and job.get("status") == "RUNNING":
+        taken = self._cancel_taken.get(run_id)
+        resend = taken is None or self.clock() - taken >= CANCEL_RESEND_S
+        if data.get("cancel") and job.get("status") == "RUNNING" and resend:
             try:
                 await self.cancel(run_id, job_id)
             except (ApiError, Unreachable) as exc:

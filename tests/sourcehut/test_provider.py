@@ -161,3 +161,50 @@ async def test_bad_manifests_are_refused_at_spawn_naming_the_problem(
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "bad.yml" in str(caught.value.details()) and message in str(caught.value.details())
     assert fake.submissions == []
+
+
+async def test_a_token_without_the_logs_scope_still_makes_exactly_one_job(
+    tmp_path: Path, fake: FakeSourcehut
+) -> None:
+    """A token lacking LOGS:RO passes the check on an account without jobs; its submit must not be answered
+    with access errors beside the new job (that read as a refusal, and the job was submitted again and again)."""
+    token = "NoLogsToken0123456789abcdefghijklmnopqrstuvwxyz"
+    fake.add_token(token, grants={"JOBS:RW"})
+    proc = SourcehutProcess(tmp_path, fake, {"TACK_SOURCEHUT_TOKEN": token})
+    await proc.start_serving()
+    try:
+        request, updates = await run_to_end(proc.address, [sourcehut_workflow("n.yml", manifest("build"))])
+    finally:
+        proc.kill9()
+    assert final(updates, key(request, "n.yml")).status == st.SUCCESS
+    assert len(fake.submissions) == 1 and len(fake.jobs) == 1
+
+
+async def test_a_cancel_builds_sr_ht_took_is_not_sent_again_while_the_runner_kills_the_job(
+    tmp_path: Path,
+) -> None:
+    """builds.sr.ht answers a cancel with CANCELLED while the job reads RUNNING until its runner acts: the
+    provider keeps polling but sends the cancel once (it used to resend it after every read, unpaced)."""
+    async with FakeSourcehut(cancel_lag=True) as fake:
+        proc = SourcehutProcess(tmp_path, fake)
+        await proc.start_serving()
+        try:
+            request = spawn_request([sourcehut_workflow("h.yml", manifest("hang"))])
+            k = key(request, "h.yml")
+            async with ready_channel(proc.address) as channel:
+                stub = provider_stub(channel)
+                await stub.Spawn(request, timeout=10)
+                await fake.wait_for(lambda: len(fake.jobs) == 1)
+                job = fake.jobs[0]
+                fake.pick_up(job.id)
+                fake.start_task(job.id, "hang", log="hanging\r\n")
+                await stub.Cancel(pb.CancelRequest(key=k), timeout=30)
+                reads = len(fake.ops("job"))
+                await fake.wait_for(lambda: len(fake.ops("job")) >= reads + 4, timeout=30)
+                assert job.status == "RUNNING" and len(fake.ops("cancel")) == 1
+                fake.runner_cancels(job.id)
+                updates = await collect(stub, 0, terminal_for([k]), timeout=30)
+        finally:
+            proc.kill9()
+    assert final(updates, k).status == st.CANCELLED
+    assert len(fake.ops("cancel")) == 1

@@ -94,6 +94,7 @@ class FakeSourcehut(LoopbackServer):
         max_complexity: int = 250,
         build_timeout: str = "4h",
         rate_limit: tuple[int, float] | None = None,
+        cancel_lag: bool = False,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
@@ -107,6 +108,7 @@ class FakeSourcehut(LoopbackServer):
         """(requests, seconds): more requests than that per token in a sliding window answer 429."""
         self.store = Store()
         self.store.on_finish.append(self._job_finished)
+        self.store.cancel_lag = cancel_lag
         self.schema = build_schema()
         self.faults = Faults()
         self.submissions: list[Submission] = []
@@ -263,6 +265,12 @@ class FakeSourcehut(LoopbackServer):
         self._poke()
         return job
 
+    def runner_cancels(self, job_id: int) -> Job:
+        """With ``cancel_lag``: the runner kills a job whose cancel the API took; it reads CANCELLED."""
+        job = self.store.runner_cancels(job_id)
+        self._poke()
+        return job
+
     def run_job(self, job_id: int, *, fail_task: str | None = None) -> Job:
         """Pick up and run every task to the end at once (each with one log line); ``fail_task`` fails there."""
         job = self.store.get(job_id)
@@ -295,6 +303,9 @@ class FakeSourcehut(LoopbackServer):
                 return
             self._plans[job.id] = chosen
         plan = self._plans[job.id]
+        if job.cancelling:
+            self.store.runner_cancels(job.id)
+            return
         if job.status == "PENDING" and job.runner is None and not plan.pick_up:
             return
         if job.status in ("PENDING", "QUEUED"):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -176,6 +176,8 @@ class Job:
     status: str = "PENDING"
     runner: str | None = None
     setup_log: bytearray = field(default_factory=bytearray)
+    cancelling: bool = False
+    """A cancel was taken while the runner has not killed the job yet (``Store.cancel_lag``)."""
 
     @property
     def tags(self) -> list[str]:
@@ -225,6 +227,9 @@ class Store:
         self._next_job = 1
         self._next_task = 1
         self.on_finish: list[Callable[[Job], None]] = []
+        self.cancel_lag = False
+        """As builds.sr.ht does: ``cancel`` answers CANCELLED but the job reads RUNNING until the runner
+        kills it (``runner_cancels``, or the next ``autorun`` tick). False: the runner kills it at once."""
 
     # -- the API's side -----------------------------------------------------------------------------
 
@@ -283,10 +288,22 @@ class Store:
         return job
 
     def cancel(self, owner: str, job_id: int) -> Job:
-        """``cancel`` (§6): only a running job of the caller's; the runner kills it at once."""
+        """``cancel`` (§6): only a running job of the caller's; the runner kills it at once, or with
+        ``cancel_lag`` later (the answer says CANCELLED either way, as the resolver sets it on its copy)."""
         job = self.jobs.get(job_id)
         if job is None or job.owner != owner or job.status != "RUNNING":
             raise ApiError("Found no running jobs for your account with this ID")
+        if not self.cancel_lag:
+            self._end(job, "CANCELLED")
+            return job
+        job.cancelling = True
+        return replace(job, status="CANCELLED")
+
+    def runner_cancels(self, job_id: int) -> Job:
+        """The runner kills a job whose cancel the API took (``cancel_lag``): CANCELLED."""
+        job = self.get(job_id)
+        if not job.cancelling or job.finished:
+            raise StateError(f"job {job_id} has no cancel pending")
         self._end(job, "CANCELLED")
         return job
 
