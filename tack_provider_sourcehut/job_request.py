@@ -7,11 +7,14 @@
   ``#ref``) are pinned to the pushed commit (``url#commit``); a manifest without ``sources:`` gets
   the repository at that commit as its only source. For a pull request from a fork, the fork is cloned.
 - Tags: ``tack``, the repository and workflow names, then ``tack-<run hash>``, the run's unique tag, by
-  which a job whose submit had an unknown outcome is found again; then the workflow's tags. The note
-  says what triggered the job and names the run.
+  which a job whose submit had an unknown outcome is found again (only in that place: a repository or
+  workflow named like a run tag does not match); then the workflow's tags, which may not use ``tack``
+  or ``tack-*``. The note says what triggered the job (or the workflow's own ``note``) and always ends
+  with the line naming the run.
 - Untrusted runs (a fork's code, with the fork's own workflow file) are refused unless the operator set
   ``TACK_SOURCEHUT_UNTRUSTED``; even then they are submitted without secrets, and a manifest that asks
-  for ``secrets:`` or ``oauth:`` (a token acting as the account) is refused.
+  for ``secrets:`` or ``oauth:`` (a token acting as the account), ``triggers:`` (mail or webhooks sent
+  in the account's name) or ``artifacts:`` (files published under the account) is refused.
 """
 
 from __future__ import annotations
@@ -32,6 +35,14 @@ from tack_provider_sourcehut.workflow_config import MAX_NOTE, SourcehutConfig
 
 
 TAG_PREFIX = "tack-"
+RUN_TAG_AT = 3
+"""Where the run tag sits in a job's tags (after ``tack``, the repository and the workflow)."""
+UNTRUSTED_REFUSED_KEYS = (
+    ("secrets", "secrets"),
+    ("oauth", "an OAuth token of the account"),
+    ("triggers", "triggers (mail or webhooks sent in the account's name)"),
+    ("artifacts", "artifacts (files published under the account)"),
+)
 
 
 @dataclass(frozen=True)
@@ -66,6 +77,11 @@ def run_tag(key: RunKey) -> str:
     return TAG_PREFIX + digest[:32]
 
 
+def is_run_job(tags: object, tag: str) -> bool:
+    """Whether a job's ``tags`` (as builds.sr.ht reads them back) are those of the run with run tag ``tag``."""
+    return isinstance(tags, list) and len(tags) > RUN_TAG_AT and tags[0] == "tack" and tags[RUN_TAG_AT] == tag
+
+
 def _tag(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-")[:128] or "x"
 
@@ -86,7 +102,7 @@ def _check_untrusted(config: SourcehutConfig, allowed: bool) -> None:
             f"{UNTRUSTED_REFUSED}: TACK_SOURCEHUT_UNTRUSTED is not set, so this tack does not submit"
             " untrusted code to builds.sr.ht"
         )
-    for key, what in (("secrets", "secrets"), ("oauth", "an OAuth token of the account")):
+    for key, what in UNTRUSTED_REFUSED_KEYS:
         if key in config.manifest.data:
             raise InvalidArgument(
                 f"{WHERE}.{key}: an untrusted run (a fork's pull request) may not ask for {what}"
@@ -120,12 +136,16 @@ def plan(
         )
     tag = run_tag(key)
     tags = ["tack", _tag(repo.name), _tag(workflow.name), tag, *config.tags]
-    default_note = message.format(**values, repo=repo.name, workflow=workflow.name)
-    note = config.note if config.note is not None else f"{default_note}\n\ntack run {key} ({tag})"
+    described = (
+        config.note
+        if config.note is not None
+        else message.format(**values, repo=repo.name, workflow=workflow.name)
+    )
+    signature = f"\n\ntack run {key} ({tag})"
     return JobPlan(
         manifest=text,
         tags=tags,
-        note=note[:MAX_NOTE],
+        note=described[: max(0, MAX_NOTE - len(signature))] + signature,
         secrets=False if request.untrusted else config.secrets,
         visibility=config.visibility,
         run_tag=tag,

@@ -3,7 +3,7 @@
 A manifest comes as YAML text (a block scalar) or as a mapping written straight into the workflow. It
 is parsed by :mod:`tack_common.safe_yaml` and must be a mapping with an ``image`` and a non-empty
 ``tasks`` list of one-key mappings (task name → script), task names being lower-case letters, digits
-``_`` and ``-``. The keys builds.sr.ht knows are checked for their shapes; unknown keys are refused: builds.sr.ht
+``_`` and ``-``; ``environment:`` may not name ``TANGLED_*`` variables (tack's). The keys builds.sr.ht knows are checked for their shapes; unknown keys are refused: builds.sr.ht
 ignores them, so a misspelt key would silently do nothing. Errors read ``tack.sourcehut.manifest.tasks[1]: ...``.
 """
 
@@ -23,6 +23,7 @@ MAX_MANIFEST_BYTES = 16384  # the size of builds.sr.ht's manifest column
 MAX_TASKS = 100
 TASK_NAME = re.compile(r"[a-z0-9_-]{1,128}")
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+RESERVED_ENV_PREFIX = "TANGLED_"
 KEYS = (
     "image",
     "arch",
@@ -87,6 +88,8 @@ def _environment(value: object) -> None:
     for name, item in value.items():
         if not isinstance(name, str) or ENV_NAME.fullmatch(name) is None:
             raise InvalidArgument(f"{where}: {name!r} is not an environment variable name")
+        if name.startswith(RESERVED_ENV_PREFIX):
+            raise InvalidArgument(f"{where}.{name}: {RESERVED_ENV_PREFIX}* variables are set by tack")
         scalar = (str, int, float, bool)
         if not isinstance(item, scalar) and not (
             isinstance(item, list) and all(isinstance(v, scalar) for v in item)

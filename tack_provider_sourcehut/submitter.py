@@ -25,6 +25,7 @@ from tack_common.supervise import Supervisor
 from tack_provider_kit.store import ProviderStore
 from tack_provider_sourcehut import metrics
 from tack_provider_sourcehut.api import ApiError, OutcomeUnknown, SourcehutClient, Unreachable, error_text
+from tack_provider_sourcehut.job_request import is_run_job
 from tack_provider_sourcehut.runs import QUEUED, REJECTED, SUBMITTING, RunBook
 from tack_provider_sourcehut.tracker import Tracker
 
@@ -146,8 +147,7 @@ class Submitter:
         for _ in range(MAX_PAGES):
             jobs, cursor = await self.client.jobs(cursor)
             for job in jobs:
-                tags = job.get("tags")
-                if isinstance(tags, list) and tag in tags and isinstance(job.get("id"), int):
+                if is_run_job(job.get("tags"), tag) and isinstance(job.get("id"), int):
                     return job
                 created = created_ns(job)
                 if created is not None and created < oldest:
@@ -191,7 +191,7 @@ class Submitter:
             return False
         except ApiError as exc:
             self.book.update(run_id, phase=QUEUED)
-            if exc.auth or any("Access denied" in str(e.get("message", "")) for e in exc.errors):
+            if exc.auth:
                 log.error(
                     "builds.sr.ht refused the token; retrying (see `python -m tack_provider_sourcehut check`)",
                     extra={"run_id": run_id, "error": exc.message[:500]},
@@ -199,7 +199,14 @@ class Submitter:
                 return False
             if exc.status >= 500 or exc.status == 429:
                 return False
-            self._reject(run_id, error_text(exc.errors) if exc.errors else exc.message)
+            reason = error_text(exc.errors) if exc.errors else exc.message
+            if any("Access denied" in str(e.get("message", "")) for e in exc.errors):
+                # The token works but may not do this: retrying cannot help, and the workflow must end.
+                needs = "builds.sr.ht/JOBS:RW" + (
+                    " and SECRETS:RO (secrets: true)" if data.get("secrets") else ""
+                )
+                reason = f"{reason} (the token needs {needs})"
+            self._reject(run_id, reason)
             return True
         await self._adopt(run_id, job, "submitted")
         return True

@@ -1,7 +1,7 @@
 """Validating a workflow's ``tack: {sourcehut: {...}}`` mapping, free of I/O (docs/sourcehut-api.md §5).
 
-Keys: ``manifest`` (required: YAML text or a mapping), ``tags`` (extra job tags after tack's own),
-``note`` (replaces tack's note), ``visibility`` (``PUBLIC``, ``UNLISTED`` or ``PRIVATE``) and
+Keys: ``manifest`` (required: YAML text or a mapping), ``tags`` (extra job tags after tack's own; ``tack``
+and ``tack-*`` are tack's), ``note`` (replaces tack's description; the line naming the run stays), ``visibility`` (``PUBLIC``, ``UNLISTED`` or ``PRIVATE``) and
 ``secrets`` (``false``: builds.sr.ht gives the job none of the secrets its manifest lists; unset:
 builds.sr.ht's default, which gives them when the token may read secrets).
 """
@@ -22,6 +22,7 @@ KEYS = ("manifest", "tags", "note", "visibility", "secrets")
 VISIBILITIES = ("PUBLIC", "UNLISTED", "PRIVATE")
 TAG = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 MAX_TAGS = 8
+RESERVED_TAG = "tack"
 MAX_NOTE = 4096
 
 
@@ -53,6 +54,10 @@ def parse(config: object) -> SourcehutConfig:
     for tag in tags:
         if TAG.fullmatch(tag) is None:
             raise InvalidArgument(f"{WHERE}.tags: {tag!r} must be 1-128 letters, digits, '_', '.' or '-'")
+        if tag == RESERVED_TAG or tag.startswith(f"{RESERVED_TAG}-"):
+            raise InvalidArgument(
+                f"{WHERE}.tags: {tag!r}: '{RESERVED_TAG}' and '{RESERVED_TAG}-*' tags are set by tack"
+            )
     note = config.get("note")
     if note is not None and (not isinstance(note, str) or len(note) > MAX_NOTE):
         raise InvalidArgument(f"{WHERE}.note: must be a string of at most {MAX_NOTE} characters")

@@ -15,9 +15,9 @@ from tack_provider_kit.provider import InvalidArgument
 from tack_provider_kit.store import RunKey
 from tack_provider_kit.trigger_env import UNTRUSTED_REFUSED
 from tack_provider_sourcehut.config import Settings
-from tack_provider_sourcehut.job_request import JobPlan, plan, run_tag
+from tack_provider_sourcehut.job_request import JobPlan, is_run_job, plan, run_tag
 from tack_provider_sourcehut.manifest import MAX_MANIFEST_BYTES
-from tack_provider_sourcehut.workflow_config import parse, parse_json
+from tack_provider_sourcehut.workflow_config import MAX_NOTE, parse, parse_json
 
 
 MANIFEST = "image: alpine/edge\ntasks:\n  - build: |\n      make\n  - test: make check\n"
@@ -33,14 +33,10 @@ def job(config: dict[str, Any], request: pb.SpawnRequest | None = None, untruste
 
 
 def test_a_push_submits_the_manifest_with_tacks_environment_and_the_commit_checked_out() -> None:
-    """TANGLED_* values join environment:, over the user's own; the manifest gains the repo at the commit."""
+    """TANGLED_* values join the user's environment:; the manifest gains the repo at the commit."""
     request = spawn_request([workflow()])
     submitted = job(
-        {
-            "manifest": MANIFEST.replace(
-                "tasks:", "environment:\n  TANGLED_BRANCH: mine\n  MINE: kept\ntasks:"
-            )
-        },
+        {"manifest": MANIFEST.replace("tasks:", "environment:\n  MINE: kept\ntasks:")},
         request,
     )
     manifest = yaml.safe_load(submitted.manifest)
@@ -89,7 +85,23 @@ def test_tags_and_note_identify_the_run_and_the_run_tag_is_unique_per_workflow()
     assert submitted.note.startswith("tangled: push to main in hello (ci.yml)")
     assert str(key) in submitted.note
     assert submitted.visibility == "PRIVATE"
-    assert job({"manifest": MANIFEST, "note": "mine"}).note == "mine"
+    assert is_run_job(submitted.tags, submitted.run_tag)
+
+
+def test_a_workflow_cannot_pass_for_another_run() -> None:
+    """Its own note keeps the line naming its run (also when the note is as long as allowed); only the run tag's
+    place after tack, repository and workflow counts, so a tag or name equal to another run's tag does not."""
+    request = spawn_request([workflow("ci.yml")])
+    own = run_tag(RunKey("knot.test", request.pipeline_rkey, "ci.yml"))
+    mine = job({"manifest": MANIFEST, "note": "mine"}, request).note
+    assert mine.startswith("mine\n\n") and mine.endswith(f"({own})")
+    longest = job({"manifest": MANIFEST, "note": "x" * MAX_NOTE}, request).note
+    assert len(longest) <= MAX_NOTE and longest.endswith(f"({own})")
+    other = run_tag(RunKey("knot.test", "3zzzzzzzzzzzz", "deploy.yml"))
+    assert not is_run_job(["tack", other, "ci.yml", own], other)
+    assert not is_run_job(["tack", "hello", "ci.yml", own, other], other)
+    assert not is_run_job(["nightly", "hello", "ci.yml", other], other)
+    assert not is_run_job([""], other)
 
 
 @pytest.mark.parametrize(
@@ -125,6 +137,12 @@ def test_tags_and_note_identify_the_run_and_the_run_tag_is_unique_per_workflow()
         ({"manifest": "image: a\n" + "#" * MAX_MANIFEST_BYTES + "\ntasks:\n  - a: x\n"}, "larger than"),
         ({"manifest": MANIFEST, "color": "red"}, "tack.sourcehut.color: unknown key"),
         ({"manifest": MANIFEST, "tags": ["a b"]}, "tack.sourcehut.tags: 'a b' must be"),
+        ({"manifest": MANIFEST, "tags": ["tack"]}, "tack.sourcehut.tags: 'tack': 'tack' and 'tack-*' tags"),
+        ({"manifest": MANIFEST, "tags": ["tack-" + "0" * 32]}, "'tack-*' tags are set by tack"),
+        (
+            {"manifest": "image: a\nenvironment:\n  TANGLED_COMMIT: x\ntasks:\n  - a: x\n"},
+            "manifest.environment.TANGLED_COMMIT: TANGLED_* variables are set by tack",
+        ),
         ({"manifest": MANIFEST, "visibility": "SECRET"}, "tack.sourcehut.visibility: must be one of"),
         ({"manifest": MANIFEST, "secrets": "yes"}, "tack.sourcehut.secrets: must be true or false"),
     ],
@@ -162,7 +180,8 @@ def test_untrusted_runs_are_refused_unless_the_operator_allows_them() -> None:
 
 
 def test_allowed_untrusted_runs_go_without_secrets_and_clone_the_fork() -> None:
-    """Secrets are off whatever the workflow says; secrets: and oauth: are refused; the fork is the source."""
+    """Secrets are off whatever the workflow says; secrets:, oauth:, triggers: and artifacts: (acting or
+    publishing in the account's name) are refused; the fork is the source."""
     submitted = job({"manifest": MANIFEST, "secrets": True}, untrusted_request(), untrusted=True)
     assert submitted.secrets is False
     manifest = yaml.safe_load(submitted.manifest)
@@ -171,6 +190,8 @@ def test_allowed_untrusted_runs_go_without_secrets_and_clone_the_fork() -> None:
     for key, value in (
         ("secrets", "\nsecrets: [0b0e8a0c-1111-2222-3333-444455556666]\n"),
         ("oauth", "\noauth: x\n"),
+        ("triggers", "\ntriggers:\n  - {action: email, condition: always, to: a@example.org}\n"),
+        ("artifacts", "\nartifacts: [out.tar]\n"),
     ):
         with pytest.raises(InvalidArgument, match=f"tack.sourcehut.manifest.{key}: an untrusted run"):
             job({"manifest": MANIFEST + value}, untrusted_request(), untrusted=True)

@@ -13,8 +13,16 @@ from tack_common import status as st
 from tack_common.client import provider_stub
 from tack_common.pb import provider_pb2 as pb
 from tack_provider_kit.contract.checks import collect, key, ready_channel, spawn_request, terminal_for
+from tack_provider_kit.store import RunKey
+from tack_provider_sourcehut.job_request import run_tag
 from tests.fakes.sourcehut import FakeSourcehut
-from tests.support.sourcehut_harness import SourcehutProcess, fake_sourcehut, manifest, sourcehut_workflow
+from tests.support.sourcehut_harness import (
+    SourcehutProcess,
+    fake_sourcehut,
+    manifest,
+    sourcehut_workflow,
+    submit,
+)
 
 
 pytestmark = pytest.mark.e2e
@@ -208,3 +216,41 @@ async def test_a_cancel_builds_sr_ht_took_is_not_sent_again_while_the_runner_kil
             proc.kill9()
     assert final(updates, k).status == st.CANCELLED
     assert len(fake.ops("cancel")) == 1
+
+
+async def test_a_lost_submit_is_not_resolved_to_a_job_that_only_carries_the_run_tag_elsewhere(
+    provider: SourcehutProcess, fake: FakeSourcehut
+) -> None:
+    """After a submit whose answer was lost, a newer job with the run's tag among its own extra tags (as any
+    workflow could add) is passed over: the run follows its own job and nothing is submitted again."""
+    request = spawn_request([sourcehut_workflow("one.yml", manifest("build"))])
+    tag = run_tag(RunKey(request.knot, request.pipeline_rkey, "one.yml"))
+    fake.drop_next("submit")
+    async with ready_channel(provider.address) as channel:
+        stub = provider_stub(channel)
+        await stub.Spawn(request, timeout=10)
+        await fake.wait_for(lambda: len(fake.jobs) == 1)
+        await submit(fake, manifest("fail"), tags=["tack", "evil", "x.yml", "tack-" + "0" * 32, tag])
+        updates = await collect(stub, 0, terminal_for([key(request, "one.yml")]), timeout=60)
+    assert final(updates, key(request, "one.yml")).status == st.SUCCESS
+    assert len(fake.submissions) == 2
+
+
+async def test_a_submit_the_token_may_not_make_fails_the_workflow_at_once_naming_the_scope(
+    tmp_path: Path, fake: FakeSourcehut
+) -> None:
+    """secrets: true with a token without SECRETS:RO is refused by builds.sr.ht ("Access denied"): the
+    workflow fails saying which scope is missing instead of being retried forever."""
+    token = "TackGrantsOnly0123456789abcdefghijklmnopqrstuvwxyz"
+    fake.add_token(token, grants={"JOBS:RW", "LOGS:RO"})
+    proc = SourcehutProcess(tmp_path, fake, {"TACK_SOURCEHUT_TOKEN": token})
+    await proc.start_serving()
+    try:
+        workflow = sourcehut_workflow("s.yml", manifest("build"), secrets=True)
+        request, updates = await run_to_end(proc.address, [workflow])
+    finally:
+        proc.kill9()
+    failed = final(updates, key(request, "s.yml"))
+    assert failed.status == st.FAILED
+    assert "Access denied" in failed.error and "SECRETS:RO" in failed.error
+    assert fake.jobs == [] and len(fake.submissions) == 1

@@ -43,11 +43,13 @@ def plan_for(job: Job) -> JobPlan | None:
     )
 
 
-async def submit(fake: FakeSourcehut, manifest_text: str, token: str = DEFAULT_TOKEN) -> int:
+async def submit(
+    fake: FakeSourcehut, manifest_text: str, token: str = DEFAULT_TOKEN, tags: list[str] | None = None
+) -> int:
     """Submit a job to ``fake`` as a user would (a bare GraphQL POST); returns its id."""
     body = {
-        "query": "mutation($m: String!) { submit(manifest: $m) { id } }",
-        "variables": {"m": manifest_text},
+        "query": "mutation($m: String!, $t: [String!]) { submit(manifest: $m, tags: $t) { id } }",
+        "variables": {"m": manifest_text, "t": tags},
     }
     async with (
         aiohttp.ClientSession() as session,
