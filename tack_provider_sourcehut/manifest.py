@@ -1,7 +1,7 @@
 """Reading and checking a builds.sr.ht build manifest from a workflow, free of I/O (docs/sourcehut-api.md §5).
 
 A manifest comes as YAML text (a block scalar) or as a mapping written straight into the workflow. It
-is parsed by :mod:`tack_common.safe_yaml` and must be a mapping with an ``image`` and a non-empty
+is parsed by :mod:`tack_common.safe_yaml`, its aliases written out within a budget, and must be a mapping with an ``image`` and a non-empty
 ``tasks`` list of one-key mappings (task name → script), task names being lower-case letters, digits
 ``_`` and ``-``; ``environment:`` may not name ``TANGLED_*`` variables (tack's). The keys builds.sr.ht knows are checked for their shapes; unknown keys are refused: builds.sr.ht
 ignores them, so a misspelt key would silently do nothing. Errors read ``tack.sourcehut.manifest.tasks[1]: ...``.
@@ -21,6 +21,9 @@ from tack_provider_kit.provider import InvalidArgument
 WHERE = "tack.sourcehut.manifest"
 MAX_MANIFEST_BYTES = 16384  # the size of builds.sr.ht's manifest column
 MAX_TASKS = 100
+MAX_VALUES = 20_000
+"""Values a manifest may expand to: far more than 16384 bytes can hold without YAML aliases."""
+MAX_INT_BITS = 1024
 TASK_NAME = re.compile(r"[a-z0-9_-]{1,128}")
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 RESERVED_ENV_PREFIX = "TANGLED_"
@@ -127,6 +130,26 @@ def check(data: object) -> Manifest:
     return Manifest(dict(data))
 
 
+def _expanded(value: object, budget: list[int], depth: int = 0) -> object:
+    """A copy without shared parts: aliases are written out, so none reaches builds.sr.ht and the size check
+    sees the real size; InvalidArgument for aliases that expand past MAX_VALUES values, recurse, or nest too deep,
+    and for integers too large to write back."""
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise InvalidArgument(f"{WHERE}: expands to more than {MAX_VALUES} values (YAML aliases?)")
+    if depth > safe_yaml.MAX_DEPTH:
+        raise InvalidArgument(
+            f"{WHERE}: nested deeper than {safe_yaml.MAX_DEPTH} levels (recursive YAML aliases?)"
+        )
+    if isinstance(value, int) and value.bit_length() > MAX_INT_BITS:
+        raise InvalidArgument(f"{WHERE}: an integer is larger than {MAX_INT_BITS} bits")
+    if isinstance(value, Mapping):
+        return {_expanded(k, budget, depth + 1): _expanded(v, budget, depth + 1) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expanded(v, budget, depth + 1) for v in value]
+    return value
+
+
 def load(value: object) -> Manifest:
     """The workflow's ``manifest``: YAML text or a mapping, parsed safely and checked."""
     if isinstance(value, str):
@@ -138,9 +161,9 @@ def load(value: object) -> Manifest:
             raise InvalidArgument(f"{WHERE}: {exc}") from None
         if data is None:
             raise InvalidArgument(f"{WHERE}: empty (write the build manifest as a YAML block or mapping)")
-        return check(data)
+        return check(_expanded(data, [MAX_VALUES]))
     if value is None:
         raise InvalidArgument(
             f"{WHERE}: required (the builds.sr.ht build manifest, as YAML text or a mapping)"
         )
-    return check(value)
+    return check(_expanded(value, [MAX_VALUES]))

@@ -23,6 +23,19 @@ from tack_provider_sourcehut.workflow_config import MAX_NOTE, parse, parse_json
 MANIFEST = "image: alpine/edge\ntasks:\n  - build: |\n      make\n  - test: make check\n"
 
 
+BOMB = "\n".join(
+    [
+        "image: a",
+        "repositories:",
+        "  l0: &l0 [x, x]",
+        *(f"  l{i}: &l{i} [*l{i - 1}, *l{i - 1}]" for i in range(1, 32)),
+        "tasks:",
+        "  - a: b",
+    ]
+)
+"""64 aliases doubling 31 times: 2^32 values once written out."""
+
+
 def workflow(name: str = "ci.yml") -> pb.Workflow:
     return pb.Workflow(name=name, engine="tack", raw="engine: tack\n")
 
@@ -135,6 +148,15 @@ def test_a_workflow_cannot_pass_for_another_run() -> None:
             "manifest.sources: must be a list of strings",
         ),
         ({"manifest": "image: a\n" + "#" * MAX_MANIFEST_BYTES + "\ntasks:\n  - a: x\n"}, "larger than"),
+        ({"manifest": BOMB}, "manifest: expands to more than 20000 values"),
+        (
+            {"manifest": "image: a\nrepositories: &r {x: *r}\ntasks:\n  - a: b\n"},
+            "manifest: nested deeper than 64 levels (recursive YAML aliases?)",
+        ),
+        (
+            {"manifest": "image: a\nrepositories: {x: 0x" + "f" * 6000 + "}\ntasks:\n  - a: b\n"},
+            "manifest: an integer is larger than 1024 bits",
+        ),
         ({"manifest": MANIFEST, "color": "red"}, "tack.sourcehut.color: unknown key"),
         ({"manifest": MANIFEST, "tags": ["a b"]}, "tack.sourcehut.tags: 'a b' must be"),
         ({"manifest": MANIFEST, "tags": ["tack"]}, "tack.sourcehut.tags: 'tack': 'tack' and 'tack-*' tags"),
@@ -154,6 +176,14 @@ def test_bad_configs_and_manifests_are_refused_naming_the_problem(
     with pytest.raises(InvalidArgument) as caught:
         job(config)
     assert message in str(caught.value)
+
+
+def test_a_manifests_aliases_are_written_out_in_what_is_submitted() -> None:
+    """Anchors and aliases the user wrote reach builds.sr.ht expanded, so the size check counts what it parses."""
+    text = "image: a\npackages: &p [go, make]\nenvironment:\n  TOOLS: *p\ntasks:\n  - a: b\n"
+    submitted = job({"manifest": text}).manifest
+    assert "&" not in submitted and "*" not in submitted
+    assert yaml.safe_load(submitted)["environment"]["TOOLS"] == ["go", "make"]
 
 
 def test_config_json_that_is_not_json_is_refused() -> None:
