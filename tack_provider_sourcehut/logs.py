@@ -13,6 +13,7 @@ reads it every ``log_interval`` while anyone watches.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
@@ -66,7 +67,15 @@ class LogView:
         return {}
 
     async def _changed(self) -> None:
-        await self.tracker.changed.wait(self.interval)
+        """Wait for a new read of this run's job (not of any job: that would read logs as often as every job
+        is polled), or ``interval`` seconds."""
+        before = self._job()
+        deadline = time.monotonic() + self.interval
+        while self._job() is before:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            await self.tracker.changed.wait(left)
 
     async def stream(self) -> AsyncIterator[Sequence[pb.LogLine]]:
         """The setup log, then each task as it starts, until the job has ended and every task was shown."""
