@@ -102,11 +102,16 @@ async def test_jobs_carry_the_manifest_environment_and_commit_and_end_mapped_wit
     assert "build: ok" in texts and "task failed" in texts and texts[-1] == "not run"
 
 
+@pytest.mark.parametrize("fault", ["drop", "stall"])
 async def test_a_submit_whose_answer_is_lost_makes_exactly_one_job(
-    provider: SourcehutProcess, fake: FakeSourcehut
+    provider: SourcehutProcess, fake: FakeSourcehut, fault: str
 ) -> None:
-    """The connection is cut after the job was created: the provider finds it by its run tag, never resubmits."""
-    fake.drop_next("submit")
+    """The connection is cut, or the answer outlasts the submit timeout, after the job was created: the
+    provider finds it by its run tag, never resubmits."""
+    if fault == "drop":
+        fake.drop_next("submit")
+    else:
+        fake.stall_next("submit", seconds=30.0)
     request, updates = await run_to_end(provider.address, [sourcehut_workflow("one.yml", manifest("build"))])
     assert final(updates, key(request, "one.yml")).status == st.SUCCESS
     assert len(fake.jobs) == 1 and len(fake.submissions) == 1
@@ -138,6 +143,24 @@ async def test_kill9_mid_job_resumes_and_every_workflow_ends_with_one_job_each(
     assert final(updates, key(request, "a.yml")).status == st.SUCCESS
     assert final(updates, key(request, "h.yml")).status == st.CANCELLED
     assert len(fake.jobs) == 2
+
+
+async def test_kill9_while_a_submit_is_in_flight_makes_exactly_one_job(
+    provider: SourcehutProcess, fake: FakeSourcehut
+) -> None:
+    """kill -9 after builds.sr.ht created the job but before its answer arrived: the restarted provider
+    finds the job by its run tag instead of submitting again, and the workflow ends."""
+    fake.stall_next("submit", seconds=60.0)
+    request = spawn_request([sourcehut_workflow("k.yml", manifest("build"))])
+    async with ready_channel(provider.address) as channel:
+        await provider_stub(channel).Spawn(request, timeout=10)
+    await fake.wait_for(lambda: len(fake.jobs) == 1)
+    provider.kill9()
+    await provider.start_serving()
+    async with ready_channel(provider.address) as channel:
+        updates = await collect(provider_stub(channel), 0, terminal_for([key(request, "k.yml")]), timeout=60)
+    assert final(updates, key(request, "k.yml")).status == st.SUCCESS
+    assert len(fake.jobs) == 1 and len(fake.submissions) == 1
 
 
 async def test_throttled_and_failing_reads_are_retried_until_the_job_ends(
