@@ -168,7 +168,9 @@ class LogView:
                     reply = await self.client.log(url, offset)
                 except (ApiError, Unreachable) as exc:
                     failures += 1
-                    log.warning("log read failed", extra={"url": url, "error": str(exc)[:300]})
+                    (log.warning if failures == 1 else log.debug)(
+                        "log read failed; retrying", extra={"url": url, "error": str(exc)[:300]}
+                    )
                     if ended and failures >= FINAL_READ_TRIES:
                         yield [self.steps.data(f"log unavailable: {exc}"[:500], loglines.STDERR)]
                         return

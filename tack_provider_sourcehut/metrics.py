@@ -19,6 +19,10 @@ JOBS = Counter(
     " by builds.sr.ht; gone: a job that no longer exists).",
     ["outcome"],
 )
+READ_FAILURES = Counter(
+    "tack_sourcehut_job_read_failures_total",
+    "Job status reads without a usable answer (retried at the next poll).",
+)
 POLLS = Counter(
     "tack_sourcehut_polls_total", "Job status reads, by why (poll, cancel, submitted).", ["reason"]
 )

@@ -78,8 +78,9 @@ class SourcehutProvider(Provider):
         await self.client.close()
 
     def ready(self) -> bool:
-        """Serving once builds.sr.ht has accepted the token with the scopes the provider needs."""
-        return self._checked.is_set()
+        """Serving once builds.sr.ht has accepted the token with the scopes the provider needs, while job
+        reads work."""
+        return self._checked.is_set() and not self.tracker.failing
 
     async def _check_access(self) -> None:
         """Check the token until it works, then every few minutes (tokens expire and are revoked)."""

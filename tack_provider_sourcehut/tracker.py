@@ -7,7 +7,8 @@ and at once after a submit or a cancel; while someone watches a run's log it is 
 ``log_interval``. Reads are background requests, paced by the shared pacer, a few at a time.
 
 Statuses only move forward (the kit's store refuses regressions), so late or repeated reads are
-harmless. A job that no longer answers (``job`` null: deleted, or the token lost it) fails its run.
+harmless. Reads that keep failing (``FAILING_AFTER`` in a row) make the provider not ready until one
+works; that is logged once each way. A job that no longer answers (``job`` null: deleted, or the token lost it) fails its run.
 builds.sr.ht cancels only running jobs, so a cancel asked for a pending job is sent when a read finds it
 running. A cancel builds.sr.ht took is not sent again for ``CANCEL_RESEND_S``: the API answers CANCELLED
 at once but the job reads RUNNING until its runner has killed it.
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 CONCURRENT_READS = 4
 MAX_QUIET_DOUBLINGS = 3
 CANCEL_RESEND_S = 60.0
+FAILING_AFTER = 3
 
 
 class Tracker:
@@ -65,7 +67,11 @@ class Tracker:
         self._quiet: dict[int, int] = {}
         self._last_status: dict[int, object] = {}
         self._unknown: set[str] = set()
+        self._partial_logged = False
         self._cancel_taken: dict[int, float] = {}
+        self.failing = False
+        """True while job reads keep failing (the provider is then not ready)."""
+        self._failures = 0
 
     def due(self, run_id: int, reason: str) -> None:
         """Read the run's job soon."""
@@ -157,21 +163,23 @@ class Tracker:
         try:
             answer = await self.client.job(job_id, background=reason not in ("cancel", "submitted"))
         except (ApiError, Unreachable) as exc:
-            log.warning("job read failed", extra={"job": job_id, "error": str(exc)[:500]})
+            self._read_failed(job_id, str(exc)[:500])
             return
         job = answer.data.get("job") if isinstance(answer.data, dict) else None
         if not isinstance(job, dict):
             if answer.errors:
-                log.warning("job read failed", extra={"job": job_id, "error": error_text(answer.errors)})
+                self._read_failed(job_id, error_text(answer.errors))
                 return
             metrics.JOBS.labels("gone").inc()
             self.store.set_status(
                 run_id, st.FAILED, f"builds.sr.ht job #{job_id} is gone (deleted, or the token lost access)"
             )
             return
-        if answer.errors:
-            log.info(
-                "job read partly denied (LOGS:RO missing?)",
+        self._read_worked()
+        if answer.errors and not self._partial_logged:
+            self._partial_logged = True
+            log.warning(
+                "job read partly denied (LOGS:RO missing?); logged once",
                 extra={"job": job_id, "error": error_text(answer.errors)},
             )
         self.observe(run_id, job)
@@ -183,6 +191,27 @@ class Tracker:
                 await self.cancel(run_id, job_id)
             except (ApiError, Unreachable) as exc:
                 log.warning("cancel failed; will retry", extra={"job": job_id, "error": str(exc)[:500]})
+
+    def _read_failed(self, job_id: int, error: str) -> None:
+        """Count a failed read; log the first few, then once when reads keep failing (not ready meanwhile)."""
+        metrics.READ_FAILURES.inc()
+        self._failures += 1
+        if self.failing:
+            log.debug("job read failed", extra={"job": job_id, "error": error})
+        elif self._failures >= FAILING_AFTER:
+            self.failing = True
+            log.error(
+                "builds.sr.ht job reads keep failing; not ready until one works",
+                extra={"job": job_id, "error": error, "failures": self._failures},
+            )
+        else:
+            log.warning("job read failed", extra={"job": job_id, "error": error})
+
+    def _read_worked(self) -> None:
+        if self.failing:
+            log.info("builds.sr.ht job reads work again", extra={"failures": self._failures})
+        self.failing = False
+        self._failures = 0
 
     def _interval(self, run_id: int) -> float:
         if run_id in self.watchers:
