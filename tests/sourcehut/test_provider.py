@@ -330,3 +330,39 @@ async def test_job_reads_that_keep_failing_make_the_provider_not_ready_until_one
         if line.startswith("tack_sourcehut_job_read_failures_total")
     ]
     assert failures and float(failures[0].split()[-1]) >= 3
+
+
+async def test_a_running_jobs_log_streams_live_in_bounded_reads_and_ends_with_the_job(
+    provider: SourcehutProcess, fake: FakeSourcehut
+) -> None:
+    """While a task runs its lines arrive as builds.sr.ht appends them (a 3 MiB burst is read in ranged chunks,
+    not whole); once the job ends the stream closes the step and ends."""
+    request = spawn_request([sourcehut_workflow("live.yml", manifest("prepare", "hang"))])
+    k = key(request, "live.yml")
+    async with ready_channel(provider.address) as channel:
+        stub = provider_stub(channel)
+        await stub.Spawn(request, timeout=10)
+        await fake.wait_for(lambda: any(getattr(j.running_task(), "name", "") == "hang" for j in fake.jobs))
+        job = fake.jobs[0]
+        texts: list[str] = []
+
+        async def follow() -> None:
+            async for message in stub.Logs(pb.LogsRequest(key=k), timeout=60):
+                texts.extend(line.content for line in message.lines if line.kind == pb.LOG_KIND_DATA)
+
+        reader = asyncio.create_task(follow())
+        try:
+            await fake.wait_for(lambda: "hang: ok" in texts, timeout=30)
+            big = "".join(f"line {i:07d} {'x' * 80}\r\n" for i in range(36_000))
+            before = len([r for r in fake.ops("log") if r.path.endswith("/hang/log")])
+            fake.append_task_log(job.id, "hang", big + "still going\r\n")
+            await fake.wait_for(lambda: "still going" in texts, timeout=30)
+            assert not job.finished and "line 0035999 " + "x" * 80 in texts
+            reads = len([r for r in fake.ops("log") if r.path.endswith("/hang/log")]) - before
+            assert reads >= 3  # 3.2 MiB in chunks of at most 1 MiB
+            await stub.Cancel(pb.CancelRequest(key=k), timeout=30)
+            await asyncio.wait_for(reader, 30)
+        finally:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+    assert texts[-1] == "task failed"
