@@ -6,7 +6,8 @@ backoff) and the request is tried again (nothing happened, even for a submit). Q
 retried on other 5xx and transport errors; a submit never is: when its outcome is unknown it raises
 :class:`OutcomeUnknown` so the caller can look for the job before trying again. GraphQL answers are
 checked for ``errors`` on every status, because builds.sr.ht answers resolver errors with HTTP 200.
-Answers are bounded in bytes; the token is only ever put in the Authorization header.
+Answers are bounded in bytes; the token is only ever put in the Authorization header, and only sent to the
+configured instance (see :meth:`SourcehutClient.log_request` for log URLs).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
@@ -127,7 +129,7 @@ class SourcehutClient:
         """Create the session; call inside the running loop."""
         if self._session is None:
             self._session = aiohttp.ClientSession(
-                headers={"Authorization": f"Bearer {self._token}", "User-Agent": "tack-sourcehut/0.1"},
+                headers={"User-Agent": "tack-sourcehut/0.1"},
                 raise_for_status=False,
             )
 
@@ -165,12 +167,15 @@ class SourcehutClient:
         background: bool = False,
         idempotent: bool = True,
         timeout: float | None = None,
+        token: bool = True,
     ) -> Reply:
         """One HTTP call with pacing and the retries allowed for it; any status but 429/503 is returned
-        (5xx only after the retries of an idempotent call)."""
+        (5xx only after the retries of an idempotent call). ``token``: send the Authorization header."""
         if self._session is None:
             await self.open()
         assert self._session is not None
+        if token:
+            headers = {**(headers or {}), "Authorization": f"Bearer {self._token}"}
         attempt = throttled = 0
         while True:
             await self.pacer.acquire(background)
@@ -307,11 +312,25 @@ class SourcehutClient:
         """What ``check`` asks: a page of jobs with their log URLs (``errors`` show missing scopes)."""
         return await self.graphql("probe", "query probe { jobs { results { id log { fullURL } } } }")
 
+    def log_request(self, url: str) -> tuple[str, bool]:
+        """Where to read a log URL from an answer, and whether with the token.
+
+        ``/query/log/...`` (the API's log proxy, which needs the token) is read on the configured
+        instance, so the token goes nowhere else and an instance whose public origin differs from the
+        address tack uses still serves its logs; any other URL (older builds.sr.ht answers with the
+        runner's own file server, ``http://<runner>/logs/...``) is read as given, without the token.
+        """
+        ours, theirs = urlsplit(self.instance), urlsplit(url)
+        if theirs.path.startswith(f"{ours.path.rstrip('/')}/query/log/"):
+            return urlunsplit((ours.scheme, ours.netloc, theirs.path, theirs.query, "")), True
+        return url, False
+
     async def log(self, url: str, offset: int) -> Reply:
         """At most LOG_CHUNK bytes of a log file from byte ``offset``: 206 (or 200: the whole file) with
         bytes, 416 (nothing past ``offset``) or 404 (no file yet) without."""
         headers = {"Range": f"bytes={offset}-{offset + LOG_CHUNK - 1}"}
-        reply = await self.http("GET", url, "log", headers=headers, background=True)
+        where, token = self.log_request(url)
+        reply = await self.http("GET", where, "log", headers=headers, background=True, token=token)
         if reply.status in (200, 206):
             metrics.LOG_BYTES.inc(len(reply.body))
         return reply

@@ -57,3 +57,21 @@ async def test_a_viewer_reads_its_log_when_its_own_job_is_read_not_when_any_job_
             await asyncio.gather(viewer, return_exceptions=True)
             await client.close()
             store.close()
+
+
+def test_the_token_goes_only_to_the_configured_instance() -> None:
+    """The API's log proxy URLs are read on the configured instance (whatever origin the answer named) with
+    the token; a runner's own file server URL (older builds.sr.ht) is read as given, without it."""
+    client = SourcehutClient("http://builds.internal:5002", "secret", Pacer(60))
+    assert client.log_request("https://builds.example.org/query/log/7/build/log") == (
+        "http://builds.internal:5002/query/log/7/build/log",
+        True,
+    )
+    assert client.log_request("http://builds.internal:5002/query/log/7/log") == (
+        "http://builds.internal:5002/query/log/7/log",
+        True,
+    )
+    assert client.log_request("http://runner1.example.org/logs/7/log") == (
+        "http://runner1.example.org/logs/7/log",
+        False,
+    )

@@ -366,3 +366,15 @@ async def test_a_running_jobs_log_streams_live_in_bounded_reads_and_ends_with_th
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
     assert texts[-1] == "task failed"
+
+
+async def test_log_urls_naming_another_origin_are_read_from_the_configured_instance(
+    provider: SourcehutProcess, fake: FakeSourcehut
+) -> None:
+    """builds.sr.ht builds log URLs from its own public origin; the provider reads them from the instance it
+    was given, so the token is sent nowhere else and the logs still arrive."""
+    fake.log_origin = "http://builds.elsewhere.invalid:1"
+    request, _ = await run_to_end(provider.address, [sourcehut_workflow("o.yml", manifest("build"))])
+    texts = [line.content for line in await logs(provider.address, key(request, "o.yml"))]
+    assert "build: ok" in texts
+    assert not any("log unavailable" in t or "no log URL" in t for t in texts)

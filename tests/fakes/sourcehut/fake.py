@@ -116,6 +116,9 @@ class FakeSourcehut(LoopbackServer):
         self.deliveries: list[Delivery] = []
         self.signer = Signer()
         self.trigger_timeout = 10.0
+        self.log_origin: str | None = None
+        """The origin of the log URLs the API answers with (builds.sr.ht's configured public origin, which
+        need not be the address its clients use); None: ``url``."""
         self._recent: dict[str, list[float]] = {}
         self._plan: Callable[[Job], JobPlan | None] | None = None
         self._plans: dict[int, JobPlan] = {}
@@ -503,7 +506,7 @@ class FakeSourcehut(LoopbackServer):
             user=auth.user,
             grants=auth.grants,
             store=self.store,
-            origin=self.url,
+            origin=self.log_origin or self.url,
             build_timeout=self.build_timeout,
             record=self.submissions.append,
         )
