@@ -292,9 +292,11 @@ class SourcehutClient:
         return await self.graphql("job", query, {"id": job_id}, background=background)
 
     async def jobs(self, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
-        """One page of the token owner's jobs, newest first, and the next page's cursor (None at the end)."""
+        """One page of the token owner's jobs, newest first, and the next page's cursor (None at the end).
+
+        Paced as background work: looking for lost jobs after a restart must not burst past the budget."""
         query = "query jobs($cursor: Cursor) { jobs(cursor: $cursor) { results { id created tags } cursor } }"
-        answer = await self.graphql("jobs", query, {"cursor": cursor})
+        answer = await self.graphql("jobs", query, {"cursor": cursor}, background=True)
         page = answer.data.get("jobs") if isinstance(answer.data, dict) else None
         if answer.errors or not isinstance(page, dict) or not isinstance(page.get("results"), list):
             raise ApiError("jobs", 200, error_text(answer.errors), answer.errors)
