@@ -104,16 +104,19 @@ async def test_jobs_carry_the_manifest_environment_and_commit_and_end_mapped_wit
     assert "build: ok" in texts and "task failed" in texts and texts[-1] == "not run"
 
 
-@pytest.mark.parametrize("fault", ["drop", "stall"])
+@pytest.mark.parametrize("fault", ["drop", "stall", "502-after", "502-before"])
 async def test_a_submit_whose_answer_is_lost_makes_exactly_one_job(
     provider: SourcehutProcess, fake: FakeSourcehut, fault: str
 ) -> None:
-    """The connection is cut, or the answer outlasts the submit timeout, after the job was created: the
-    provider finds it by its run tag, never resubmits."""
+    """The connection is cut, the answer outlasts the submit timeout, or a proxy answers 502, after the job
+    was created: the provider finds it by its run tag, never resubmits. A 502 before anything was created:
+    the look-up finds nothing older than the attempt, and the one submit that follows makes the job."""
     if fault == "drop":
         fake.drop_next("submit")
-    else:
+    elif fault == "stall":
         fake.stall_next("submit", seconds=30.0)
+    else:
+        fake.fail_next("submit", status=502, after_effect=fault == "502-after")
     request, updates = await run_to_end(provider.address, [sourcehut_workflow("one.yml", manifest("build"))])
     assert final(updates, key(request, "one.yml")).status == st.SUCCESS
     assert len(fake.jobs) == 1 and len(fake.submissions) == 1
