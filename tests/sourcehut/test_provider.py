@@ -6,7 +6,6 @@ import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aiohttp
 import grpc
 import pytest
 import yaml
@@ -18,6 +17,7 @@ from tack_provider_kit.contract.checks import collect, key, ready_channel, spawn
 from tack_provider_kit.store import RunKey
 from tack_provider_sourcehut.job_request import run_tag
 from tests.fakes.sourcehut import FakeSourcehut
+from tests.support.faults import eventually, metric, readiness
 from tests.support.sourcehut_harness import (
     SourcehutProcess,
     fake_sourcehut,
@@ -284,55 +284,33 @@ async def test_a_submit_the_token_may_not_make_fails_the_workflow_at_once_naming
     assert fake.jobs == [] and len(fake.submissions) == 1
 
 
-async def readiness(proc: SourcehutProcess) -> tuple[int, str]:
-    async with (
-        aiohttp.ClientSession() as session,
-        session.get(f"http://127.0.0.1:{proc.metrics_port}/readyz") as resp,
-    ):
-        return resp.status, await resp.text()
-
-
-async def until_ready_is(proc: SourcehutProcess, status: int, timeout: float = 30.0) -> str:
-    async with asyncio.timeout(timeout):
-        while True:
-            code, body = await readiness(proc)
-            if code == status:
-                return body
-            await asyncio.sleep(0.1)
-
-
 async def test_job_reads_that_keep_failing_make_the_provider_not_ready_until_one_works(
     provider: SourcehutProcess, fake: FakeSourcehut
 ) -> None:
     """Reads refused again and again (here HTTP 400) turn readiness off with one log line and a counter; the
     first read that works turns it back on, and the job is still followed to its end."""
+    base = f"http://127.0.0.1:{provider.metrics_port}"
     request = spawn_request([sourcehut_workflow("h.yml", manifest("hang"))])
     k = key(request, "h.yml")
+
+    async def ready_is(code: int) -> bool:
+        return (await readiness(base))[0] == code
+
     async with ready_channel(provider.address) as channel:
         stub = provider_stub(channel)
         await stub.Spawn(request, timeout=10)
         await collect(stub, 0, lambda seen: any(u.status == st.RUNNING for u in seen), timeout=30)
         fake.fail_next("job", status=400, count=10_000)
-        body = await until_ready_is(provider, 503)
-        assert "sourcehut is not ready" in body
+        await eventually(lambda: ready_is(503), 30, "not ready while reads fail")
+        assert "sourcehut is not ready" in str((await readiness(base))[1])
         fake.faults.clear()
-        await until_ready_is(provider, 200)
+        await eventually(lambda: ready_is(200), 30, "ready once a read works")
         await stub.Cancel(pb.CancelRequest(key=k), timeout=30)
         updates = await collect(stub, 0, terminal_for([k]), timeout=30)
     assert final(updates, k).status == st.CANCELLED
     output = provider.output()
     assert output.count("job reads keep failing") == 1 and output.count("job reads work again") == 1
-    async with (
-        aiohttp.ClientSession() as session,
-        session.get(f"http://127.0.0.1:{provider.metrics_port}/metrics") as resp,
-    ):
-        metrics_text = await resp.text()
-    failures = [
-        line
-        for line in metrics_text.splitlines()
-        if line.startswith("tack_sourcehut_job_read_failures_total")
-    ]
-    assert failures and float(failures[0].split()[-1]) >= 3
+    assert await metric(base, "tack_sourcehut_job_read_failures_total") >= 3
 
 
 async def test_a_running_jobs_log_streams_live_in_bounded_reads_and_ends_with_the_job(
