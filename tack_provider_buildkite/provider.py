@@ -78,9 +78,11 @@ class BuildkiteProvider(Provider):
         await self.creator.stop()
         await self.client.close()
 
-    def ready(self) -> bool:
-        """Serving once Buildkite has accepted the token and the organization."""
-        return self._ready.is_set()
+    def problems(self) -> list[str]:
+        """Not serving until Buildkite has accepted the token and the organization."""
+        if self._ready.is_set():
+            return []
+        return [f"Buildkite has not yet accepted the token and organization {self.settings.org!r} (retrying)"]
 
     async def _check_access(self) -> None:
         org = self.settings.org

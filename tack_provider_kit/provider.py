@@ -54,7 +54,11 @@ class Provider(abc.ABC):
 
     def ready(self) -> bool:
         """Whether the provider can serve now; health reports NOT_SERVING while False."""
-        return True
+        return not self.problems()
+
+    def problems(self) -> list[str]:
+        """Why the provider cannot serve now, one sentence each (empty: it can); health reports them."""
+        return []
 
     def stop_process(self, reason: str) -> None:
         """Shut the process down gracefully because nothing can work as configured; it exits with status 2."""

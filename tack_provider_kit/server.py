@@ -104,7 +104,9 @@ class Readiness:
 
     def problems(self) -> list[str]:
         """Why the provider is not ready (empty when it is)."""
-        found = [] if self.provider.ready() else [f"{self.provider.name} is not ready (see its log)"]
+        found = self.provider.problems()
+        if not found and not self.provider.ready():
+            found = [f"{self.provider.name} is not ready (see its log)"]
         found += self.provider.supervisor.problems()
         self.probe.check(max_age=5.0)
         return found + self.probe.problems()

@@ -77,10 +77,15 @@ class SourcehutProvider(Provider):
         await self.submitter.stop()
         await self.client.close()
 
-    def ready(self) -> bool:
-        """Serving once builds.sr.ht has accepted the token with the scopes the provider needs, while job
-        reads work."""
-        return self._checked.is_set() and not self.tracker.failing
+    def problems(self) -> list[str]:
+        """Not serving until builds.sr.ht has accepted the token with the scopes the provider needs, nor
+        while job reads keep failing."""
+        found = [f"builds.sr.ht access: {problem}" for problem in self.access_problems]
+        if not found and not self._checked.is_set():
+            found.append("builds.sr.ht has not answered the access check yet (retrying)")
+        if self.tracker.failing:
+            found.append("builds.sr.ht is failing job reads (retrying)")
+        return found
 
     async def _check_access(self) -> None:
         """Check the token until it works, then every few minutes (tokens expire and are revoked)."""

@@ -70,9 +70,17 @@ class TektonProvider(Provider):
         await self.creator.stop()
         await self.kube.close()
 
-    def ready(self) -> bool:
-        """Serving once the cluster grants what the provider needs and the watch is up to date."""
-        return self._checked.is_set() and self.tracker.synced.is_set() and not self.tracker.failing
+    def problems(self) -> list[str]:
+        """Not serving until the cluster grants what the provider needs and the watch is up to date."""
+        found = [f"Tekton access: {problem}" for problem in self.access_problems]
+        if not self._checked.is_set():
+            # The watch starts once access is granted: until then only the check can be wrong.
+            return found or ["the cluster's access check has not succeeded yet (retrying)"]
+        if self.tracker.failing:
+            found.append("the PipelineRun watch keeps failing (retrying)")
+        elif not self.tracker.synced.is_set():
+            found.append("the PipelineRun watch has not caught up yet")
+        return found
 
     async def _check_access(self) -> None:
         """Check access until it is granted, then every few minutes (RBAC can change)."""

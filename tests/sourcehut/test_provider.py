@@ -302,7 +302,7 @@ async def test_job_reads_that_keep_failing_make_the_provider_not_ready_until_one
         await collect(stub, 0, lambda seen: any(u.status == st.RUNNING for u in seen), timeout=30)
         fake.fail_next("job", status=400, count=10_000)
         await eventually(lambda: ready_is(503), 30, "not ready while reads fail")
-        assert "sourcehut is not ready" in str((await readiness(base))[1])
+        assert "builds.sr.ht is failing job reads (retrying)" in str((await readiness(base))[1])
         fake.faults.clear()
         await eventually(lambda: ready_is(200), 30, "ready once a read works")
         await stub.Cancel(pb.CancelRequest(key=k), timeout=30)

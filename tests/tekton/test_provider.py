@@ -194,7 +194,8 @@ async def test_pruned_pods_are_reported_in_the_log_not_as_an_error(tmp_path: Pat
 
 
 async def test_missing_rbac_keeps_the_provider_not_serving_and_says_what(tmp_path: Path) -> None:
-    """A service account without `patch` on pipelineruns leaves health NOT_SERVING, with the missing verb reported."""
+    """A service account without `patch` on pipelineruns leaves health NOT_SERVING, with the missing verb reported
+    in the log and in the provider's readiness report."""
     fake = await fake_kubernetes(deny={("patch", "pipelineruns")})
     proc = TektonProcess(tmp_path, fake)
     proc.start()
@@ -205,7 +206,10 @@ async def test_missing_rbac_keeps_the_provider_not_serving_and_says_what(tmp_pat
         url = f"http://127.0.0.1:{proc.metrics_port}/readyz"
         async with aiohttp.ClientSession() as session, session.get(url) as resp:
             assert resp.status == 503
-            assert (await resp.json())["problems"] == ["tekton is not ready (see its log)"]
+            problems = (await resp.json())["problems"]
+        assert len(problems) == 1, problems
+        assert problems[0].startswith("Tekton access: ")
+        assert "may not patch pipelineruns.tekton.dev in namespace ci" in problems[0]
     finally:
         proc.kill9()
         await fake.stop()
