@@ -1,6 +1,7 @@
 """From a Tangled trigger to the builds.sr.ht job tack submits, free of I/O (docs/sourcehut-api.md §3, §5, §9).
 
-- Environment: every ``TANGLED_*`` value every provider passes (knot, pipeline, workflow, repo DID,
+- Environment: the workflow's top-level ``environment:``, under the manifest's own ``environment:``, then
+  every ``TANGLED_*`` value every provider passes (knot, pipeline, workflow, repo DID,
   commit, ref, ...) goes into the manifest's ``environment:``; tack's values win (a job must not be able to
   pass for another workflow).
 - Sources: the repository's entries in ``sources:`` (its clone URL, with or without ``.git`` or a
@@ -120,7 +121,8 @@ def plan(
     values = {**values, "sha": commit, "branch": branch}
     env = tangled_env(request, workflow, values, commit, branch)
     data = dict(config.manifest.data)
-    data["environment"] = {**(data.get("environment") or {}), **env}
+    workflow_env = {k: v for k, v in workflow.environment.items() if not k.startswith("TANGLED_")}
+    data["environment"] = {**workflow_env, **(data.get("environment") or {}), **env}
     clone = env.get("TANGLED_SOURCE_REPO_URL") or env["TANGLED_REPO_URL"]
     repo = request.trigger.repo
     urls = {

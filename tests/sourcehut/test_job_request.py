@@ -69,6 +69,22 @@ def test_a_push_submits_the_manifest_with_tacks_environment_and_the_commit_check
     assert submitted.secrets is None and submitted.visibility is None
 
 
+def test_the_workflows_environment_joins_under_the_manifests_own_and_tacks_values() -> None:
+    """A workflow's top-level environment: is passed; the manifest's own values win over it, tack's over both,
+    and TANGLED_* names from the workflow are dropped."""
+    request = spawn_request([workflow()])
+    request.workflows[0].environment.update(
+        {"FROM_WORKFLOW": "w", "SHARED": "workflow", "TANGLED_COMMIT": "forged"}
+    )
+    submitted = job(
+        {"manifest": MANIFEST.replace("tasks:", "environment:\n  SHARED: manifest\ntasks:")}, request
+    )
+    env = yaml.safe_load(submitted.manifest)["environment"]
+    assert env["FROM_WORKFLOW"] == "w"
+    assert env["SHARED"] == "manifest"
+    assert env["TANGLED_COMMIT"] == "a" * 40
+
+
 def test_the_repositorys_own_source_entries_are_pinned_to_the_commit_and_others_left_alone() -> None:
     """Entries naming the repository (with .git, a trailing slash or a #ref) are pinned; other repos are not."""
     manifest = {
