@@ -15,14 +15,12 @@ All methods are synchronous: a read-modify-write here is atomic on the loop.
 
 from __future__ import annotations
 
-import json
 import time
-from typing import Any, Literal
+from typing import Any
 
-from tack_common import sqlite
 from tack_common.notify import Notifier
 from tack_common.sqlite import Schema
-from tack_provider_kit.store import JSONDict, ProviderStore
+from tack_provider_kit.store import Attached, JSONDict, ProviderStore
 
 
 V1 = """
@@ -36,7 +34,6 @@ CREATE TABLE sourcehut_jobs (
 SCHEMA = Schema("sourcehut", (V1,))
 
 QUEUED, SUBMITTING, SUBMITTED, REJECTED = "queued", "submitting", "submitted", "rejected"
-Attached = Literal["attached", "same", "other"]
 
 
 class RunBook:
@@ -69,21 +66,17 @@ class RunBook:
 
     def attach(self, run_id: int, job_id: int) -> Attached:
         """Make ``job_id`` the run's job, unless the run already has one (``same`` or ``other``)."""
-        with sqlite.Transaction(self.store.conn) as conn:
-            row = conn.execute("SELECT data FROM runs WHERE id=?", (run_id,)).fetchone()
-            if row is None:
-                return "other"
-            data = json.loads(row[0])
-            current = data.get("job")
-            if current is not None:
-                return "same" if current == job_id else "other"
-            data.update(job=job_id, phase=SUBMITTED)
-            conn.execute(
-                "UPDATE runs SET data=?, updated_ns=? WHERE id=?", (json.dumps(data), time.time_ns(), run_id)
-            )
-            conn.execute(
+        attached = self.store.attach(
+            run_id,
+            "job",
+            job_id,
+            identity=lambda job: job,
+            record=lambda conn: conn.execute(
                 "INSERT INTO sourcehut_jobs (job_id, run_id, created_ns) VALUES (?, ?, ?)",
                 (job_id, run_id, time.time_ns()),
-            )
-        self.attached.notify()
-        return "attached"
+            ),
+            phase=SUBMITTED,
+        )
+        if attached == "attached":
+            self.attached.notify()
+        return attached
