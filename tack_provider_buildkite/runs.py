@@ -21,7 +21,7 @@ from typing import Any
 
 from tack_common.notify import Notifier
 from tack_common.sqlite import Schema
-from tack_provider_kit.store import Attached, JSONDict, ProviderStore
+from tack_provider_kit.store import Attached, BaseRunBook, JSONDict, ProviderStore
 
 
 V1 = """
@@ -91,20 +91,12 @@ class BuildRef:
         return cls(build_id, org, pipeline, number, web_url if isinstance(web_url, str) else "")
 
 
-class RunBook:
+class RunBook(BaseRunBook):
     """Reads and writes the Buildkite side of runs."""
 
     def __init__(self, store: ProviderStore) -> None:
-        self.store = store
+        super().__init__(store)
         self.attached = Notifier()
-
-    def data(self, run_id: int) -> JSONDict | None:
-        """The run's provider data; None when the run is gone."""
-        return self.store.data(run_id)
-
-    def update(self, run_id: int, **changes: Any) -> JSONDict:
-        """Merge ``changes`` into the run's data and store it; returns the new data."""
-        return self.store.merge_data(run_id, **changes)
 
     def build_of(self, run_id: int) -> BuildRef | None:
         """The run's build, once known."""

@@ -356,3 +356,18 @@ class ProviderStore:
             ).rowcount
             updates = conn.execute("DELETE FROM status_log WHERE time_ns < ?", (older_than_ns,)).rowcount
         return runs, updates
+
+
+class BaseRunBook:
+    """A provider's side of its runs: the data it keeps beside each run in the store (subclassed per provider)."""
+
+    def __init__(self, store: ProviderStore) -> None:
+        self.store = store
+
+    def data(self, run_id: int) -> JSONDict | None:
+        """The run's provider data; None when the run is gone."""
+        return self.store.data(run_id)
+
+    def update(self, run_id: int, **changes: Any) -> JSONDict:
+        """Merge ``changes`` into the run's data and store it; returns the new data."""
+        return self.store.merge_data(run_id, **changes)

@@ -16,11 +16,10 @@ All methods are synchronous: a read-modify-write here is atomic on the loop.
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from tack_common.notify import Notifier
 from tack_common.sqlite import Schema
-from tack_provider_kit.store import Attached, JSONDict, ProviderStore
+from tack_provider_kit.store import Attached, BaseRunBook, ProviderStore
 
 
 V1 = """
@@ -36,20 +35,12 @@ SCHEMA = Schema("sourcehut", (V1,))
 QUEUED, SUBMITTING, SUBMITTED, REJECTED = "queued", "submitting", "submitted", "rejected"
 
 
-class RunBook:
+class RunBook(BaseRunBook):
     """Reads and writes the sourcehut side of runs."""
 
     def __init__(self, store: ProviderStore) -> None:
-        self.store = store
+        super().__init__(store)
         self.attached = Notifier()
-
-    def data(self, run_id: int) -> JSONDict | None:
-        """The run's provider data; None when the run is gone."""
-        return self.store.data(run_id)
-
-    def update(self, run_id: int, **changes: Any) -> JSONDict:
-        """Merge ``changes`` into the run's data and store it; returns the new data."""
-        return self.store.merge_data(run_id, **changes)
 
     def job_of(self, run_id: int) -> int | None:
         """The run's job id, once known."""
