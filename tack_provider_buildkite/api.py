@@ -12,21 +12,21 @@ before trying again. The token is only ever put in the Authorization header.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
 import aiohttp
 
-from tack_common import backoff
 from tack_provider_buildkite import metrics
 from tack_provider_buildkite.ratelimit import RateLimiter
+from tack_provider_kit import http
+from tack_provider_kit.http import OutcomeUnknown, Tries, Unreachable
 
 
-ATTEMPTS = 4
+__all__ = ["ApiError", "BuildkiteClient", "OutcomeUnknown", "Reply", "Unreachable"]
+
 MAX_THROTTLED = 8
 JSON = "application/json"
 TEXT = "text/plain"
@@ -47,28 +47,8 @@ class ApiError(Exception):
         return 400 <= self.status < 500 and self.status not in (408, 429)
 
 
-class Unreachable(Exception):
-    """No answer from Buildkite (connection refused, reset or timed out) after retrying."""
-
-
-class OutcomeUnknown(Exception):
-    """A non-idempotent request may or may not have taken effect (timeout, reset, 5xx)."""
-
-
-@dataclass(frozen=True)
-class Reply:
+class Reply(http.Reply):
     """A response read whole."""
-
-    status: int
-    headers: Mapping[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        """The body as JSON (None when it is not JSON)."""
-        try:
-            return json.loads(self.body)
-        except ValueError:
-            return None
 
     def message(self) -> str:
         """Buildkite's ``message`` (or the start of the body)."""
@@ -139,39 +119,22 @@ class BuildkiteClient:
         if self._session is None:
             await self.open()
         assert self._session is not None
-        attempt = throttled = 0
+        tries = Tries("Buildkite", endpoint, idempotent=idempotent, requests=metrics.API_REQUESTS)
+        throttled = 0
         while True:
             await self.limiter.acquire(background)
-            try:
-                async with self._session.request(
-                    method,
-                    self.api_url + path,
-                    params=params,
-                    json=body,
-                    headers=headers,
-                    timeout=aiohttp.ClientTimeout(total=timeout or self.timeout),
-                ) as resp:
-                    reply = Reply(resp.status, resp.headers, await resp.read())
-            except aiohttp.ClientConnectorError as exc:
-                metrics.API_REQUESTS.labels(endpoint, "error").inc()
-                attempt += 1
-                if attempt >= ATTEMPTS:
-                    raise Unreachable(
-                        f"{endpoint}: cannot connect to Buildkite ({exc.strerror or exc})"
-                    ) from None
-                await asyncio.sleep(backoff.delay(attempt + 1, base=0.5, cap=8.0))
+            sent = await tries.send(
+                self._session,
+                method,
+                self.api_url + path,
+                timeout=timeout or self.timeout,
+                params=params,
+                json=body,
+                headers=headers,
+            )
+            if sent is None:
                 continue
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                metrics.API_REQUESTS.labels(endpoint, "error").inc()
-                detail = f"{type(exc).__name__}: {exc}".rstrip(": ")
-                if not idempotent:
-                    raise OutcomeUnknown(f"{endpoint}: no answer ({detail})") from None
-                attempt += 1
-                if attempt >= ATTEMPTS:
-                    raise Unreachable(f"{endpoint}: no answer from Buildkite ({detail})") from None
-                await asyncio.sleep(backoff.delay(attempt + 1, base=0.5, cap=8.0))
-                continue
-            metrics.API_REQUESTS.labels(endpoint, str(reply.status)).inc()
+            reply = Reply(sent.status, sent.headers, sent.body)
             self.limiter.observe(reply.headers)
             if reply.status == 429:
                 decoded = reply.json()
@@ -185,10 +148,8 @@ class BuildkiteClient:
             if reply.status >= 500:
                 if not idempotent:
                     raise OutcomeUnknown(f"{endpoint}: HTTP {reply.status}: {reply.message()}")
-                attempt += 1
-                if attempt >= ATTEMPTS:
+                if not await tries.again():
                     raise ApiError(endpoint, reply.status, reply.message())
-                await asyncio.sleep(backoff.delay(attempt + 1, base=0.5, cap=8.0))
                 continue
             return reply
 

@@ -18,13 +18,14 @@ import logging
 import time
 from typing import Any
 
-from tack_common import backoff, status as st
+from tack_common import status as st
 from tack_common.supervise import Supervisor
 from tack_provider_buildkite import metrics
 from tack_provider_buildkite.api import ApiError, BuildkiteClient, OutcomeUnknown, Unreachable
 from tack_provider_buildkite.build_request import meta_data_for
 from tack_provider_buildkite.runs import QUEUED, REJECTED, SENDING, BuildRef, RunBook
 from tack_provider_buildkite.tracker import Tracker
+from tack_provider_kit.runtasks import RunTasks, until_done
 from tack_provider_kit.store import ProviderStore, RunKey
 
 
@@ -54,33 +55,19 @@ class Creator:
         self.tracker = tracker
         self.ready = ready
         self.create_timeout = create_timeout
-        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._tasks = RunTasks(self.supervisor, "buildkite_create")
         self._must_search: set[int] = set()
 
     def launch(self, run_id: int, *, search_first: bool) -> None:
         """Start creating the run's build unless that is already under way."""
-        if run_id in self._tasks:
-            return
         # Supervised: a creation that fails unexpectedly is restarted; its stored phase says what to do next.
-        task = self.supervisor.spawn(
-            "buildkite_create",
-            functools.partial(self._create, run_id, search_first),
-            name=f"buildkite_create:{run_id}",
-            forever=False,
-        )
-        self._tasks[run_id] = task
-        task.add_done_callback(lambda _: self._forget(run_id))
-
-    def _forget(self, run_id: int) -> None:
-        self._tasks.pop(run_id, None)
-        self._must_search.discard(run_id)
+        task = self._tasks.launch(run_id, functools.partial(self._create, run_id, search_first))
+        if task is not None:
+            task.add_done_callback(lambda _: self._must_search.discard(run_id))
 
     async def stop(self) -> None:
         """Cancel every creation task (their state is durable; the next start resumes them)."""
-        tasks = list(self._tasks.values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._tasks.stop()
 
     def _key(self, run_id: int) -> RunKey | None:
         run = self.store.get_by_id(run_id)
@@ -143,23 +130,15 @@ class Creator:
     async def _create(self, run_id: int, search_first: bool) -> None:
         if search_first:
             self._must_search.add(run_id)
-        attempt = 0
-        while True:
-            await self.ready.wait()
-            run = self.store.get_by_id(run_id)
-            data = self.book.data(run_id)
-            if (
-                run is None
-                or data is None
-                or run.terminal
-                or data.get("build")
-                or data.get("phase") == REJECTED
-            ):
-                return
-            if await self._attempt(run_id, data):
-                return
-            attempt += 1
-            await asyncio.sleep(backoff.delay(attempt, base=1.0, cap=MAX_BACKOFF))
+        await until_done(self.ready, functools.partial(self._step, run_id), max_backoff=MAX_BACKOFF)
+
+    async def _step(self, run_id: int) -> bool:
+        """Give the run its build unless it has one or needs none; True when nothing more is to be done."""
+        run = self.store.get_by_id(run_id)
+        data = self.book.data(run_id)
+        if run is None or data is None or run.terminal or data.get("build") or data.get("phase") == REJECTED:
+            return True
+        return await self._attempt(run_id, data)
 
     async def _attempt(self, run_id: int, data: dict[str, Any]) -> bool:
         """One try at giving the run a build; True when nothing more is to be done."""

@@ -15,15 +15,13 @@ All methods are synchronous: a read-modify-write here is atomic on the loop.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-from tack_common import sqlite
 from tack_common.notify import Notifier
 from tack_common.sqlite import Schema
-from tack_provider_kit.store import JSONDict, ProviderStore
+from tack_provider_kit.store import Attached, BaseRunBook, JSONDict, ProviderStore
 
 
 V1 = """
@@ -41,7 +39,6 @@ CREATE INDEX IF NOT EXISTS buildkite_builds_by_run ON buildkite_builds (run_id);
 SCHEMA = Schema("buildkite", (V1,))
 
 QUEUED, SENDING, CREATED, REJECTED = "queued", "sending", "created", "rejected"
-Attached = Literal["attached", "same", "other"]
 
 
 @dataclass(frozen=True)
@@ -94,20 +91,12 @@ class BuildRef:
         return cls(build_id, org, pipeline, number, web_url if isinstance(web_url, str) else "")
 
 
-class RunBook:
+class RunBook(BaseRunBook):
     """Reads and writes the Buildkite side of runs."""
 
     def __init__(self, store: ProviderStore) -> None:
-        self.store = store
+        super().__init__(store)
         self.attached = Notifier()
-
-    def data(self, run_id: int) -> JSONDict | None:
-        """The run's provider data; None when the run is gone."""
-        return self.store.data(run_id)
-
-    def update(self, run_id: int, **changes: Any) -> JSONDict:
-        """Merge ``changes`` into the run's data and store it; returns the new data."""
-        return self.store.merge_data(run_id, **changes)
 
     def build_of(self, run_id: int) -> BuildRef | None:
         """The run's build, once known."""
@@ -123,22 +112,18 @@ class RunBook:
 
     def attach(self, run_id: int, ref: BuildRef) -> Attached:
         """Make ``ref`` the run's build, unless the run already has one (``same`` or ``other``)."""
-        with sqlite.Transaction(self.store.conn) as conn:
-            row = conn.execute("SELECT data FROM runs WHERE id=?", (run_id,)).fetchone()
-            if row is None:
-                return "other"
-            data = json.loads(row[0])
-            current = BuildRef.from_json(data.get("build"))
-            if current is not None:
-                return "same" if current.id == ref.id else "other"
-            data.update(build=ref.to_json(), phase=CREATED)
-            conn.execute(
-                "UPDATE runs SET data=?, updated_ns=? WHERE id=?", (json.dumps(data), time.time_ns(), run_id)
-            )
-            conn.execute(
+        attached = self.store.attach(
+            run_id,
+            "build",
+            ref.to_json(),
+            identity=lambda build: None if (known := BuildRef.from_json(build)) is None else known.id,
+            record=lambda conn: conn.execute(
                 "INSERT OR REPLACE INTO buildkite_builds (build_id, run_id, org, pipeline, number, created_ns)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 (ref.id, run_id, ref.org, ref.pipeline, ref.number, time.time_ns()),
-            )
-        self.attached.notify()
-        return "attached"
+            ),
+            phase=CREATED,
+        )
+        if attached == "attached":
+            self.attached.notify()
+        return attached

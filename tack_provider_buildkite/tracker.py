@@ -19,7 +19,6 @@ rate limiter.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -30,6 +29,7 @@ from tack_provider_buildkite import metrics
 from tack_provider_buildkite.api import ApiError, BuildkiteClient, Unreachable
 from tack_provider_buildkite.runs import BuildRef, RunBook
 from tack_provider_buildkite.states import build_is_final, build_verdict
+from tack_provider_kit.readloop import read_loop
 from tack_provider_kit.store import ProviderStore
 
 
@@ -192,40 +192,20 @@ class Tracker:
             self._heard[run_id] = now
         return picked
 
+    def _later(self, run_id: int, reason: str) -> None:
+        self._due.setdefault(run_id, reason)
+
     async def run(self) -> None:
         """The reconciliation loop (runs until cancelled); reads run concurrently, a few at a time.
 
         A read that fails unexpectedly (the database refused a write) ends the
         loop with its error: run it supervised; builds are read again after the restart.
         """
-        limit = asyncio.Semaphore(CONCURRENT_READS)
-        inflight: dict[int, asyncio.Task[None]] = {}
-        failures: list[Exception] = []
-
-        async def one(run_id: int, reason: str) -> None:
-            try:
-                async with limit:
-                    await self.read(run_id, reason)
-            except Exception as exc:
-                failures.append(exc)
-                self._wake.set()
-            finally:
-                inflight.pop(run_id, None)
-
-        try:
-            while True:
-                if failures:
-                    raise failures[0]
-                for run_id, reason in self._pick().items():
-                    if run_id in inflight:
-                        if reason != "poll":
-                            self._due.setdefault(run_id, reason)
-                        continue
-                    inflight[run_id] = asyncio.create_task(one(run_id, reason))
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), min(self.poll_interval, 1.0))
-                self._wake.clear()
-        finally:
-            for task in list(inflight.values()):
-                task.cancel()
-            await asyncio.gather(*inflight.values(), return_exceptions=True)
+        await read_loop(
+            self._pick,
+            self.read,
+            self._later,
+            self._wake,
+            concurrency=CONCURRENT_READS,
+            tick=min(self.poll_interval, 1.0),
+        )

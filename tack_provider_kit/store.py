@@ -12,9 +12,9 @@ import json
 import sqlite3
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from tack_common import sqlite, status as st
 from tack_common.notify import Notifier
@@ -66,6 +66,7 @@ CREATE TABLE write_probe (
 SCHEMA = sqlite.Schema("", (V1, V_WRITE_PROBE))
 
 JSONDict = dict[str, Any]
+Attached = Literal["attached", "same", "other"]
 
 
 class RunKey(NamedTuple):
@@ -253,6 +254,34 @@ class ProviderStore:
         self.update_data(run_id, data)
         return data
 
+    def attach(
+        self,
+        run_id: int,
+        field: str,
+        value: Any,
+        *,
+        identity: Callable[[Any], object],
+        record: Callable[[sqlite3.Connection], object],
+        **changes: Any,
+    ) -> Attached:
+        """Make ``value`` the run's ``field`` (the one build or job in the CI, ``changes`` beside it) and
+        ``record`` it, in one transaction, unless the run already has one: ``same`` when its
+        ``identity`` (None: it has none) is that of ``value``, else ``other`` (also when the run is gone)."""
+        with sqlite.Transaction(self.conn) as conn:
+            row = conn.execute("SELECT data FROM runs WHERE id=?", (run_id,)).fetchone()
+            if row is None:
+                return "other"
+            data = json.loads(row[0])
+            current = identity(data.get(field))
+            if current is not None:
+                return "same" if current == identity(value) else "other"
+            data.update({field: value, **changes})
+            conn.execute(
+                "UPDATE runs SET data=?, updated_ns=? WHERE id=?", (json.dumps(data), time.time_ns(), run_id)
+            )
+            record(conn)
+        return "attached"
+
     def update_data(self, run_id: int, data: JSONDict) -> None:
         """Replace the provider's state of a run."""
         self.conn.execute(
@@ -327,3 +356,18 @@ class ProviderStore:
             ).rowcount
             updates = conn.execute("DELETE FROM status_log WHERE time_ns < ?", (older_than_ns,)).rowcount
         return runs, updates
+
+
+class BaseRunBook:
+    """A provider's side of its runs: the data it keeps beside each run in the store (subclassed per provider)."""
+
+    def __init__(self, store: ProviderStore) -> None:
+        self.store = store
+
+    def data(self, run_id: int) -> JSONDict | None:
+        """The run's provider data; None when the run is gone."""
+        return self.store.data(run_id)
+
+    def update(self, run_id: int, **changes: Any) -> JSONDict:
+        """Merge ``changes`` into the run's data and store it; returns the new data."""
+        return self.store.merge_data(run_id, **changes)

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
-import sys
 from collections.abc import Mapping
 from functools import partial
 
-from tack_common.env import ConfigError
+from tack_provider_kit import command
 from tack_provider_kit.pacing import Pacer
 from tack_provider_kit.server import ProviderFactory, main
 from tack_provider_sourcehut import access
@@ -29,22 +26,15 @@ async def _check(settings: Settings) -> int:
         return 1
     finally:
         await client.close()
-    for problem in found:
-        print(f"FAIL {problem}")
-    if not found:
-        logs = "logs" if logs_proven else "logs unproven (no job on the account yet: LOGS:RO assumed)"
-        print(f"ok   {settings.instance} accepts the token; it reads jobs (JOBS:RW assumed) and {logs}")
-    return 1 if found else 0
+    logs = "logs" if logs_proven else "logs unproven (no job on the account yet: LOGS:RO assumed)"
+    return command.report(
+        found, f"{settings.instance} accepts the token; it reads jobs (JOBS:RW assumed) and {logs}"
+    )
 
 
 def check() -> int:
     """Check the token as configured; one line per finding, exit 1 when anything is missing."""
-    try:
-        settings = Settings.from_env(os.environ)
-    except ConfigError as exc:
-        print(f"FAIL configuration: {exc}")
-        return 2
-    return asyncio.run(_check(settings))
+    return command.check(Settings.from_env, _check)
 
 
 def run() -> None:
@@ -64,6 +54,4 @@ def run() -> None:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] == ["check"]:
-        raise SystemExit(check())
-    run()
+    command.dispatch(run, check)

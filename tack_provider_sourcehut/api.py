@@ -12,8 +12,6 @@ configured instance (see :meth:`SourcehutClient.log_request` for log URLs).
 
 from __future__ import annotations
 
-import asyncio
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,11 +20,13 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 
 from tack_common import backoff
+from tack_provider_kit.http import OutcomeUnknown, Reply, Tries, Unreachable
 from tack_provider_kit.pacing import Pacer
 from tack_provider_sourcehut import metrics
 
 
-ATTEMPTS = 4
+__all__ = ["Answer", "ApiError", "OutcomeUnknown", "Reply", "SourcehutClient", "Unreachable"]
+
 MAX_THROTTLED = 8
 MAX_WAIT_SECONDS = 60.0
 MAX_ANSWER_BYTES = 4 << 20
@@ -53,30 +53,6 @@ class ApiError(Exception):
     def auth(self) -> bool:
         """The token was refused (missing, malformed, unknown, revoked or expired, or the account suspended)."""
         return self.status in (401, 403) or (self.status == 400 and "Authentication error" in self.message)
-
-
-class Unreachable(Exception):
-    """No answer from builds.sr.ht (connection refused, reset or timed out) after retrying."""
-
-
-class OutcomeUnknown(Exception):
-    """A submit may or may not have created a job (timeout, reset, 5xx)."""
-
-
-@dataclass(frozen=True)
-class Reply:
-    """An HTTP answer read whole (at most ``MAX_ANSWER_BYTES``)."""
-
-    status: int
-    headers: Mapping[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        """The body as JSON (None when it is not JSON)."""
-        try:
-            return json.loads(self.body)
-        except ValueError:
-            return None
 
 
 @dataclass(frozen=True)
@@ -150,12 +126,6 @@ class SourcehutClient:
             wait = backoff.delay(self._throttle_attempt, base=1.0, cap=MAX_WAIT_SECONDS)
         self.pacer.pause(min(wait, MAX_WAIT_SECONDS))
 
-    async def _read(self, resp: aiohttp.ClientResponse) -> bytes:
-        body = await resp.content.read(MAX_ANSWER_BYTES + 1)
-        if len(body) > MAX_ANSWER_BYTES:
-            raise aiohttp.ClientPayloadError(f"answer larger than {MAX_ANSWER_BYTES} bytes")
-        return body
-
     async def http(
         self,
         method: str,
@@ -176,38 +146,21 @@ class SourcehutClient:
         assert self._session is not None
         if token:
             headers = {**(headers or {}), "Authorization": f"Bearer {self._token}"}
-        attempt = throttled = 0
+        tries = Tries("builds.sr.ht", operation, idempotent=idempotent, requests=metrics.API_REQUESTS)
+        throttled = 0
         while True:
             await self.pacer.acquire(background)
-            try:
-                async with self._session.request(
-                    method,
-                    url,
-                    json=body,
-                    headers=headers,
-                    timeout=aiohttp.ClientTimeout(total=timeout or self.timeout),
-                ) as resp:
-                    reply = Reply(resp.status, resp.headers, await self._read(resp))
-            except aiohttp.ClientConnectorError as exc:
-                metrics.API_REQUESTS.labels(operation, "error").inc()
-                attempt += 1
-                if attempt >= ATTEMPTS:
-                    raise Unreachable(
-                        f"{operation}: cannot connect to builds.sr.ht ({exc.strerror or exc})"
-                    ) from None
-                await asyncio.sleep(backoff.delay(attempt + 1, base=0.5, cap=8.0))
+            reply = await tries.send(
+                self._session,
+                method,
+                url,
+                timeout=timeout or self.timeout,
+                max_bytes=MAX_ANSWER_BYTES,
+                json=body,
+                headers=headers,
+            )
+            if reply is None:
                 continue
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                metrics.API_REQUESTS.labels(operation, "error").inc()
-                detail = f"{type(exc).__name__}: {exc}".rstrip(": ")
-                if not idempotent:
-                    raise OutcomeUnknown(f"{operation}: no answer ({detail})") from None
-                attempt += 1
-                if attempt >= ATTEMPTS:
-                    raise Unreachable(f"{operation}: no answer from builds.sr.ht ({detail})") from None
-                await asyncio.sleep(backoff.delay(attempt + 1, base=0.5, cap=8.0))
-                continue
-            metrics.API_REQUESTS.labels(operation, str(reply.status)).inc()
             if reply.status in (429, 503):
                 self._throttled(reply)
                 throttled += 1
@@ -223,9 +176,7 @@ class SourcehutClient:
             if reply.status >= 500:
                 if not idempotent:
                     raise OutcomeUnknown(f"{operation}: HTTP {reply.status}")
-                attempt += 1
-                if attempt < ATTEMPTS:
-                    await asyncio.sleep(backoff.delay(attempt + 1, base=0.5, cap=8.0))
+                if await tries.again():
                     continue
             return reply
 

@@ -15,14 +15,11 @@ All methods are synchronous: a read-modify-write here is atomic on the loop.
 
 from __future__ import annotations
 
-import json
 import time
-from typing import Any, Literal
 
-from tack_common import sqlite
 from tack_common.notify import Notifier
 from tack_common.sqlite import Schema
-from tack_provider_kit.store import JSONDict, ProviderStore
+from tack_provider_kit.store import Attached, BaseRunBook, ProviderStore
 
 
 V1 = """
@@ -36,23 +33,14 @@ CREATE TABLE sourcehut_jobs (
 SCHEMA = Schema("sourcehut", (V1,))
 
 QUEUED, SUBMITTING, SUBMITTED, REJECTED = "queued", "submitting", "submitted", "rejected"
-Attached = Literal["attached", "same", "other"]
 
 
-class RunBook:
+class RunBook(BaseRunBook):
     """Reads and writes the sourcehut side of runs."""
 
     def __init__(self, store: ProviderStore) -> None:
-        self.store = store
+        super().__init__(store)
         self.attached = Notifier()
-
-    def data(self, run_id: int) -> JSONDict | None:
-        """The run's provider data; None when the run is gone."""
-        return self.store.data(run_id)
-
-    def update(self, run_id: int, **changes: Any) -> JSONDict:
-        """Merge ``changes`` into the run's data and store it; returns the new data."""
-        return self.store.merge_data(run_id, **changes)
 
     def job_of(self, run_id: int) -> int | None:
         """The run's job id, once known."""
@@ -69,21 +57,17 @@ class RunBook:
 
     def attach(self, run_id: int, job_id: int) -> Attached:
         """Make ``job_id`` the run's job, unless the run already has one (``same`` or ``other``)."""
-        with sqlite.Transaction(self.store.conn) as conn:
-            row = conn.execute("SELECT data FROM runs WHERE id=?", (run_id,)).fetchone()
-            if row is None:
-                return "other"
-            data = json.loads(row[0])
-            current = data.get("job")
-            if current is not None:
-                return "same" if current == job_id else "other"
-            data.update(job=job_id, phase=SUBMITTED)
-            conn.execute(
-                "UPDATE runs SET data=?, updated_ns=? WHERE id=?", (json.dumps(data), time.time_ns(), run_id)
-            )
-            conn.execute(
+        attached = self.store.attach(
+            run_id,
+            "job",
+            job_id,
+            identity=lambda job: job,
+            record=lambda conn: conn.execute(
                 "INSERT INTO sourcehut_jobs (job_id, run_id, created_ns) VALUES (?, ?, ?)",
                 (job_id, run_id, time.time_ns()),
-            )
-        self.attached.notify()
-        return "attached"
+            ),
+            phase=SUBMITTED,
+        )
+        if attached == "attached":
+            self.attached.notify()
+        return attached

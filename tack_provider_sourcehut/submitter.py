@@ -20,8 +20,9 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from tack_common import backoff, status as st
+from tack_common import status as st
 from tack_common.supervise import Supervisor
+from tack_provider_kit.runtasks import RunTasks, until_done
 from tack_provider_kit.store import ProviderStore
 from tack_provider_sourcehut import metrics
 from tack_provider_sourcehut.api import ApiError, OutcomeUnknown, SourcehutClient, Unreachable, error_text
@@ -72,27 +73,20 @@ class Submitter:
         self.ready = ready
         self.submit_timeout = submit_timeout
         self.supervisor = supervisor
-        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._tasks = RunTasks(supervisor, "sourcehut_submit")
 
     def launch(self, run_id: int) -> None:
         """Start giving the run its job unless that is under way."""
-        if run_id in self._tasks:
-            return
-        task = self.supervisor.spawn(
-            "sourcehut_submit",
-            functools.partial(self._submit, run_id),
-            name=f"sourcehut_submit:{run_id}",
-            forever=False,
+        self._tasks.launch(
+            run_id,
+            functools.partial(
+                until_done, self.ready, functools.partial(self._step, run_id), max_backoff=MAX_BACKOFF
+            ),
         )
-        self._tasks[run_id] = task
-        task.add_done_callback(lambda _: self._tasks.pop(run_id, None))
 
     async def stop(self) -> None:
         """Cancel every submission (their state is durable; the next start resumes them)."""
-        tasks = list(self._tasks.values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._tasks.stop()
 
     def _reject(self, run_id: int, reason: str) -> None:
         metrics.JOBS.labels("rejected").inc()
@@ -112,24 +106,13 @@ class Submitter:
             log.info(f"job {how}", extra={"run_id": run_id, "job": job_id})
         self.tracker.due(run_id, "submitted")
 
-    async def _submit(self, run_id: int) -> None:
-        attempt = 0
-        while True:
-            await self.ready.wait()
-            run = self.store.get_by_id(run_id)
-            data = self.book.data(run_id)
-            if (
-                run is None
-                or data is None
-                or run.terminal
-                or data.get("job")
-                or data.get("phase") == REJECTED
-            ):
-                return
-            if await self._attempt(run_id, data):
-                return
-            attempt += 1
-            await asyncio.sleep(backoff.delay(attempt, base=1.0, cap=MAX_BACKOFF))
+    async def _step(self, run_id: int) -> bool:
+        """Give the run its job unless it has one or needs none; True when nothing more is to be done."""
+        run = self.store.get_by_id(run_id)
+        data = self.book.data(run_id)
+        if run is None or data is None or run.terminal or data.get("job") or data.get("phase") == REJECTED:
+            return True
+        return await self._attempt(run_id, data)
 
     async def _search(self, run_id: int, data: Mapping[str, Any]) -> Mapping[str, Any] | bool | None:
         """The run's job (found), False (surely none: submit), or None (undecided: try later)."""

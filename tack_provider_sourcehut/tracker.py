@@ -25,6 +25,7 @@ from typing import Any
 
 from tack_common import status as st
 from tack_common.notify import Notifier
+from tack_provider_kit.readloop import read_loop
 from tack_provider_kit.store import ProviderStore
 from tack_provider_sourcehut import metrics, states
 from tack_provider_sourcehut.api import ApiError, SourcehutClient, Unreachable, error_text
@@ -231,36 +232,16 @@ class Tracker:
             self._heard[run_id] = now
         return picked
 
+    def _later(self, run_id: int, reason: str) -> None:
+        self._due.setdefault(run_id, reason)
+
     async def run(self) -> None:
         """The polling loop (runs until cancelled; run it supervised)."""
-        limit = asyncio.Semaphore(CONCURRENT_READS)
-        inflight: dict[int, asyncio.Task[None]] = {}
-        failures: list[Exception] = []
-
-        async def one(run_id: int, reason: str) -> None:
-            try:
-                async with limit:
-                    await self.read(run_id, reason)
-            except Exception as exc:
-                failures.append(exc)
-                self._wake.set()
-            finally:
-                inflight.pop(run_id, None)
-
-        try:
-            while True:
-                if failures:
-                    raise failures[0]
-                for run_id, reason in self._pick().items():
-                    if run_id in inflight:
-                        if reason != "poll":
-                            self._due.setdefault(run_id, reason)
-                        continue
-                    inflight[run_id] = asyncio.create_task(one(run_id, reason))
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), min(self.poll_interval, self.log_interval, 1.0))
-                self._wake.clear()
-        finally:
-            for task in list(inflight.values()):
-                task.cancel()
-            await asyncio.gather(*inflight.values(), return_exceptions=True)
+        await read_loop(
+            self._pick,
+            self.read,
+            self._later,
+            self._wake,
+            concurrency=CONCURRENT_READS,
+            tick=min(self.poll_interval, self.log_interval, 1.0),
+        )

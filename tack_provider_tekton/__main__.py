@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
-import sys
 from collections.abc import Mapping
 from functools import partial
 
-from tack_common.env import ConfigError
+from tack_provider_kit import command
 from tack_provider_kit.server import ProviderFactory, main
 from tack_provider_tekton import access
 from tack_provider_tekton.config import Settings
@@ -27,22 +24,15 @@ async def _check(settings: Settings) -> int:
         return 1
     finally:
         await kube.close()
-    for problem in found:
-        print(f"FAIL {problem}")
-    if not found:
-        verbs = sum(len(p.verbs) for p in access.PERMISSIONS)
-        print(f"ok   Tekton v1 served in namespace {settings.namespace}; all {verbs} permissions granted")
-    return 1 if found else 0
+    verbs = sum(len(p.verbs) for p in access.PERMISSIONS)
+    return command.report(
+        found, f"Tekton v1 served in namespace {settings.namespace}; all {verbs} permissions granted"
+    )
 
 
 def check() -> int:
     """Check the cluster as configured; one line per finding, exit 1 when anything is missing."""
-    try:
-        settings = Settings.from_env(os.environ)
-    except ConfigError as exc:
-        print(f"FAIL configuration: {exc}")
-        return 2
-    return asyncio.run(_check(settings))
+    return command.check(Settings.from_env, _check)
 
 
 def run() -> None:
@@ -62,6 +52,4 @@ def run() -> None:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] == ["check"]:
-        raise SystemExit(check())
-    run()
+    command.dispatch(run, check)

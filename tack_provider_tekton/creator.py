@@ -15,8 +15,9 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from tack_common import backoff, status as st
+from tack_common import status as st
 from tack_common.supervise import Supervisor
+from tack_provider_kit.runtasks import RunTasks, until_done
 from tack_provider_kit.store import ProviderStore
 from tack_provider_tekton import metrics
 from tack_provider_tekton.kube import Kube, KubeError, Unreachable
@@ -54,27 +55,20 @@ class Creator:
         self.tracker = tracker
         self.ready = ready
         self.supervisor = supervisor
-        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._tasks = RunTasks(supervisor, "tekton_create")
 
     def launch(self, run_id: int) -> None:
         """Start creating the run's PipelineRun unless that is under way."""
-        if run_id in self._tasks:
-            return
-        task = self.supervisor.spawn(
-            "tekton_create",
-            functools.partial(self._create, run_id),
-            name=f"tekton_create:{run_id}",
-            forever=False,
+        self._tasks.launch(
+            run_id,
+            functools.partial(
+                until_done, self.ready, functools.partial(self._step, run_id), max_backoff=MAX_BACKOFF
+            ),
         )
-        self._tasks[run_id] = task
-        task.add_done_callback(lambda _: self._tasks.pop(run_id, None))
 
     async def stop(self) -> None:
         """Cancel every creation (their state is durable; the next start resumes them)."""
-        tasks = list(self._tasks.values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._tasks.stop()
 
     def _fail(self, run_id: int, outcome: str, reason: str) -> None:
         metrics.PIPELINE_RUNS.labels(outcome).inc()
@@ -103,20 +97,15 @@ class Creator:
                 raise
             self.store.set_status(run_id, st.CANCELLED, "the PipelineRun no longer exists")
 
-    async def _create(self, run_id: int) -> None:
-        attempt = 0
-        while True:
-            await self.ready.wait()
-            run = self.store.get_by_id(run_id)
-            data = self.book.data(run_id)
-            if run is None or data is None or data.get("phase") in (CREATED, REJECTED):
-                return
-            if run.terminal and not data.get("sent"):
-                return  # cancelled before anything was sent
-            if await self._attempt(run_id, data):
-                return
-            attempt += 1
-            await asyncio.sleep(backoff.delay(attempt, base=1.0, cap=MAX_BACKOFF))
+    async def _step(self, run_id: int) -> bool:
+        """Create the run's PipelineRun unless that is settled; True when nothing more is to be done."""
+        run = self.store.get_by_id(run_id)
+        data = self.book.data(run_id)
+        if run is None or data is None or data.get("phase") in (CREATED, REJECTED):
+            return True
+        if run.terminal and not data.get("sent"):
+            return True  # cancelled before anything was sent
+        return await self._attempt(run_id, data)
 
     async def _attempt(self, run_id: int, data: Mapping[str, Any]) -> bool:
         """One try at creating the run's PipelineRun; True when nothing more is to be done."""

@@ -16,7 +16,7 @@ from typing import Any
 
 from tack_common.notify import Notifier
 from tack_common.sqlite import Schema
-from tack_provider_kit.store import JSONDict, ProviderStore
+from tack_provider_kit.store import BaseRunBook, JSONDict, ProviderStore
 
 
 V1 = """
@@ -36,20 +36,16 @@ SCHEMA = Schema("tekton", (V1,))
 QUEUED, CREATED, REJECTED = "queued", "created", "rejected"
 
 
-class RunBook:
+class RunBook(BaseRunBook):
     """Reads and writes the Tekton side of runs."""
 
     def __init__(self, store: ProviderStore) -> None:
-        self.store = store
+        super().__init__(store)
         self.created = Notifier()
-
-    def data(self, run_id: int) -> JSONDict | None:
-        """The run's provider data; None when the run is gone."""
-        return self.store.data(run_id)
 
     def update(self, run_id: int, **changes: Any) -> JSONDict:
         """Merge ``changes`` into the run's data and store it; returns the new data."""
-        data = self.store.merge_data(run_id, **changes)
+        data = super().update(run_id, **changes)
         if changes.get("phase") == CREATED:
             self.created.notify()
         return data

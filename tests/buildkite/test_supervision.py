@@ -6,21 +6,20 @@ against the fake Buildkite."""
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import grpc
 import pytest
 
-from tack_common import client, health, status as st
+from tack_common import status as st
 from tack_common.pb import provider_pb2 as pb
 from tack_provider_kit.contract.checks import collect, key, spawn_request
 from tests.fakes.buildkite import FakeBuildkite
 from tests.support.buildkite_harness import BuildkiteProcess, buildkite_workflow, fake_buildkite
 from tests.support.faults import crash, eventually, metric
 from tests.support.procs import free_port, wait_serving
+from tests.support.provider_rig import ProviderRig, serving
 
 
 pytestmark = pytest.mark.e2e
@@ -29,45 +28,18 @@ ENV = {"TACK_FAULT_INJECTION": "1", "TACK_BUILDKITE_POLL_INTERVAL": "0.5"}
 STEPS = [{"name": "unit", "step_key": "unit", "command": "pytest -q"}]
 
 
-class Rig:
-    def __init__(self, fake: FakeBuildkite, proc: BuildkiteProcess) -> None:
-        self.fake = fake
-        self.proc = proc
-        self.base = f"http://127.0.0.1:{proc.metrics_port}"
-        self.channel = client.channel(proc.address)
-        self.stub = client.provider_stub(self.channel)
-
-    async def serving(self) -> bool:
-        try:
-            return await health.check(self.channel, timeout=2) == health.SERVING
-        except grpc.aio.AioRpcError:
-            return False
-
+class Rig(ProviderRig[FakeBuildkite, BuildkiteProcess]):
     async def statuses(self, k: pb.WorkflowKey) -> list[int]:
+        """The statuses published for ``k`` so far."""
         updates = await collect(self.stub, 0, lambda got: True, 5)
         return [u.status for u in updates if u.key == k]
-
-    def logged(self, kind: str) -> bool:
-        for line in self.proc.output().splitlines():
-            if line.startswith("{"):
-                record = json.loads(line)
-                if record.get("msg", "").startswith("supervised task failed") and record.get("kind") == kind:
-                    return True
-        return False
 
 
 @pytest.fixture
 async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     fake = await fake_buildkite({"ci": STEPS}, auto_tick_s=0.02)
-    proc = BuildkiteProcess(tmp_path, fake.url, ENV)
-    await proc.start_serving()
-    made = Rig(fake, proc)
-    try:
+    async with serving(Rig, fake, BuildkiteProcess(tmp_path, fake.url, ENV)) as made:
         yield made
-    finally:
-        proc.kill9()
-        await made.channel.close()
-        await fake.stop()
 
 
 async def test_the_poller_recovers_and_still_ends_the_workflow(rig: Rig) -> None:

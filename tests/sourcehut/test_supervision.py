@@ -4,18 +4,16 @@ and the task's work gets done after its restart. The provider is a real process 
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import grpc
 import pytest
 
-from tack_common import client, health, status as st
-from tack_common.pb import provider_pb2 as pb
+from tack_common import status as st
 from tack_provider_kit.contract.checks import collect, key, spawn_request, terminal_for
 from tests.fakes.sourcehut import DEFAULT_TOKEN, FakeSourcehut
-from tests.support.faults import crash, eventually, metric, readiness
+from tests.support.faults import crash, eventually, readiness
+from tests.support.provider_rig import ProviderRig, histories, serving
 from tests.support.sourcehut_harness import SourcehutProcess, fake_sourcehut, manifest, sourcehut_workflow
 
 
@@ -25,60 +23,20 @@ pytestmark = pytest.mark.e2e
 ENV = {"TACK_FAULT_INJECTION": "1", "TACK_SOURCEHUT_SUBMIT_TIMEOUT": "15"}
 
 
-class Rig:
-    def __init__(self, fake: FakeSourcehut, proc: SourcehutProcess) -> None:
-        self.fake = fake
-        self.proc = proc
-        self.base = f"http://127.0.0.1:{proc.metrics_port}"
-        self.channel = client.channel(proc.address)
-        self.stub = client.provider_stub(self.channel)
-
-    async def serving(self) -> bool:
-        try:
-            return await health.check(self.channel, timeout=2) == health.SERVING
-        except grpc.aio.AioRpcError:
-            return False
-
-    async def not_serving(self) -> bool:
-        return not await self.serving()
-
-    def logged(self, kind: str) -> bool:
-        """Whether the provider logged a failure of a task of ``kind`` with the injected fault."""
-        for line in self.proc.output().splitlines():
-            if line.startswith("{"):
-                record = json.loads(line)
-                if record.get("msg", "").startswith("supervised task failed") and record.get("kind") == kind:
-                    return "InjectedFault" in record.get("exc", "")
-        return False
-
-    async def restarts(self, kind: str) -> float:
-        return await metric(self.base, "tack_task_restarts_total", {"task": kind})
+class Rig(ProviderRig[FakeSourcehut, SourcehutProcess]):
+    pass
 
 
 @pytest.fixture
 async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     fake = await fake_sourcehut()
-    proc = SourcehutProcess(tmp_path, fake, ENV)
-    await proc.start_serving()
-    made = Rig(fake, proc)
-    try:
+    async with serving(Rig, fake, SourcehutProcess(tmp_path, fake, ENV)) as made:
         yield made
-    finally:
-        proc.kill9()
-        await made.channel.close()
-        await fake.stop()
 
 
 async def _has_job(rig: Rig) -> bool:
     """Whether the provider has read a job (it does once the job is its run's)."""
     return any(r.op == "job" for r in rig.fake.requests)
-
-
-def histories(updates: list[pb.StatusUpdate]) -> dict[str, list[int]]:
-    out: dict[str, list[int]] = {}
-    for update in updates:
-        out.setdefault(update.key.workflow, []).append(update.status)
-    return out
 
 
 async def test_the_poller_fails_while_a_job_runs_to_its_end_and_the_end_is_still_reported_once(

@@ -17,6 +17,7 @@ from tack_common.client import provider_stub
 from tack_common.pb import provider_pb2 as pb
 from tack_provider_kit.contract.checks import collect, key, spawn_request, terminal_for
 from tests.fakes.kubernetes import FakeKubernetes
+from tests.support.provider_rig import histories
 from tests.support.tekton_harness import TektonProcess, fake_kubernetes, tekton_workflow
 
 
@@ -41,14 +42,6 @@ async def metric(proc: TektonProcess, sample: str) -> float:
     async with aiohttp.ClientSession() as session, session.get(url) as resp:
         text = await resp.text()
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(sample))
-
-
-def histories(updates: list[pb.StatusUpdate]) -> dict[str, list[int]]:
-    """Each workflow's statuses, in order."""
-    out: dict[str, list[int]] = {}
-    for update in updates:
-        out.setdefault(update.key.workflow, []).append(update.status)
-    return out
 
 
 def runs_per_workflow(fake: FakeKubernetes) -> dict[str, int]:

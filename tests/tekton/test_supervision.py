@@ -6,18 +6,16 @@ Kubernetes API server."""
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import grpc
 import pytest
 
-from tack_common import client, health, status as st
-from tack_common.pb import provider_pb2 as pb
+from tack_common import status as st
 from tack_provider_kit.contract.checks import collect, key, spawn_request, terminal_for
 from tests.fakes.kubernetes import FakeKubernetes
-from tests.support.faults import crash, eventually, metric, readiness
+from tests.support.faults import crash, eventually, readiness
+from tests.support.provider_rig import ProviderRig, histories, serving
 from tests.support.tekton_harness import TektonProcess, fake_kubernetes, tekton_workflow
 
 
@@ -27,35 +25,7 @@ pytestmark = pytest.mark.e2e
 ENV = {"TACK_FAULT_INJECTION": "1", "TACK_TEKTON_REQUEST_TIMEOUT": "15"}
 
 
-class Rig:
-    def __init__(self, fake: FakeKubernetes, proc: TektonProcess) -> None:
-        self.fake = fake
-        self.proc = proc
-        self.base = f"http://127.0.0.1:{proc.metrics_port}"
-        self.channel = client.channel(proc.address)
-        self.stub = client.provider_stub(self.channel)
-
-    async def serving(self) -> bool:
-        try:
-            return await health.check(self.channel, timeout=2) == health.SERVING
-        except grpc.aio.AioRpcError:
-            return False
-
-    async def not_serving(self) -> bool:
-        return not await self.serving()
-
-    def logged(self, kind: str) -> bool:
-        """Whether the provider logged a failure of a task of ``kind`` with the injected fault."""
-        for line in self.proc.output().splitlines():
-            if line.startswith("{"):
-                record = json.loads(line)
-                if record.get("msg", "").startswith("supervised task failed") and record.get("kind") == kind:
-                    return "InjectedFault" in record.get("exc", "")
-        return False
-
-    async def restarts(self, kind: str) -> float:
-        return await metric(self.base, "tack_task_restarts_total", {"task": kind})
-
+class Rig(ProviderRig[FakeKubernetes, TektonProcess]):
     def runs_of(self, workflow: str) -> list[str]:
         """The names of the PipelineRuns made for ``workflow``."""
         return [
@@ -68,22 +38,8 @@ class Rig:
 @pytest.fixture
 async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     fake = await fake_kubernetes(bookmark_interval=0.5)
-    proc = TektonProcess(tmp_path, fake, ENV)
-    await proc.start_serving()
-    made = Rig(fake, proc)
-    try:
+    async with serving(Rig, fake, TektonProcess(tmp_path, fake, ENV)) as made:
         yield made
-    finally:
-        proc.kill9()
-        await made.channel.close()
-        await fake.stop()
-
-
-def histories(updates: list[pb.StatusUpdate]) -> dict[str, list[int]]:
-    out: dict[str, list[int]] = {}
-    for update in updates:
-        out.setdefault(update.key.workflow, []).append(update.status)
-    return out
 
 
 async def test_the_watch_fails_while_a_run_finishes_and_its_end_is_still_reported_once(rig: Rig) -> None:
