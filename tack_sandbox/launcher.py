@@ -21,7 +21,7 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from pathlib import Path
 
@@ -43,6 +43,19 @@ KEY_FILE = "service-auth-key.pem"
 def say(text: str = "") -> None:
     """Print a line for the person at the terminal."""
     print(text, flush=True)
+
+
+PROVIDERS: tuple[tuple[str, str, Callable[[Mapping[str, str]], bool]], ...] = (
+    ("stub", "127.0.0.1:7102", lambda env: True),
+    ("buildkite", "127.0.0.1:7101", lambda env: bool(env.get("TACK_BUILDKITE_TOKEN"))),
+    (
+        "tekton",
+        "127.0.0.1:7104",
+        lambda env: bool(env.get("TACK_TEKTON_KUBECONFIG") or env.get("TACK_TEKTON_NAMESPACE")),
+    ),
+    ("sourcehut", "127.0.0.1:7105", lambda env: bool(env.get("TACK_SOURCEHUT_TOKEN"))),
+)
+"""The providers ``make run`` starts: (name, default gRPC address, whether this environment asks for it)."""
 
 
 class Launcher:
@@ -70,66 +83,17 @@ class Launcher:
         return self.data_dir / "sandbox" if self.sandbox else self.data_dir
 
     def _providers(self) -> tuple[str, list[Child]]:
-        stub_addr = self.environ.get("TACK_STUB_LISTEN_ADDR", "127.0.0.1:7102")
-        children = [
-            Child(
-                "stub",
-                "tack_provider_stub",
-                python_env(
-                    {"TACK_STUB_DB_PATH": str(self.state_dir / "stub.db"), "TACK_STUB_LISTEN_ADDR": stub_addr}
-                ),
-                self.state_dir / "logs" / "stub.log",
-            )
-        ]
-        providers = [f"stub={stub_addr}"]
-        if self.environ.get("TACK_BUILDKITE_TOKEN"):
-            bk_addr = self.environ.get("TACK_BUILDKITE_LISTEN_ADDR", "127.0.0.1:7101")
-            children.append(
-                Child(
-                    "buildkite",
-                    "tack_provider_buildkite",
-                    python_env(
-                        {
-                            "TACK_BUILDKITE_DB_PATH": str(self.state_dir / "buildkite.db"),
-                            "TACK_BUILDKITE_LISTEN_ADDR": bk_addr,
-                        }
-                    ),
-                    self.state_dir / "logs" / "buildkite.log",
-                )
-            )
-            providers.append(f"buildkite={bk_addr}")
-        if self.environ.get("TACK_TEKTON_KUBECONFIG") or self.environ.get("TACK_TEKTON_NAMESPACE"):
-            tk_addr = self.environ.get("TACK_TEKTON_LISTEN_ADDR", "127.0.0.1:7104")
-            children.append(
-                Child(
-                    "tekton",
-                    "tack_provider_tekton",
-                    python_env(
-                        {
-                            "TACK_TEKTON_DB_PATH": str(self.state_dir / "tekton.db"),
-                            "TACK_TEKTON_LISTEN_ADDR": tk_addr,
-                        }
-                    ),
-                    self.state_dir / "logs" / "tekton.log",
-                )
-            )
-            providers.append(f"tekton={tk_addr}")
-        if self.environ.get("TACK_SOURCEHUT_TOKEN"):
-            sh_addr = self.environ.get("TACK_SOURCEHUT_LISTEN_ADDR", "127.0.0.1:7105")
-            children.append(
-                Child(
-                    "sourcehut",
-                    "tack_provider_sourcehut",
-                    python_env(
-                        {
-                            "TACK_SOURCEHUT_DB_PATH": str(self.state_dir / "sourcehut.db"),
-                            "TACK_SOURCEHUT_LISTEN_ADDR": sh_addr,
-                        }
-                    ),
-                    self.state_dir / "logs" / "sourcehut.log",
-                )
-            )
-            providers.append(f"sourcehut={sh_addr}")
+        children: list[Child] = []
+        providers: list[str] = []
+        for name, default_addr, wanted in PROVIDERS:
+            if not wanted(self.environ):
+                continue
+            prefix = f"TACK_{name.upper()}"
+            addr = self.environ.get(f"{prefix}_LISTEN_ADDR", default_addr)
+            env = {f"{prefix}_DB_PATH": str(self.state_dir / f"{name}.db"), f"{prefix}_LISTEN_ADDR": addr}
+            log_path = self.state_dir / "logs" / f"{name}.log"
+            children.append(Child(name, f"tack_provider_{name}", python_env(env), log_path))
+            providers.append(f"{name}={addr}")
         return self.environ.get("TACK_PROVIDERS") or ",".join(providers), children
 
     async def start(self) -> None:
