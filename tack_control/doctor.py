@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 import grpc
@@ -390,24 +391,19 @@ async def check_owner(settings: Settings) -> Result:
     scheme = "http" if settings.dev else "https"
     url = f"{scheme}://{settings.hostname}/xrpc/sh.tangled.owner"
     name = f"public owner check {url}"
-    try:
-        timeout = aiohttp.ClientTimeout(total=TIMEOUT_S)
-        async with (
-            aiohttp.ClientSession(timeout=timeout) as session,
-            session.get(url, allow_redirects=False) as resp,
-        ):
-            if resp.status != 200:
-                return fail(
-                    name,
-                    f"HTTP {resp.status} (Tangled requires exactly 200)",
-                    "route https://TACK_HOSTNAME/ to tack's TACK_LISTEN_ADDR without redirects",
-                )
-            body = await resp.json(content_type=None)
-    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+    answer = await _get_json(url)
+    if isinstance(answer, Exception):
         return fail(
             name,
-            f"no valid answer within {TIMEOUT_S:g}s ({type(exc).__name__})",
+            f"no valid answer within {TIMEOUT_S:g}s ({type(answer).__name__})",
             "make tack reachable at https://TACK_HOSTNAME (DNS, TLS proxy, firewall)",
+        )
+    status, body = answer
+    if status != 200:
+        return fail(
+            name,
+            f"HTTP {status} (Tangled requires exactly 200)",
+            "route https://TACK_HOSTNAME/ to tack's TACK_LISTEN_ADDR without redirects",
         )
     owner = body.get("owner") if isinstance(body, dict) else None
     if owner != settings.owner_did:
@@ -422,10 +418,8 @@ async def check_owner(settings: Settings) -> Result:
     return ok(name, f"answers {owner}; did.json names {did_web(settings.hostname)}")
 
 
-async def _did_document_problem(settings: Settings, url: str) -> Result | None:
-    """What is wrong with the public did.json (PDS service proxying reads it), or None."""
-    name = f"public did.json {url}"
-    expected = did_document(settings.hostname, settings.dev)
+async def _get_json(url: str) -> tuple[int, Any] | Exception:
+    """(HTTP status, JSON body; None unless 200) of a GET that follows no redirect, or why there was no answer."""
     try:
         timeout = aiohttp.ClientTimeout(total=TIMEOUT_S)
         async with (
@@ -433,18 +427,23 @@ async def _did_document_problem(settings: Settings, url: str) -> Result | None:
             session.get(url, allow_redirects=False) as resp,
         ):
             if resp.status != 200:
-                return fail(
-                    name,
-                    f"HTTP {resp.status}",
-                    "route /.well-known/did.json to tack too (a PDS proxying calls to the spindle reads it)",
-                )
-            body = await resp.json(content_type=None)
+                return resp.status, None
+            return resp.status, await resp.json(content_type=None)
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-        return fail(
-            name,
-            f"no valid answer within {TIMEOUT_S:g}s ({type(exc).__name__})",
-            "route /.well-known/did.json to tack too (a PDS proxying calls to the spindle reads it)",
-        )
+        return exc
+
+
+async def _did_document_problem(settings: Settings, url: str) -> Result | None:
+    """What is wrong with the public did.json (PDS service proxying reads it), or None."""
+    name = f"public did.json {url}"
+    expected = did_document(settings.hostname, settings.dev)
+    fix = "route /.well-known/did.json to tack too (a PDS proxying calls to the spindle reads it)"
+    answer = await _get_json(url)
+    if isinstance(answer, Exception):
+        return fail(name, f"no valid answer within {TIMEOUT_S:g}s ({type(answer).__name__})", fix)
+    status, body = answer
+    if status != 200:
+        return fail(name, f"HTTP {status}", fix)
     services = body.get("service") if isinstance(body, dict) else None
     if not isinstance(body, dict) or body.get("id") != expected["id"] or services != expected["service"]:
         return fail(
