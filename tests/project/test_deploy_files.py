@@ -85,15 +85,19 @@ def test_every_variable_in_compose_is_read_by_the_code() -> None:
     assert unknown == []
 
 
-def test_only_the_control_plane_is_published_and_providers_are_private() -> None:
-    """Providers sit on the internal network only; the control plane alone publishes a port."""
+def test_only_the_control_plane_is_published_and_providers_reach_only_what_they_must() -> None:
+    """The control plane alone publishes a port; the stub sits on the internal network only, and providers of
+    outside CIs (Buildkite, Kubernetes, builds.sr.ht) also join the outbound network to reach their API."""
     doc = compose()
     services = doc["services"]
     assert isinstance(services, dict)
     assert [name for name, s in services.items() if "ports" in s] == ["control"]
     assert doc["networks"]["providers"]["internal"] is True  # type: ignore[index]
-    for name in ("buildkite", "stub"):
-        assert services[name]["networks"] == ["providers"]
+    assert not doc["networks"]["public"]  # type: ignore[index]
+    assert services["stub"]["networks"] == ["providers"]
+    for name in ("buildkite", "tekton", "sourcehut"):
+        assert sorted(services[name]["networks"]) == ["providers", "public"], name
+    for name in ("buildkite", "stub", "tekton", "sourcehut"):
         assert services[name]["restart"] == "unless-stopped"
 
 
