@@ -8,6 +8,7 @@ supervisor, and :meth:`RunTasks.stop` may simply cancel them: the next start res
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable
 
 from tack_common import backoff
@@ -30,6 +31,20 @@ class RunTasks:
         self._tasks[run_id] = task
         task.add_done_callback(lambda _: self._tasks.pop(run_id, None))
         return task
+
+    def launch_until_done(
+        self,
+        run_id: int,
+        ready: asyncio.Event,
+        step: Callable[[int], Awaitable[bool]],
+        *,
+        max_backoff: float,
+    ) -> asyncio.Task[None] | None:
+        """:meth:`launch` a task that runs ``step(run_id)`` whenever ``ready`` is set until it answers True."""
+        return self.launch(
+            run_id,
+            functools.partial(until_done, ready, functools.partial(step, run_id), max_backoff=max_backoff),
+        )
 
     async def stop(self) -> None:
         """Cancel every task."""

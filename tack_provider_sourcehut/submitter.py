@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import functools
 import logging
 import time
 from collections.abc import Mapping
@@ -22,7 +21,7 @@ from typing import Any
 
 from tack_common import status as st
 from tack_common.supervise import Supervisor
-from tack_provider_kit.runtasks import RunTasks, until_done
+from tack_provider_kit.runtasks import RunTasks
 from tack_provider_kit.store import ProviderStore
 from tack_provider_sourcehut import metrics
 from tack_provider_sourcehut.api import ApiError, OutcomeUnknown, SourcehutClient, Unreachable, error_text
@@ -77,12 +76,7 @@ class Submitter:
 
     def launch(self, run_id: int) -> None:
         """Start giving the run its job unless that is under way."""
-        self._tasks.launch(
-            run_id,
-            functools.partial(
-                until_done, self.ready, functools.partial(self._step, run_id), max_backoff=MAX_BACKOFF
-            ),
-        )
+        self._tasks.launch_until_done(run_id, self.ready, self._step, max_backoff=MAX_BACKOFF)
 
     async def stop(self) -> None:
         """Cancel every submission (their state is durable; the next start resumes them)."""

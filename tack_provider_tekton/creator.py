@@ -10,14 +10,13 @@ applied to the PipelineRun as soon as it exists.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from collections.abc import Mapping
 from typing import Any
 
 from tack_common import status as st
 from tack_common.supervise import Supervisor
-from tack_provider_kit.runtasks import RunTasks, until_done
+from tack_provider_kit.runtasks import RunTasks
 from tack_provider_kit.store import ProviderStore
 from tack_provider_tekton import metrics
 from tack_provider_tekton.kube import Kube, KubeError, Unreachable
@@ -59,12 +58,7 @@ class Creator:
 
     def launch(self, run_id: int) -> None:
         """Start creating the run's PipelineRun unless that is under way."""
-        self._tasks.launch(
-            run_id,
-            functools.partial(
-                until_done, self.ready, functools.partial(self._step, run_id), max_backoff=MAX_BACKOFF
-            ),
-        )
+        self._tasks.launch_until_done(run_id, self.ready, self._step, max_backoff=MAX_BACKOFF)
 
     async def stop(self) -> None:
         """Cancel every creation (their state is durable; the next start resumes them)."""

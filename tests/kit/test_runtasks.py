@@ -57,3 +57,24 @@ async def test_until_done_waits_for_ready_and_retries_until_the_step_says_done(
     ready.set()
     await asyncio.wait_for(task, 5)
     assert calls == [False, False, True]
+
+
+async def test_launch_until_done_runs_the_step_of_that_run_until_it_is_done(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The task calls step(run_id) once ready, again after each False, and ends at the first True."""
+    monkeypatch.setattr("tack_common.backoff.delay", lambda attempt, base, cap: 0.0)
+    supervisor = Supervisor()
+    ready = asyncio.Event()
+    ready.set()
+    seen: list[int] = []
+
+    async def step(run_id: int) -> bool:
+        seen.append(run_id)
+        return len(seen) == 2
+
+    task = RunTasks(supervisor, "create").launch_until_done(9, ready, step, max_backoff=1)
+    assert task is not None
+    await asyncio.wait_for(task, 5)
+    assert seen == [9, 9]
+    await supervisor.close()
